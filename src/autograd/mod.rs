@@ -1,0 +1,125 @@
+//! Reverse-mode automatic differentiation, define-by-run.
+//!
+//! A [`Tape`] records every op as it runs, together with whatever its backward rule needs
+//! (`ops.rs`); [`Tape::backward`] walks the record in reverse and applies the rules, which all
+//! sit in one `match` in `backward.rs`. Parameters live outside the tape in a [`Params`] store
+//! that the tape borrows, so a training step reads weights without copying them and the
+//! gradients it returns are accumulated into the store afterwards.
+//!
+//! A tape made with [`Tape::inference`] records no graph: ops compute their values and keep
+//! nothing for a backward pass.
+
+mod backward;
+mod ops;
+mod params;
+
+pub use backward::Gradients;
+pub use params::{ParamId, Parameter, Params};
+
+use crate::tensor::Tensor;
+
+/// A handle to a value recorded on a [`Tape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// The record of one forward pass.
+pub struct Tape<'p> {
+    params: &'p Params,
+    nodes: Vec<Node>,
+    /// The node of each parameter already on the tape, so a parameter used twice (a recurrent
+    /// weight at every time step) is one node whose gradient sums all its uses.
+    param_nodes: Vec<Option<Var>>,
+    recording: bool,
+}
+
+struct Node {
+    value: Value,
+    op: ops::Op,
+    needs_grad: bool,
+}
+
+enum Value {
+    Owned(Tensor),
+    /// Borrowed from the parameter store rather than copied onto the tape.
+    Param(ParamId),
+}
+
+impl<'p> Tape<'p> {
+    /// A tape that records the graph, for training.
+    pub fn new(params: &'p Params) -> Self {
+        Self::with_recording(params, true)
+    }
+
+    /// A tape that records nothing, for inference.
+    pub fn inference(params: &'p Params) -> Self {
+        Self::with_recording(params, false)
+    }
+
+    fn with_recording(params: &'p Params, recording: bool) -> Self {
+        Tape {
+            params,
+            nodes: Vec::new(),
+            param_nodes: vec![None; params.len()],
+            recording,
+        }
+    }
+
+    /// Whether this tape records a graph for [`Tape::backward`].
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Data that needs no gradient (input images, targets).
+    pub fn input(&mut self, value: Tensor) -> Var {
+        self.push_leaf(Value::Owned(value), ops::Op::Input, false)
+    }
+
+    /// A leaf whose gradient [`Tape::backward`] keeps, such as input pixels for a saliency map.
+    pub fn variable(&mut self, value: Tensor) -> Var {
+        let recording = self.recording;
+        self.push_leaf(Value::Owned(value), ops::Op::Variable, recording)
+    }
+
+    /// The parameter `id` of the borrowed store.
+    pub fn param(&mut self, id: ParamId) -> Var {
+        if let Some(var) = self.param_nodes[id.index()] {
+            return var;
+        }
+        let recording = self.recording;
+        let var = self.push_leaf(Value::Param(id), ops::Op::Param(id), recording);
+        self.param_nodes[id.index()] = Some(var);
+        var
+    }
+
+    /// The value of `var`.
+    pub fn value(&self, var: Var) -> &Tensor {
+        match &self.nodes[var.0].value {
+            Value::Owned(t) => t,
+            Value::Param(id) => &self.params.get(*id).value,
+        }
+    }
+
+    /// The value of a one-element `var` as a number.
+    ///
+    /// # Panics
+    /// When `var` holds more or fewer than one element.
+    #[track_caller]
+    pub fn scalar(&self, var: Var) -> f32 {
+        let value = self.value(var);
+        assert_eq!(value.len(), 1, "scalar: shape {:?} is not a single number", value.shape());
+        value.iter().next().copied().unwrap_or_default()
+    }
+
+    fn push_leaf(&mut self, value: Value, op: ops::Op, needs_grad: bool) -> Var {
+        self.nodes.push(Node { value, op, needs_grad });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// Records the result of an op whose operands are `inputs`. Off the record, or when no
+    /// operand needs a gradient, the op's saved state is dropped on the spot.
+    fn push(&mut self, value: Tensor, op: ops::Op, inputs: &[Var]) -> Var {
+        let needs_grad = self.recording && inputs.iter().any(|v| self.nodes[v.0].needs_grad);
+        let op = if needs_grad { op } else { ops::Op::Input };
+        self.push_leaf(Value::Owned(value), op, needs_grad)
+    }
+}

@@ -1,0 +1,165 @@
+//! CPU kernels: the reference implementation of every numerical routine the ops need.
+
+use ndarray::{Array2, ArrayView2, Axis, Ix2, Zip};
+use serde::{Deserialize, Serialize};
+
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// An elementwise activation. Each has its function `f` and derivative `df` side by side, so
+/// the two cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Activation {
+    Relu,
+    /// `x` for positive inputs, `alpha * x` otherwise.
+    LeakyRelu {
+        #[serde(default = "default_leak")]
+        alpha: f32,
+    },
+    Sigmoid,
+    Tanh,
+}
+
+fn default_leak() -> f32 {
+    0.01
+}
+
+impl Activation {
+    /// The activation's name in specs and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+
+    /// The activation at `x`.
+    pub fn f(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::LeakyRelu { alpha } => if x > 0.0 { x } else { alpha * x },
+            // Written so neither branch overflows for large |x|.
+            Activation::Sigmoid => if x >= 0.0 {
+                1.0 / (1.0 + (-x).exp())
+            } else {
+                let e = x.exp();
+                e / (1.0 + e)
+            },
+            Activation::Tanh => x.tanh(),
+        }
+    }
+
+    /// The derivative at input `x`, given the output `y = f(x)` (sigmoid and tanh are cheaper
+    /// from `y`).
+    pub fn df(self, x: f32, y: f32) -> f32 {
+        match self {
+            Activation::Relu => if x > 0.0 { 1.0 } else { 0.0 },
+            Activation::LeakyRelu { alpha } => if x > 0.0 { 1.0 } else { alpha },
+            Activation::Sigmoid => y * (1.0 - y),
+            Activation::Tanh => 1.0 - y * y,
+        }
+    }
+}
+
+/// Views `t` as a matrix, or says which operand of `op` is not one.
+pub fn as_matrix<'a>(op: &'static str, t: &'a Tensor) -> Result<ArrayView2<'a, f32>> {
+    t.view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| Error::bad_shape(op, t.shape(), "expects a matrix"))
+}
+
+/// `a @ b` for matrices `[m, k]` and `[k, n]`.
+pub fn matmul(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
+    a.dot(b)
+}
+
+/// Softmax over the last axis, shifted by the row maximum so `exp` cannot overflow.
+pub fn softmax(x: &Tensor) -> Tensor {
+    let mut out = x.to_owned();
+    let last = Axis(x.ndim() - 1);
+    for mut row in out.lanes_mut(last) {
+        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum = row.sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    out
+}
+
+/// Log-softmax over the last axis: `x - max - ln(sum(exp(x - max)))`.
+pub fn log_softmax(x: &Tensor) -> Tensor {
+    let mut out = x.to_owned();
+    let last = Axis(x.ndim() - 1);
+    for mut row in out.lanes_mut(last) {
+        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let log_sum = row.fold(0.0, |s, &v| s + (v - max).exp()).ln();
+        row.mapv_inplace(|v| v - max - log_sum);
+    }
+    out
+}
+
+/// Mean cross-entropy of softmax(`logits`) against integer `labels`, with the probabilities the
+/// backward pass needs.
+///
+/// # Errors
+/// When `logits` is not `[batch, classes]`, the label count differs from the batch, or a label
+/// is not below the class count.
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u8]) -> Result<(f32, Array2<f32>)> {
+    const OP: &str = "softmax_cross_entropy";
+    let logits = as_matrix(OP, logits)?;
+    let (batch, classes) = logits.dim();
+    if labels.len() != batch {
+        return Err(Error::mismatch(OP, &[batch, classes], &[labels.len()]));
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| usize::from(l) >= classes) {
+        return Err(Error::invalid(OP, format!("label {bad} is not below the class count {classes}")));
+    }
+    let log_probs = log_softmax(&logits.to_owned().into_dyn());
+    let loss = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| -log_probs[[i, usize::from(l)]])
+        .sum::<f32>()
+        / batch as f32;
+    let probs = log_probs.mapv(f32::exp).into_dimensionality::<Ix2>().expect("2-d by construction");
+    Ok((loss, probs))
+}
+
+/// Applies `f` to `x`, keeping the layout.
+pub fn map(x: &Tensor, act: Activation) -> Tensor {
+    x.mapv(|v| act.f(v))
+}
+
+/// `grad * f'(x)` for the activation's backward pass.
+pub fn map_backward(x: &Tensor, y: &Tensor, grad: &Tensor, act: Activation) -> Tensor {
+    let mut out = grad.to_owned();
+    Zip::from(&mut out).and(x).and(y).for_each(|g, &x, &y| *g *= act.df(x, y));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn softmax_rows_sum_to_one_even_for_huge_logits() {
+        let x = array![[1000.0f32, 1000.0], [-5.0, 5.0]].into_dyn();
+        let p = softmax(&x);
+        assert_eq!(p[[0, 0]], 0.5);
+        assert!((p.sum_axis(Axis(1)) - 1.0).iter().all(|d| d.abs() < 1e-6));
+    }
+
+    #[test]
+    fn cross_entropy_of_uniform_logits_is_ln_classes() {
+        let logits = Tensor::zeros(ndarray::IxDyn(&[3, 10]));
+        let (loss, _) = softmax_cross_entropy(&logits, &[0, 4, 9]).unwrap();
+        // -ln(1/10) = ln 10
+        assert!((loss - 10f32.ln()).abs() < 1e-6);
+        let err = softmax_cross_entropy(&logits, &[0, 4, 10]).unwrap_err().to_string();
+        assert_eq!(err, "softmax_cross_entropy: label 10 is not below the class count 10");
+    }
+}

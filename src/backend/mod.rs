@@ -1,0 +1,3 @@
+//! Compute backends. The CPU backend is the reference that every other backend is tested against.
+
+pub mod cpu;

@@ -1,0 +1,292 @@
+//! Command-line parsing and the commands.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrograd::checkpoint;
+use ferrograd::data::{self, Dataset};
+use ferrograd::metrics::ConfusionMatrix;
+use ferrograd::nn::ModelSpec;
+use ferrograd::optim::OptimizerSpec;
+use ferrograd::train::{Evaluation, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "ferrograd", version, about = "Train, evaluate and save small neural networks on MNIST")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model and report its test accuracy.
+    Train(TrainArgs),
+    /// Evaluate a saved model on the test set.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Folder with the four standard MNIST files, gzipped or not.
+    #[arg(long)]
+    data: PathBuf,
+    /// A preset name (mlp) or a JSON model spec file.
+    #[arg(long, default_value = "mlp")]
+    model: String,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value_t = OptimizerName::Adam)]
+    optimizer: OptimizerName,
+    /// Learning rate [default: 0.001 for adam, 0.01 for sgd].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Seeds the weights, the data order and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the trained model here (safetensors, with the spec in its metadata).
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of progress and tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Folder with the four standard MNIST files, gzipped or not.
+    #[arg(long)]
+    data: PathBuf,
+    /// A model saved by `ferrograd train --save`.
+    #[arg(long)]
+    load: PathBuf,
+    /// Print one JSON object on stdout instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerName {
+    Adam,
+    Sgd,
+}
+
+#[derive(Serialize)]
+struct EpochRecord {
+    epoch: usize,
+    train_loss: f32,
+    train_accuracy: f32,
+    test_loss: f32,
+    test_accuracy: f32,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct TrainReport<'a> {
+    model: &'a ModelSpec,
+    optimizer: &'a OptimizerSpec,
+    epochs: usize,
+    batch_size: usize,
+    seed: u64,
+    final_loss: f32,
+    test_loss: f32,
+    test_accuracy: f32,
+    samples_per_second: f64,
+    confusion_matrix: &'a [Vec<u64>],
+    per_class: &'a [ferrograd::metrics::ClassScores],
+    history: &'a [EpochRecord],
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+    }
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let spec = load_spec(&args.model)?;
+    let optimizer = match args.optimizer {
+        OptimizerName::Adam => OptimizerSpec::adam(args.lr.unwrap_or(1e-3)),
+        OptimizerName::Sgd => OptimizerSpec::sgd(args.lr.unwrap_or(1e-2)),
+    };
+    if args.epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let mnist = load_data(&args.data)?;
+    let mut trainer = Trainer::new(spec.clone(), &optimizer, args.seed)?;
+    let mut history = Vec::with_capacity(args.epochs);
+    let started = Instant::now();
+    let mut trained_samples = 0usize;
+    for epoch in 1..=args.epochs {
+        let bar = progress_bar(args.json, mnist.train.len(), epoch, args.epochs);
+        let epoch_start = Instant::now();
+        let stats = trainer.train_epoch(&mnist.train, args.batch_size, |step| {
+            bar.inc(step.samples as u64);
+            let rate = bar.position() as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {:.4}  acc {:.3}  {rate:.0} samples/s", step.loss, step.accuracy));
+        })?;
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        trained_samples += mnist.train.len();
+        bar.finish_and_clear();
+        let test = trainer.evaluate(&mnist.test)?;
+        if !args.json {
+            eprintln!(
+                "epoch {epoch}/{}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.0} samples/s",
+                args.epochs,
+                stats.loss,
+                stats.accuracy,
+                test.loss,
+                test.accuracy,
+                mnist.train.len() as f64 / seconds
+            );
+        }
+        history.push(EpochRecord {
+            epoch,
+            train_loss: stats.loss,
+            train_accuracy: stats.accuracy,
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+            seconds,
+        });
+    }
+    let samples_per_second = trained_samples as f64 / started.elapsed().as_secs_f64();
+    let test = trainer.evaluate(&mnist.test)?;
+    if let Some(path) = &args.save {
+        std::fs::write(path, checkpoint::save(trainer.model()))
+            .with_context(|| format!("writing the model to {}", path.display()))?;
+    }
+    if args.json {
+        let report = TrainReport {
+            model: &spec,
+            optimizer: &optimizer,
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            seed: args.seed,
+            final_loss: history.last().map_or(f32::NAN, |h| h.train_loss),
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+            samples_per_second,
+            confusion_matrix: test.confusion_matrix.counts(),
+            per_class: &test.per_class,
+            history: &history,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_evaluation(&test);
+        println!("{samples_per_second:.0} samples/s over {} epochs", args.epochs);
+        if let Some(path) = &args.save {
+            println!("saved to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.load).with_context(|| format!("reading {}", args.load.display()))?;
+    let model = checkpoint::load(&bytes).with_context(|| format!("loading {}", args.load.display()))?;
+    let spec = model.spec().clone();
+    let mnist = load_data(&args.data)?;
+    // The optimizer is never stepped; a trainer is just the evaluation driver.
+    let trainer = Trainer::from_model(model, &OptimizerSpec::adam(1e-3), 0)?;
+    let test = trainer.evaluate(&mnist.test)?;
+    if args.json {
+        #[derive(Serialize)]
+        struct EvalReport<'a> {
+            model: &'a ModelSpec,
+            test_loss: f32,
+            test_accuracy: f32,
+            confusion_matrix: &'a [Vec<u64>],
+            per_class: &'a [ferrograd::metrics::ClassScores],
+        }
+        let report = EvalReport {
+            model: &spec,
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+            confusion_matrix: test.confusion_matrix.counts(),
+            per_class: &test.per_class,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_evaluation(&test);
+    }
+    Ok(())
+}
+
+/// A preset by name, or else a JSON spec file.
+fn load_spec(model: &str) -> Result<ModelSpec> {
+    if let Some(spec) = ModelSpec::preset(model) {
+        return Ok(spec);
+    }
+    let path = Path::new(model);
+    if !path.exists() {
+        bail!(
+            "--model {model}: neither a preset ({}) nor an existing JSON file",
+            ModelSpec::PRESETS.join(", ")
+        );
+    }
+    let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ModelSpec::from_json(&json).with_context(|| format!("{}", path.display()))
+}
+
+fn load_data(dir: &Path) -> Result<data::Mnist> {
+    let mnist = data::load_mnist(dir)?;
+    check_not_empty(&mnist.train, "training", dir)?;
+    check_not_empty(&mnist.test, "test", dir)?;
+    Ok(mnist)
+}
+
+fn check_not_empty(set: &Dataset, which: &str, dir: &Path) -> Result<()> {
+    if set.is_empty() {
+        bail!("{}: the {which} set holds no images", dir.display());
+    }
+    Ok(())
+}
+
+fn progress_bar(hidden: bool, samples: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(samples as u64);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}
+
+fn print_evaluation(eval: &Evaluation) {
+    println!("test loss {:.4}, test accuracy {:.2}%", eval.loss, eval.accuracy * 100.0);
+    print_confusion(&eval.confusion_matrix);
+    println!("\nclass  precision  recall     f1  support");
+    for (c, s) in eval.per_class.iter().enumerate() {
+        println!("{c:>5}  {:>9.3}  {:>6.3}  {:>5.3}  {:>7}", s.precision, s.recall, s.f1, s.support);
+    }
+}
+
+fn print_confusion(m: &ConfusionMatrix) {
+    println!("\nconfusion matrix (rows: true digit, columns: predicted)");
+    print!("     ");
+    for c in 0..m.classes() {
+        print!("{c:>5}");
+    }
+    println!();
+    for (t, row) in m.counts().iter().enumerate() {
+        print!("{t:>5}");
+        for n in row {
+            print!("{n:>5}");
+        }
+        println!();
+    }
+}

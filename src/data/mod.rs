@@ -1,0 +1,12 @@
+//! Data: the IDX decoder, labelled image sets and batching, and (natively) reading the
+//! standard MNIST files from a folder.
+
+mod dataset;
+#[cfg(not(target_arch = "wasm32"))]
+mod files;
+pub mod idx;
+
+pub use dataset::{Dataset, DatasetBuilder, CLASSES};
+#[cfg(not(target_arch = "wasm32"))]
+pub use files::{load_mnist, Mnist, FILE_NAMES};
+pub use idx::IdxDecoder;

@@ -1,0 +1,9 @@
+//! Layers and models built from the autograd ops, described by a serde [`ModelSpec`].
+
+mod init;
+mod model;
+mod spec;
+
+pub use init::Init;
+pub use model::{Mode, Model};
+pub use spec::{ActivationName, LayerSpec, ModelSpec};

@@ -1,0 +1,279 @@
+//! The JSON description of a model that the page, the CLI, saved files and embeds share.
+//!
+//! ```json
+//! {"input": [1, 28, 28],
+//!  "layers": [{"type": "flatten"},
+//!             {"type": "dense", "units": 128, "activation": "relu"},
+//!             {"type": "dense", "units": 10}]}
+//! ```
+//!
+//! [`ModelSpec::from_json`] reports a bad spec by the JSON path of the offending value, for
+//! example `layers[1].units`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Init;
+use crate::backend::cpu::Activation;
+use crate::{Error, Result};
+
+/// A whole model: the shape of one input sample and the layers in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The shape of one sample, without the batch axis: `[channels, height, width]` for images.
+    #[serde(default = "mnist_input")]
+    pub input: Vec<usize>,
+    pub layers: Vec<LayerSpec>,
+}
+
+fn mnist_input() -> Vec<usize> {
+    vec![1, 28, 28]
+}
+
+/// One layer. `type` selects the variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// Flattens everything but the batch axis.
+    Flatten,
+    /// `activation(x W + b)`, with `W` of shape `[inputs, units]`.
+    Dense {
+        units: usize,
+        #[serde(default)]
+        activation: ActivationName,
+        #[serde(default = "yes")]
+        bias: bool,
+        #[serde(default)]
+        init: Init,
+    },
+    /// Zeroes a fraction `rate` of its inputs while training; the identity in inference.
+    Dropout { rate: f32 },
+    Relu,
+    LeakyRelu {
+        #[serde(default = "default_leak")]
+        alpha: f32,
+    },
+    Sigmoid,
+    Tanh,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_leak() -> f32 {
+    0.01
+}
+
+/// The activation a dense layer applies to its output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationName {
+    #[default]
+    Linear,
+    Relu,
+    LeakyRelu,
+    Sigmoid,
+    Tanh,
+}
+
+impl ActivationName {
+    pub(crate) fn activation(self) -> Option<Activation> {
+        match self {
+            ActivationName::Linear => None,
+            ActivationName::Relu => Some(Activation::Relu),
+            ActivationName::LeakyRelu => Some(Activation::LeakyRelu { alpha: default_leak() }),
+            ActivationName::Sigmoid => Some(Activation::Sigmoid),
+            ActivationName::Tanh => Some(Activation::Tanh),
+        }
+    }
+}
+
+impl LayerSpec {
+    /// The layer's `type` in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Flatten => "flatten",
+            LayerSpec::Dense { .. } => "dense",
+            LayerSpec::Dropout { .. } => "dropout",
+            LayerSpec::Relu => "relu",
+            LayerSpec::LeakyRelu { .. } => "leaky_relu",
+            LayerSpec::Sigmoid => "sigmoid",
+            LayerSpec::Tanh => "tanh",
+        }
+    }
+
+    /// The shape of one output sample for one input sample of `input`.
+    ///
+    /// # Errors
+    /// [`Error::Spec`] at `location` when the layer cannot take `input` or a field is out of range.
+    pub(crate) fn output_shape(&self, input: &[usize], location: &str) -> Result<Vec<usize>> {
+        match *self {
+            LayerSpec::Flatten => Ok(vec![input.iter().product()]),
+            LayerSpec::Dense { units, .. } => {
+                if units == 0 {
+                    return Err(Error::spec(format!("{location}.units"), "must be at least 1"));
+                }
+                if input.len() != 1 {
+                    return Err(Error::spec(
+                        location,
+                        format!("dense expects a flat input but gets shape {input:?}; put a flatten layer before it"),
+                    ));
+                }
+                Ok(vec![units])
+            }
+            LayerSpec::Dropout { rate } => {
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(Error::spec(format!("{location}.rate"), format!("{rate} is not in [0, 1)")));
+                }
+                Ok(input.to_vec())
+            }
+            LayerSpec::LeakyRelu { alpha } if !alpha.is_finite() => {
+                Err(Error::spec(format!("{location}.alpha"), "must be a finite number"))
+            }
+            LayerSpec::Relu | LayerSpec::LeakyRelu { .. } | LayerSpec::Sigmoid | LayerSpec::Tanh => {
+                Ok(input.to_vec())
+            }
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The names [`ModelSpec::preset`] knows.
+    pub const PRESETS: &'static [&'static str] = &["mlp"];
+
+    /// A built-in model by name.
+    pub fn preset(name: &str) -> Option<ModelSpec> {
+        let layers = match name {
+            // The TensorFlow.js MNIST example's dense network.
+            "mlp" => vec![
+                LayerSpec::Flatten,
+                LayerSpec::Dense { units: 128, activation: ActivationName::Relu, bias: true, init: Init::default() },
+                LayerSpec::Dense { units: 10, activation: ActivationName::Linear, bias: true, init: Init::default() },
+            ],
+            _ => return None,
+        };
+        Some(ModelSpec { input: mnist_input(), layers })
+    }
+
+    /// Parses and validates a spec.
+    ///
+    /// # Errors
+    /// [`Error::Spec`] naming the JSON path of the first problem: a syntax error's line and
+    /// column, an unknown layer type, a missing or misspelt field, a value out of range, or a
+    /// layer that cannot take the shape the previous one gives.
+    pub fn from_json(json: &str) -> Result<ModelSpec> {
+        let value: Value = serde_json::from_str(json).map_err(|e| {
+            Error::spec(format!("line {}, column {}", e.line(), e.column()), "invalid JSON")
+        })?;
+        Self::from_value(value)
+    }
+
+    /// Like [`ModelSpec::from_json`], from parsed JSON.
+    ///
+    /// # Errors
+    /// As [`ModelSpec::from_json`].
+    pub fn from_value(value: Value) -> Result<ModelSpec> {
+        let Value::Object(mut fields) = value else {
+            return Err(Error::spec("top level", "expected an object with a `layers` array"));
+        };
+        if let Some(key) = fields.keys().find(|k| !matches!(k.as_str(), "input" | "layers")) {
+            return Err(Error::spec(key.clone(), "unknown field; expected `input` or `layers`"));
+        }
+        let input = match fields.remove("input") {
+            None => mnist_input(),
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::spec("input", format!("{e}; expected an array of sizes such as [1, 28, 28]")))?,
+        };
+        let Some(Value::Array(raw_layers)) = fields.remove("layers") else {
+            return Err(Error::spec("layers", "missing, or not an array of layers"));
+        };
+        let layers = raw_layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let kind = raw.get("type").and_then(Value::as_str).map(str::to_owned);
+                serde_json::from_value(raw).map_err(|e| {
+                    let location = match kind {
+                        Some(kind) => format!("layers[{i}] ({kind})"),
+                        None => format!("layers[{i}]"),
+                    };
+                    Error::spec(location, e.to_string())
+                })
+            })
+            .collect::<Result<Vec<LayerSpec>>>()?;
+        let spec = ModelSpec { input, layers };
+        spec.output_shape()?;
+        Ok(spec)
+    }
+
+    /// The shape of one output sample, after checking every layer against its input.
+    ///
+    /// # Errors
+    /// [`Error::Spec`] naming the first layer that cannot be built.
+    pub fn output_shape(&self) -> Result<Vec<usize>> {
+        if self.input.is_empty() || self.input.contains(&0) {
+            return Err(Error::spec("input", format!("{:?} is not a valid sample shape", self.input)));
+        }
+        if self.layers.is_empty() {
+            return Err(Error::spec("layers", "a model needs at least one layer"));
+        }
+        self.layers.iter().enumerate().try_fold(self.input.clone(), |shape, (i, layer)| {
+            layer.output_shape(&shape, &format!("layers[{i}] ({})", layer.kind()))
+        })
+    }
+
+    /// The spec as compact JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a spec always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        ModelSpec::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_issue_example_parses_to_the_mlp_preset() {
+        let json = r#"{"layers":[{"type":"flatten"},{"type":"dense","units":128,"activation":"relu"},{"type":"dense","units":10}]}"#;
+        let spec = ModelSpec::from_json(json).unwrap();
+        assert_eq!(spec, ModelSpec::preset("mlp").unwrap());
+        assert_eq!(spec.output_shape().unwrap(), vec![10]);
+        assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+    }
+
+    #[test]
+    fn bad_specs_name_the_layer_and_field() {
+        assert_eq!(
+            err(r#"{"layers":[{"type":"flatten"},{"type":"dense"}]}"#),
+            "model spec, layers[1] (dense): missing field `units`"
+        );
+        assert!(err(r#"{"layers":[{"type":"dense","unit":5}]}"#)
+            .starts_with("model spec, layers[0] (dense): unknown field `unit`"));
+        assert!(err(r#"{"layers":[{"type":"conv9"}]}"#)
+            .starts_with("model spec, layers[0] (conv9): unknown variant `conv9`"));
+        assert_eq!(
+            err(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":0}]}"#),
+            "model spec, layers[1] (dense).units: must be at least 1"
+        );
+        assert_eq!(
+            err(r#"{"layers":[{"type":"dense","units":3}]}"#),
+            "model spec, layers[0] (dense): dense expects a flat input but gets shape [1, 28, 28]; put a flatten layer before it"
+        );
+        assert_eq!(
+            err(r#"{"layers":[{"type":"dropout","rate":1.5}]}"#),
+            "model spec, layers[0] (dropout).rate: 1.5 is not in [0, 1)"
+        );
+        assert!(err(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":"many"}]}"#)
+            .starts_with("model spec, layers[1] (dense): invalid type: string \"many\""));
+        assert_eq!(err(r#"{"layers": [}"#), "model spec, line 1, column 13: invalid JSON");
+        assert_eq!(err(r#"{"layer": []}"#), "model spec, layer: unknown field; expected `input` or `layers`");
+        assert_eq!(err(r#"{"layers": []}"#), "model spec, layers: a model needs at least one layer");
+        assert_eq!(err(r#"[1]"#), "model spec, top level: expected an object with a `layers` array");
+    }
+}

@@ -1,0 +1,95 @@
+//! Tensors: n-dimensional f32 arrays on `ndarray`, and the shape rules the ops share.
+//!
+//! A tensor is a plain [`ndarray::ArrayD<f32>`]; this module adds the broadcasting rules of
+//! numpy and the reduction that undoes a broadcast in the backward pass.
+
+use ndarray::{ArrayD, Axis, IxDyn};
+
+use crate::{Error, Result};
+
+/// The crate's tensor: an owned, dynamically shaped array of f32.
+pub type Tensor = ArrayD<f32>;
+
+/// A tensor of the given shape filled from `data` in row-major order.
+///
+/// # Errors
+/// When `data.len()` is not the product of `shape`.
+pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    let len = data.len();
+    ArrayD::from_shape_vec(IxDyn(shape), data)
+        .map_err(|_| Error::bad_shape("from_vec", shape, format!("{len} values do not fill it")))
+}
+
+/// A tensor holding one number, shaped `[]`.
+pub fn scalar(value: f32) -> Tensor {
+    ArrayD::from_elem(IxDyn(&[]), value)
+}
+
+/// The shape two operands broadcast to under numpy's rules: align from the right, and each
+/// pair of dimensions must be equal or contain a 1.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] naming `op` and both shapes.
+pub fn broadcast_shape(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Vec<usize>> {
+    let rank = lhs.len().max(rhs.len());
+    let dim = |shape: &[usize], i: usize| {
+        let pad = rank - shape.len();
+        if i < pad { 1 } else { shape[i - pad] }
+    };
+    (0..rank)
+        .map(|i| match (dim(lhs, i), dim(rhs, i)) {
+            (a, b) if a == b => Ok(a),
+            (1, b) => Ok(b),
+            (a, 1) => Ok(a),
+            _ => Err(Error::mismatch(op, lhs, rhs)),
+        })
+        .collect()
+}
+
+/// Sums `grad` down to `shape`, undoing a broadcast: the gradient of a broadcast operand is
+/// the sum over every position it was copied to.
+pub fn sum_to_shape(grad: Tensor, shape: &[usize]) -> Tensor {
+    let mut grad = grad;
+    while grad.ndim() > shape.len() {
+        grad = grad.sum_axis(Axis(0));
+    }
+    for (axis, &size) in shape.iter().enumerate() {
+        if size == 1 && grad.shape()[axis] != 1 {
+            grad = grad.sum_axis(Axis(axis)).insert_axis(Axis(axis));
+        }
+    }
+    grad
+}
+
+/// Checks that `axis` names a dimension of `shape`.
+///
+/// # Errors
+/// [`Error::BadShape`] naming `op`.
+pub fn check_axis(op: &'static str, shape: &[usize], axis: usize) -> Result<()> {
+    if axis < shape.len() {
+        Ok(())
+    } else {
+        Err(Error::bad_shape(op, shape, format!("axis {axis} is out of range")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_follows_numpy() {
+        assert_eq!(broadcast_shape("add", &[4, 3], &[3]).unwrap(), vec![4, 3]);
+        assert_eq!(broadcast_shape("add", &[4, 1], &[1, 5]).unwrap(), vec![4, 5]);
+        assert_eq!(broadcast_shape("add", &[], &[2, 2]).unwrap(), vec![2, 2]);
+        let err = broadcast_shape("add", &[4, 3], &[4]).unwrap_err().to_string();
+        assert_eq!(err, "add: shapes [4, 3] and [4] are incompatible");
+    }
+
+    #[test]
+    fn sum_to_shape_undoes_broadcast() {
+        let grad = Tensor::ones(IxDyn(&[2, 4, 3]));
+        assert_eq!(sum_to_shape(grad.clone(), &[3]), Tensor::from_elem(IxDyn(&[3]), 8.0));
+        assert_eq!(sum_to_shape(grad, &[4, 1]), Tensor::from_elem(IxDyn(&[4, 1]), 6.0));
+    }
+}

@@ -1,0 +1,194 @@
+//! Training: a model, its optimizer and a seeded generator, stepped batch by batch. The CLI
+//! and the page both drive this.
+
+use ndarray::{Axis, Ix2};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use serde::Serialize;
+
+use crate::autograd::Tape;
+use crate::data::{Dataset, CLASSES};
+use crate::metrics::{ClassScores, ConfusionMatrix};
+use crate::nn::{Mode, Model, ModelSpec};
+use crate::optim::{Optimizer, OptimizerSpec};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// What one training step measured on its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StepStats {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub samples: usize,
+}
+
+/// A model's scores on a data set.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub confusion_matrix: ConfusionMatrix,
+    pub per_class: Vec<ClassScores>,
+}
+
+/// A model being trained.
+pub struct Trainer {
+    model: Model,
+    optimizer: Optimizer,
+    rng: Pcg64,
+    steps: u64,
+}
+
+/// The batch size for evaluation and prediction: large enough to amortise per-batch work,
+/// small enough to keep activations of any preset modest.
+const EVAL_BATCH: usize = 256;
+
+impl Trainer {
+    /// A fresh model from `spec`, with weights and every later random draw (shuffling,
+    /// dropout) seeded by `seed`.
+    ///
+    /// # Errors
+    /// When the spec or the optimizer settings are invalid, or the model does not output one
+    /// score per class.
+    pub fn new(spec: ModelSpec, optimizer: &OptimizerSpec, seed: u64) -> Result<Self> {
+        Self::from_model(Model::new(spec, seed)?, optimizer, seed)
+    }
+
+    /// Trains an existing model (one loaded from a file, say).
+    ///
+    /// # Errors
+    /// As [`Trainer::new`].
+    pub fn from_model(model: Model, optimizer: &OptimizerSpec, seed: u64) -> Result<Self> {
+        if model.output_shape() != [CLASSES] {
+            return Err(Error::spec(
+                format!("layers[{}]", model.spec().layers.len() - 1),
+                format!("the last layer must output {CLASSES} scores, one per digit, not shape {:?}", model.output_shape()),
+            ));
+        }
+        let optimizer = Optimizer::new(optimizer, model.params())?;
+        // A stream apart from the weights' so that changing the architecture keeps the data order.
+        let rng = Pcg64::seed_from_u64(seed ^ 0x5eed_da7a);
+        Ok(Trainer { model, optimizer, rng, steps: 0 })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// One optimizer step on a batch of `images` shaped `[batch, ..input]` with `labels`.
+    ///
+    /// # Errors
+    /// When the batch does not fit the model, or the labels do not fit the batch.
+    pub fn step(&mut self, images: Tensor, labels: &[u8]) -> Result<StepStats> {
+        let (loss, accuracy, grads) = {
+            let mut tape = Tape::new(self.model.params());
+            let x = tape.input(images);
+            let logits = self.model.forward(&mut tape, x, Mode::Train(&mut self.rng))?;
+            let loss = tape.softmax_cross_entropy(logits, labels)?;
+            let accuracy = accuracy(tape.value(logits), labels);
+            (tape.scalar(loss), accuracy, tape.backward(loss)?)
+        };
+        let params = self.model.params_mut();
+        params.zero_grad();
+        params.accumulate(&grads);
+        self.optimizer.step(params);
+        self.steps += 1;
+        Ok(StepStats { loss, accuracy, samples: labels.len() })
+    }
+
+    /// One pass over `data` in a fresh random order, in batches of `batch_size` (the last may
+    /// be smaller), calling `on_step` after each.
+    ///
+    /// # Errors
+    /// When `batch_size` is zero or a step fails.
+    pub fn train_epoch(
+        &mut self,
+        data: &Dataset,
+        batch_size: usize,
+        mut on_step: impl FnMut(&StepStats),
+    ) -> Result<StepStats> {
+        if batch_size == 0 {
+            return Err(Error::Config { name: "batch_size", reason: "must be at least 1".into() });
+        }
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        order.shuffle(&mut self.rng);
+        let (mut loss, mut correct) = (0.0, 0.0);
+        for indices in order.chunks(batch_size) {
+            let (images, labels) = data.batch(indices);
+            let stats = self.step(images, &labels)?;
+            loss += stats.loss * stats.samples as f32;
+            correct += stats.accuracy * stats.samples as f32;
+            on_step(&stats);
+        }
+        let samples = data.len().max(1) as f32;
+        Ok(StepStats { loss: loss / samples, accuracy: correct / samples, samples: data.len() })
+    }
+
+    /// Class probabilities `[batch, 10]` for `images` shaped `[batch, ..input]`, in inference
+    /// mode.
+    ///
+    /// # Errors
+    /// When the images do not fit the model.
+    pub fn predict(&self, images: Tensor) -> Result<Tensor> {
+        let mut tape = Tape::inference(self.model.params());
+        let x = tape.input(images);
+        let logits = self.model.forward(&mut tape, x, Mode::Eval)?;
+        let probs = tape.softmax(logits)?;
+        Ok(tape.value(probs).clone())
+    }
+
+    /// Mean loss, accuracy and the confusion matrix over `data`, in inference mode.
+    ///
+    /// # Errors
+    /// When the images do not fit the model or `data` is empty.
+    pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation> {
+        if data.is_empty() {
+            return Err(Error::Data("cannot evaluate on an empty data set".into()));
+        }
+        let mut confusion = ConfusionMatrix::new(CLASSES);
+        let mut loss = 0.0;
+        let indices: Vec<usize> = (0..data.len()).collect();
+        for chunk in indices.chunks(EVAL_BATCH) {
+            let (images, labels) = data.batch(chunk);
+            let mut tape = Tape::inference(self.model.params());
+            let x = tape.input(images);
+            let logits = self.model.forward(&mut tape, x, Mode::Eval)?;
+            let batch_loss = tape.softmax_cross_entropy(logits, &labels)?;
+            loss += tape.scalar(batch_loss) * labels.len() as f32;
+            for (&label, predicted) in labels.iter().zip(argmax_rows(tape.value(logits))) {
+                confusion.add(usize::from(label), predicted);
+            }
+        }
+        Ok(Evaluation {
+            loss: loss / data.len() as f32,
+            accuracy: confusion.accuracy(),
+            per_class: confusion.per_class(),
+            confusion_matrix: confusion,
+        })
+    }
+}
+
+/// The index of the largest score in each row of `[batch, classes]` scores.
+pub fn argmax_rows(scores: &Tensor) -> Vec<usize> {
+    let scores = scores.view().into_dimensionality::<Ix2>().expect("scores are [batch, classes]");
+    scores
+        .axis_iter(Axis(0))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                .0
+        })
+        .collect()
+}
+
+fn accuracy(logits: &Tensor, labels: &[u8]) -> f32 {
+    let hits = argmax_rows(logits).iter().zip(labels).filter(|(&p, &l)| p == usize::from(l)).count();
+    hits as f32 / labels.len().max(1) as f32
+}
