@@ -45,7 +45,7 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerName::Adam)]
     optimizer: OptimizerName,
     /// Learning rate [default: 0.001 for adam, 0.01 for sgd].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Seeds the weights, the data order and dropout.
     #[arg(long, default_value_t = 0)]
