@@ -19,6 +19,7 @@ mod error;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod playground;
 pub mod tensor;
 pub mod train;
 #[cfg(target_arch = "wasm32")]

@@ -8,7 +8,7 @@ use rand_pcg::Pcg64;
 use serde::Serialize;
 
 use crate::autograd::Tape;
-use crate::data::{Dataset, CLASSES};
+use crate::data::{preprocess, Dataset, CLASSES};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::nn::{Mode, Model, ModelSpec};
 use crate::optim::{Optimizer, OptimizerSpec};
@@ -38,6 +38,7 @@ pub struct Trainer {
     optimizer: Optimizer,
     rng: Pcg64,
     steps: u64,
+    augment: bool,
 }
 
 /// The batch size for evaluation and prediction: large enough to amortise per-batch work,
@@ -69,11 +70,17 @@ impl Trainer {
         let optimizer = Optimizer::new(optimizer, model.params())?;
         // A stream apart from the weights' so that changing the architecture keeps the data order.
         let rng = Pcg64::seed_from_u64(seed ^ 0x5eed_da7a);
-        Ok(Trainer { model, optimizer, rng, steps: 0 })
+        Ok(Trainer { model, optimizer, rng, steps: 0, augment: false })
     }
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// Whether training batches are augmented with random shifts and rotations (see
+    /// [`preprocess::augment`]).
+    pub fn set_augment(&mut self, augment: bool) {
+        self.augment = augment;
     }
 
     /// Steps taken so far.
@@ -85,7 +92,14 @@ impl Trainer {
     ///
     /// # Errors
     /// When the batch does not fit the model, or the labels do not fit the batch.
-    pub fn step(&mut self, images: Tensor, labels: &[u8]) -> Result<StepStats> {
+    pub fn step(&mut self, mut images: Tensor, labels: &[u8]) -> Result<StepStats> {
+        if self.augment && images.ndim() == 4 {
+            let (rows, cols) = (images.shape()[2], images.shape()[3]);
+            let pixels = images.as_slice_mut().expect("batches are contiguous");
+            for image in pixels.chunks_exact_mut(rows * cols) {
+                preprocess::augment(image, rows, cols, &mut self.rng);
+            }
+        }
         let (loss, accuracy, grads) = {
             let mut tape = Tape::new(self.model.params());
             let x = tape.input(images);

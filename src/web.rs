@@ -1,15 +1,14 @@
-//! The JavaScript boundary: handles around the core types, plain numbers, typed arrays and
-//! serde objects across, and `Result<_, JsError>` everywhere so that every failure reaches
-//! JavaScript as an exception with a readable message.
+//! The JavaScript boundary: one handle, [`Session`], around the core [`Playground`]; plain
+//! numbers, typed arrays and serde objects across; `Result<_, JsError>` everywhere so that
+//! every failure reaches JavaScript as an exception with a readable message.
 
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::data::DatasetBuilder;
-use crate::nn::ModelSpec;
+use crate::nn::{ModelSpec, Normalize};
 use crate::optim::OptimizerSpec;
+use crate::playground::{Part, Playground, TrainingConfig};
 use crate::tensor;
-use crate::train;
 
 /// Installs a panic hook so that a bug reports its message on the console instead of
 /// killing the worker silently.
@@ -18,129 +17,205 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// Training settings from JavaScript; every field is optional.
+/// Training settings as the page sends them; every field has a default.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TrainerOptions {
-    #[serde(default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+struct Settings {
     optimizer: OptimizerName,
     lr: Option<f32>,
-    #[serde(default)]
+    batch_size: usize,
+    epochs: usize,
     seed: u64,
+    /// `"unit"` keeps pixels in [0, 1]; `"standard"` standardises them by MNIST's mean and std.
+    normalize: Normalization,
+    clean: bool,
+    augment: bool,
 }
 
-#[derive(Default, Deserialize)]
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            optimizer: OptimizerName::Adam,
+            lr: None,
+            batch_size: 64,
+            epochs: 5,
+            seed: 0,
+            normalize: Normalization::Unit,
+            clean: false,
+            augment: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum OptimizerName {
-    #[default]
     Adam,
     Sgd,
 }
 
-/// A model being trained.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Normalization {
+    Unit,
+    Standard,
+}
+
+/// Reads a model (a preset name or a JSON spec) and settings from JavaScript.
+fn read_setup(model: &str, settings: JsValue) -> Result<(ModelSpec, TrainingConfig), JsError> {
+    let mut spec = match ModelSpec::preset(model.trim()) {
+        Some(spec) => spec,
+        None => ModelSpec::from_json(model)?,
+    };
+    let settings: Settings = if settings.is_undefined() || settings.is_null() {
+        Settings::default()
+    } else {
+        // Through serde_json, because serde-wasm-bindgen reads only the fields a struct names
+        // and so would ignore a misspelt setting instead of reporting it.
+        let json: serde_json::Value = serde_wasm_bindgen::from_value(settings)
+            .map_err(|e| JsError::new(&format!("settings: {e}")))?;
+        serde_json::from_value(json).map_err(|e| JsError::new(&format!("settings: {e}")))?
+    };
+    spec.normalize = match settings.normalize {
+        Normalization::Unit => None,
+        Normalization::Standard => Some(Normalize::MNIST),
+    };
+    let optimizer = match settings.optimizer {
+        OptimizerName::Adam => OptimizerSpec::adam(settings.lr.unwrap_or(1e-3)),
+        OptimizerName::Sgd => OptimizerSpec::sgd(settings.lr.unwrap_or(1e-2)),
+    };
+    let config = TrainingConfig {
+        optimizer,
+        batch_size: settings.batch_size,
+        epochs: settings.epochs,
+        seed: settings.seed,
+        clean: settings.clean,
+        augment: settings.augment,
+    };
+    Ok((spec, config))
+}
+
+/// A model, its training state and its data, as the page's worker drives them.
 #[wasm_bindgen]
-pub struct Trainer {
-    inner: train::Trainer,
+pub struct Session {
+    inner: Playground,
 }
 
 #[wasm_bindgen]
-impl Trainer {
-    /// `specJson` is a model spec or a preset name such as `"mlp"`; `options` is
-    /// `{optimizer?: "adam" | "sgd", lr?: number, seed?: number}` or undefined.
+impl Session {
+    /// `model` is a preset name (`"mlp"`) or a JSON model spec; `settings` is
+    /// `{optimizer?: "adam"|"sgd", lr?, batchSize?, epochs?, seed?, normalize?: "unit"|"standard",
+    /// clean?, augment?}` or undefined.
     #[wasm_bindgen(constructor)]
-    pub fn new(spec_json: &str, options: JsValue) -> Result<Trainer, JsError> {
-        let spec = match ModelSpec::preset(spec_json) {
-            Some(spec) => spec,
-            None => ModelSpec::from_json(spec_json)?,
-        };
-        let options: TrainerOptions = if options.is_undefined() || options.is_null() {
-            TrainerOptions { optimizer: OptimizerName::Adam, lr: None, seed: 0 }
-        } else {
-            serde_wasm_bindgen::from_value(options)
-                .map_err(|e| JsError::new(&format!("trainer options: {e}")))?
-        };
-        let optimizer = match options.optimizer {
-            OptimizerName::Adam => OptimizerSpec::adam(options.lr.unwrap_or(1e-3)),
-            OptimizerName::Sgd => OptimizerSpec::sgd(options.lr.unwrap_or(1e-2)),
-        };
-        Ok(Trainer { inner: train::Trainer::new(spec, &optimizer, options.seed)? })
+    pub fn new(model: &str, settings: JsValue) -> Result<Session, JsError> {
+        let (spec, config) = read_setup(model, settings)?;
+        Ok(Session { inner: Playground::new(spec, config)? })
     }
 
-    /// One optimizer step on `labels.length` images whose pixels, in `[0, 1]`, are laid out
-    /// one image after another. Returns `{loss, accuracy, samples}`.
-    pub fn step(&mut self, pixels: &[f32], labels: &[u8]) -> Result<JsValue, JsError> {
-        let images = self.batch(pixels, labels.len())?;
-        let stats = self.inner.step(images, labels)?;
-        to_js(&stats)
+    /// A new model and settings, training from scratch on the same data; on error nothing
+    /// changes.
+    pub fn configure(&mut self, model: &str, settings: JsValue) -> Result<(), JsError> {
+        let (spec, config) = read_setup(model, settings)?;
+        Ok(self.inner.configure(spec, config)?)
     }
 
-    /// Class probabilities, ten per image, for images laid out as in [`Trainer::step`].
+    /// Fresh weights, same model, settings and data.
+    pub fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// Starts loading a data source; the names (URLs) appear in error messages.
+    #[wasm_bindgen(js_name = beginLoad)]
+    pub fn begin_load(&mut self, train_images: String, train_labels: String, test_images: String, test_labels: String) {
+        self.inner.begin_load([train_images, train_labels, test_images, test_labels]);
+    }
+
+    /// Decodes a chunk of one decompressed stream: `part` is `"trainImages"`,
+    /// `"trainLabels"`, `"testImages"` or `"testLabels"`. Returns the items completed.
+    pub fn feed(&mut self, part: &str, chunk: &[u8]) -> Result<u32, JsError> {
+        let part: Part = serde_wasm_bindgen::from_value(JsValue::from_str(part))
+            .map_err(|_| JsError::new(&format!("feed: unknown stream `{part}`")))?;
+        Ok(self.inner.feed(part, chunk)? as u32)
+    }
+
+    /// Ends the load once every stream has ended; a bad replacement is dropped whole.
+    #[wasm_bindgen(js_name = endLoad)]
+    pub fn end_load(&mut self) -> Result<(), JsError> {
+        Ok(self.inner.end_load()?)
+    }
+
+    /// Stops a load that failed outside the decoder (a network error).
+    #[wasm_bindgen(js_name = abortLoad)]
+    pub fn abort_load(&mut self) {
+        self.inner.abort_load();
+    }
+
+    /// Trains on the next batch if one has arrived. Returns
+    /// `{status: "trained", stats: {loss, accuracy, samples}, epochFinished}`,
+    /// `{status: "waiting"}` or `{status: "done"}`.
+    pub fn step(&mut self) -> Result<JsValue, JsError> {
+        to_js(&self.inner.step()?)
+    }
+
+    /// Epoch, progress and data counts (see `Status`).
+    pub fn status(&self) -> Result<JsValue, JsError> {
+        to_js(&self.inner.status())
+    }
+
+    /// Test loss, accuracy, confusion matrix and per-class scores, plus the first `showcase`
+    /// test images with labels and predictions.
+    pub fn evaluate(&self, showcase: usize) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Report {
+            loss: f32,
+            accuracy: f32,
+            confusion_matrix: Vec<Vec<u64>>,
+            per_class: Vec<crate::metrics::ClassScores>,
+            showcase: crate::playground::Showcase,
+        }
+        let (evaluation, showcase) = self.inner.evaluate(showcase)?;
+        to_js(&Report {
+            loss: evaluation.loss,
+            accuracy: evaluation.accuracy,
+            confusion_matrix: evaluation.confusion_matrix.counts().to_vec(),
+            per_class: evaluation.per_class,
+            showcase,
+        })
+    }
+
+    /// Class probabilities, ten per image, for images in `[0, 1]` laid out one after another.
     pub fn predict(&self, pixels: &[f32]) -> Result<Vec<f32>, JsError> {
-        let per_image: usize = self.inner.model().spec().input.iter().product();
+        let input = &self.inner.trainer().model().spec().input;
+        let per_image: usize = input.iter().product();
         if pixels.is_empty() || pixels.len() % per_image != 0 {
             return Err(JsError::new(&format!(
                 "predict: {} pixels are not a whole number of {per_image}-pixel images",
                 pixels.len()
             )));
         }
-        let images = self.batch(pixels, pixels.len() / per_image)?;
-        Ok(self.inner.predict(images)?.into_raw_vec_and_offset().0)
+        let mut shape = vec![pixels.len() / per_image];
+        shape.extend_from_slice(input);
+        let images = tensor::from_vec(&shape, pixels.to_vec())?;
+        Ok(self.inner.trainer().predict(images)?.into_raw_vec_and_offset().0)
     }
 
-    /// Steps taken so far.
-    pub fn steps(&self) -> f64 {
-        self.inner.steps() as f64
+    /// Adds a drawn digit (bytes 0-255, the model's input size) with its label to the
+    /// training data; returns how many drawn examples there are.
+    #[wasm_bindgen(js_name = addExample)]
+    pub fn add_example(&mut self, pixels: &[u8], label: u8) -> Result<u32, JsError> {
+        Ok(self.inner.add_example(pixels, label)? as u32)
+    }
+
+    #[wasm_bindgen(js_name = clearExamples)]
+    pub fn clear_examples(&mut self) {
+        self.inner.clear_examples();
     }
 
     /// The model spec as JSON.
     #[wasm_bindgen(js_name = specJson)]
     pub fn spec_json(&self) -> String {
-        self.inner.model().spec().to_json()
-    }
-
-    fn batch(&self, pixels: &[f32], count: usize) -> Result<tensor::Tensor, JsError> {
-        let input = &self.inner.model().spec().input;
-        let mut shape = vec![count];
-        shape.extend_from_slice(input);
-        Ok(tensor::from_vec(&shape, pixels.to_vec())?)
-    }
-}
-
-/// MNIST-style images and labels decoded from two IDX byte streams fed chunk by chunk, as
-/// they arrive from the network.
-#[wasm_bindgen]
-pub struct DataStream {
-    inner: DatasetBuilder,
-}
-
-#[wasm_bindgen]
-impl DataStream {
-    /// `imagesName` and `labelsName` (URLs, say) name the streams in error messages.
-    #[wasm_bindgen(constructor)]
-    pub fn new(images_name: &str, labels_name: &str) -> DataStream {
-        DataStream { inner: DatasetBuilder::new(images_name, labels_name) }
-    }
-
-    /// Decodes a chunk of the (decompressed) images stream; returns the images it completed.
-    #[wasm_bindgen(js_name = feedImages)]
-    pub fn feed_images(&mut self, chunk: &[u8]) -> Result<u32, JsError> {
-        Ok(self.inner.feed_images(chunk)? as u32)
-    }
-
-    /// Decodes a chunk of the (decompressed) labels stream; returns the labels it completed.
-    #[wasm_bindgen(js_name = feedLabels)]
-    pub fn feed_labels(&mut self, chunk: &[u8]) -> Result<u32, JsError> {
-        Ok(self.inner.feed_labels(chunk)? as u32)
-    }
-
-    /// Complete (image, label) pairs so far.
-    pub fn pairs(&self) -> u32 {
-        self.inner.pairs() as u32
-    }
-
-    /// The pairs the headers declare, once one has arrived.
-    pub fn declared(&self) -> Option<u32> {
-        self.inner.declared().map(|n| n as u32)
+        self.inner.trainer().model().spec().to_json()
     }
 }
 

@@ -1,83 +1,117 @@
-//! The wasm build, in headless Chromium: the boundary trains, and its errors arrive as
-//! JavaScript exceptions with readable messages.
+//! The wasm build, in headless Chromium: the boundary streams data in, trains, and reports
+//! failures as JavaScript exceptions with readable messages.
 #![cfg(target_arch = "wasm32")]
 
-use ferrograd::web::{DataStream, Trainer};
+use ferrograd::data::idx::encode;
+use ferrograd::web::Session;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// A batch of synthetic 28x28 "digits": class `c` lights a 7x7 block at a position of its
-/// own, plus a little deterministic noise, so that the classes are learnable but not trivial.
-fn synthetic_batch(size: usize, offset: usize) -> (Vec<f32>, Vec<u8>) {
-    let mut pixels = vec![0.0f32; size * 784];
-    let mut labels = Vec::with_capacity(size);
-    for i in 0..size {
+/// Synthetic 28x28 "digits": class `c` lights a 7x7 block at a position of its own, plus a
+/// little deterministic noise, so that the classes are learnable but not trivial. Returns the
+/// IDX images and labels streams.
+fn synthetic(count: usize, offset: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut pixels = vec![0u8; count * 784];
+    let mut labels = Vec::with_capacity(count);
+    for i in 0..count {
         let class = (i * 7 + offset) % 10;
         labels.push(class as u8);
         let (top, left) = ((class / 4) * 9, (class % 4) * 7);
-        for r in top..top + 7 {
-            for c in left..left + 7 {
-                pixels[i * 784 + r * 28 + c] = 1.0;
-            }
-        }
         for p in 0..784 {
+            let (r, c) = (p / 28, p % 28);
             let hash = ((i * 784 + p + offset) as u32).wrapping_mul(2_654_435_761);
-            let noise = (hash % 1000) as f32 / 5000.0;
-            pixels[i * 784 + p] = (pixels[i * 784 + p] + noise).min(1.0);
+            let ink = if (top..top + 7).contains(&r) && (left..left + 7).contains(&c) { 200 } else { 0 };
+            pixels[i * 784 + p] = ink + (hash % 50) as u8;
         }
     }
-    (pixels, labels)
+    (encode(&[count as u32, 28, 28], &pixels), encode(&[count as u32], &labels))
 }
 
-fn loss_of(stats: &JsValue) -> f64 {
-    js_sys::Reflect::get(stats, &"loss".into()).unwrap().as_f64().unwrap()
+fn get(value: &JsValue, path: &[&str]) -> JsValue {
+    path.iter().fold(value.clone(), |v, key| js_sys::Reflect::get(&v, &(*key).into()).unwrap())
+}
+
+fn settings(json: &str) -> JsValue {
+    js_sys::JSON::parse(json).unwrap()
+}
+
+fn message(err: wasm_bindgen::JsError) -> String {
+    let value: JsValue = err.into();
+    js_sys::Error::from(value).message().as_string().unwrap()
+}
+
+fn load(session: &mut Session, train: usize, test: usize, chunk: usize) {
+    session.begin_load("train-images".into(), "train-labels".into(), "test-images".into(), "test-labels".into());
+    let (train_images, train_labels) = synthetic(train, 0);
+    let (test_images, test_labels) = synthetic(test, 3);
+    for (part, bytes) in [("trainLabels", train_labels), ("trainImages", train_images), ("testLabels", test_labels), ("testImages", test_images)] {
+        for piece in bytes.chunks(chunk) {
+            session.feed(part, piece).unwrap();
+        }
+    }
+    session.end_load().unwrap();
 }
 
 #[wasm_bindgen_test]
 fn the_mlp_preset_trains_and_its_loss_falls() {
-    let mut trainer = Trainer::new("mlp", JsValue::UNDEFINED).unwrap();
+    let mut session = Session::new("mlp", settings(r#"{"epochs": 10, "batchSize": 32}"#)).unwrap();
+    load(&mut session, 320, 50, 4096);
     let mut losses = Vec::new();
-    for step in 0..30 {
-        let (pixels, labels) = synthetic_batch(64, step);
-        losses.push(loss_of(&trainer.step(&pixels, &labels).unwrap()));
+    while losses.len() < 40 {
+        let progress = session.step().unwrap();
+        assert_eq!(get(&progress, &["status"]), "trained");
+        losses.push(get(&progress, &["stats", "loss"]).as_f64().unwrap());
     }
     let first = losses[..3].iter().sum::<f64>() / 3.0;
-    let last = losses[27..].iter().sum::<f64>() / 3.0;
+    let last = losses[37..].iter().sum::<f64>() / 3.0;
     assert!(last < first * 0.5, "loss should fall: first steps {first}, last steps {last}");
-    let probs = trainer.predict(&synthetic_batch(2, 0).0).unwrap();
-    assert_eq!(probs.len(), 20);
-    assert!((probs[..10].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+
+    let report = session.evaluate(8).unwrap();
+    assert!(get(&report, &["accuracy"]).as_f64().unwrap() > 0.8);
+    assert_eq!(js_sys::Array::from(&get(&report, &["showcase", "predicted"])).length(), 8);
+    let probs = session.predict(&[0.0; 784]).unwrap();
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[wasm_bindgen_test]
+fn data_fed_one_byte_at_a_time_trains_while_it_arrives() {
+    let mut session = Session::new("mlp", settings(r#"{"batchSize": 16}"#)).unwrap();
+    assert_eq!(get(&session.step().unwrap(), &["status"]), "waiting");
+    session.begin_load("train-images".into(), "train-labels".into(), "test-images".into(), "test-labels".into());
+    let (images, labels) = synthetic(40, 0);
+    session.feed("trainLabels", &labels).unwrap();
+    // Sixteen whole images and one byte of the next: the first batch can run.
+    let first_batch = 16 + 4 * 4;
+    for byte in &images[..first_batch + 16 * 784 + 1] {
+        session.feed("trainImages", std::slice::from_ref(byte)).unwrap();
+    }
+    assert_eq!(get(&session.status().unwrap(), &["trainAvailable"]), 16);
+    assert_eq!(get(&session.step().unwrap(), &["status"]), "trained");
+    assert_eq!(get(&session.step().unwrap(), &["status"]), "waiting");
+    assert_eq!(get(&session.status().unwrap(), &["epochSize"]), 40);
 }
 
 #[wasm_bindgen_test]
 fn errors_arrive_as_exceptions_with_messages() {
-    let message = |err: wasm_bindgen::JsError| {
-        let value: JsValue = err.into();
-        js_sys::Error::from(value).message().as_string().unwrap()
-    };
-    let err = Trainer::new(r#"{"layers":[{"type":"dense"}]}"#, JsValue::UNDEFINED).err().unwrap();
+    let err = Session::new(r#"{"layers":[{"type":"dense"}]}"#, JsValue::UNDEFINED).err().unwrap();
     assert_eq!(message(err), "model spec, layers[0] (dense): missing field `units`");
+    let err = Session::new("mlp", settings(r#"{"batchsize": 3}"#)).err().unwrap();
+    assert!(message(err).starts_with("settings: unknown field `batchsize`"));
+    let err = Session::new("mlp", settings(r#"{"lr": -2}"#)).err().unwrap();
+    assert_eq!(message(err), "setting `lr`: -2 must be a positive number");
 
-    let mut trainer = Trainer::new("mlp", JsValue::UNDEFINED).unwrap();
-    let err = trainer.step(&[0.0; 784], &[0, 1]).err().unwrap();
-    assert_eq!(message(err), "from_vec: 784 values do not fill it (got shape [2, 1, 28, 28])");
-    let err = trainer.step(&[0.0; 784], &[12]).err().unwrap();
-    assert_eq!(message(err), "softmax_cross_entropy: label 12 is not below the class count 10");
-}
-
-#[wasm_bindgen_test]
-fn data_streams_decode_one_byte_at_a_time() {
-    let images = ferrograd::data::idx::encode(&[2, 28, 28], &[7u8; 2 * 784]);
-    let labels = ferrograd::data::idx::encode(&[2], &[3, 9]);
-    let mut stream = DataStream::new("images", "labels");
-    let mut completed = 0;
-    for byte in &images {
-        completed += stream.feed_images(std::slice::from_ref(byte)).unwrap();
-    }
-    assert_eq!(completed, 2);
-    assert_eq!(stream.pairs(), 0);
-    stream.feed_labels(&labels).unwrap();
-    assert_eq!((stream.pairs(), stream.declared()), (2, Some(2)));
+    let mut session = Session::new("mlp", JsValue::UNDEFINED).unwrap();
+    let err = session.feed("trainImages", &[1, 2, 3, 4]).err().unwrap();
+    assert_eq!(message(err), "data: no data source is being loaded");
+    session.begin_load("https://example.test/a.idx".into(), "b".into(), "c".into(), "d".into());
+    let err = session.feed("trainImages", b"<!doctype html>").err().unwrap();
+    assert!(message(err).starts_with("https://example.test/a.idx: not an IDX stream"));
+    let err = session.feed("testImages", &[0]).err().unwrap();
+    assert_eq!(message(err), "data: no data source is being loaded");
+    let err = session.predict(&[0.5; 100]).err().unwrap();
+    assert_eq!(message(err), "predict: 100 pixels are not a whole number of 784-pixel images");
+    let err = session.add_example(&[0; 784], 11).err().unwrap();
+    assert_eq!(message(err), "data: label 11 is not a digit 0-9");
 }

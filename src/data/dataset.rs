@@ -2,7 +2,7 @@
 
 use ndarray::Array4;
 
-use super::IdxDecoder;
+use super::{preprocess, IdxDecoder};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -67,15 +67,59 @@ impl Dataset {
     /// When an index is out of range.
     #[track_caller]
     pub fn batch(&self, indices: &[usize]) -> (Tensor, Vec<u8>) {
-        let mut pixels = Vec::with_capacity(indices.len() * self.rows * self.cols);
-        for &i in indices {
-            pixels.extend(self.image(i).iter().map(|&p| f32::from(p) / 255.0));
-        }
-        let images = Array4::from_shape_vec((indices.len(), 1, self.rows, self.cols), pixels)
-            .expect("one image per index");
-        let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        (images.into_dyn(), labels)
+        batch(&self.images, &self.labels, self.rows, self.cols, indices)
     }
+
+    /// This set without its unreadable images (see [`preprocess::is_readable`]), and how many
+    /// were dropped.
+    pub fn cleaned(&self) -> (Dataset, usize) {
+        let keep: Vec<usize> = (0..self.len()).filter(|&i| preprocess::is_readable(self.image(i))).collect();
+        let mut images = Vec::with_capacity(keep.len() * self.rows * self.cols);
+        for &i in &keep {
+            images.extend_from_slice(self.image(i));
+        }
+        let labels = keep.iter().map(|&i| self.labels[i]).collect();
+        let dropped = self.len() - keep.len();
+        (Dataset { images, labels, rows: self.rows, cols: self.cols }, dropped)
+    }
+
+    /// Appends one image and its label.
+    ///
+    /// # Errors
+    /// [`Error::Data`] when the image is not `rows x cols` or the label is not a digit.
+    pub fn push(&mut self, image: &[u8], label: u8) -> Result<()> {
+        if image.len() != self.rows * self.cols {
+            return Err(Error::Data(format!(
+                "an image of {} pixels does not fit {}x{} images",
+                image.len(),
+                self.rows,
+                self.cols
+            )));
+        }
+        if usize::from(label) >= CLASSES {
+            return Err(Error::Data(format!("label {label} is not a digit 0-9")));
+        }
+        self.images.extend_from_slice(image);
+        self.labels.push(label);
+        Ok(())
+    }
+
+    /// An empty set of `rows x cols` images.
+    pub fn empty(rows: usize, cols: usize) -> Self {
+        Dataset { images: Vec::new(), labels: Vec::new(), rows, cols }
+    }
+}
+
+/// Images at `indices` from row-major `images` as a `[batch, 1, rows, cols]` tensor in
+/// `[0, 1]`, and their labels.
+fn batch(images: &[u8], labels: &[u8], rows: usize, cols: usize, indices: &[usize]) -> (Tensor, Vec<u8>) {
+    let n = rows * cols;
+    let mut pixels = Vec::with_capacity(indices.len() * n);
+    for &i in indices {
+        pixels.extend(images[i * n..(i + 1) * n].iter().map(|&p| f32::from(p) / 255.0));
+    }
+    let tensor = Array4::from_shape_vec((indices.len(), 1, rows, cols), pixels).expect("one image per index");
+    (tensor.into_dyn(), indices.iter().map(|&i| labels[i]).collect())
 }
 
 /// Builds a [`Dataset`] from an images stream and a labels stream fed in chunks, in any
@@ -164,6 +208,23 @@ impl DatasetBuilder {
         self.images.declared().or(self.labels.declared())
     }
 
+    /// The pixels of image `i`, which must be below [`DatasetBuilder::pairs`].
+    pub fn image(&self, i: usize) -> &[u8] {
+        let (rows, cols) = self.image_size().expect("pairs exist only after the images header");
+        let n = rows * cols;
+        &self.image_bytes[i * n..(i + 1) * n]
+    }
+
+    /// The label of pair `i`.
+    pub fn label(&self, i: usize) -> u8 {
+        self.label_bytes[i]
+    }
+
+    /// Whether both streams have delivered every item their headers declare.
+    pub fn is_complete(&self) -> bool {
+        self.images.is_complete() && self.labels.is_complete()
+    }
+
     /// The pairs from index `from` on, as a data set, leaving the builder as it was. Lets a
     /// trainer take what has arrived while the rest streams in.
     pub fn take_from(&self, from: usize) -> Dataset {
@@ -183,11 +244,19 @@ impl DatasetBuilder {
     /// # Errors
     /// When either stream stopped short of what its header declared.
     pub fn finish(self) -> Result<Dataset> {
-        self.images.finish()?;
-        self.labels.finish()?;
-        self.check_counts()?;
+        self.check_complete()?;
         let (rows, cols) = self.image_size().expect("finished images have a 3-d header");
         Dataset::new(self.image_bytes, self.label_bytes, rows, cols)
+    }
+
+    /// Checks that both streams ended where their headers said.
+    ///
+    /// # Errors
+    /// When either stream stopped short of what its header declared.
+    pub fn check_complete(&self) -> Result<()> {
+        self.images.finish()?;
+        self.labels.finish()?;
+        self.check_counts()
     }
 
     fn name(&self, images: bool) -> &str {

@@ -5,6 +5,7 @@ mod dataset;
 #[cfg(not(target_arch = "wasm32"))]
 mod files;
 pub mod idx;
+pub mod preprocess;
 
 pub use dataset::{Dataset, DatasetBuilder, CLASSES};
 #[cfg(not(target_arch = "wasm32"))]

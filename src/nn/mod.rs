@@ -6,4 +6,4 @@ mod spec;
 
 pub use init::Init;
 pub use model::{Mode, Model};
-pub use spec::{ActivationName, LayerSpec, ModelSpec};
+pub use spec::{ActivationName, LayerSpec, ModelSpec, Normalize};

@@ -76,6 +76,12 @@ impl Model {
             return Err(Error::bad_shape("model input", shape, expected));
         }
         let mut x = x;
+        if let Some(norm) = self.spec.normalize {
+            let mean = tape.input(crate::tensor::scalar(norm.mean));
+            let std = tape.input(crate::tensor::scalar(norm.std));
+            let centred = tape.sub(x, mean)?;
+            x = tape.div(centred, std)?;
+        }
         for layer in &self.layers {
             x = match layer {
                 Layer::Dense { weight, bias, activation } => {

@@ -24,7 +24,24 @@ pub struct ModelSpec {
     /// The shape of one sample, without the batch axis: `[channels, height, width]` for images.
     #[serde(default = "mnist_input")]
     pub input: Vec<usize>,
+    /// Standardisation applied to the raw `[0, 1]` pixels before the first layer; none when
+    /// absent. Part of the model so that saved and exported models apply it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
     pub layers: Vec<LayerSpec>,
+}
+
+/// `(x - mean) / std` on every input value.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Normalize {
+    /// The mean and standard deviation of the MNIST training pixels in `[0, 1]`.
+    pub const MNIST: Normalize = Normalize { mean: 0.1307, std: 0.3081 };
 }
 
 fn mnist_input() -> Vec<usize> {
@@ -154,7 +171,7 @@ impl ModelSpec {
             ],
             _ => return None,
         };
-        Some(ModelSpec { input: mnist_input(), layers })
+        Some(ModelSpec { input: mnist_input(), normalize: None, layers })
     }
 
     /// Parses and validates a spec.
@@ -178,13 +195,19 @@ impl ModelSpec {
         let Value::Object(mut fields) = value else {
             return Err(Error::spec("top level", "expected an object with a `layers` array"));
         };
-        if let Some(key) = fields.keys().find(|k| !matches!(k.as_str(), "input" | "layers")) {
-            return Err(Error::spec(key.clone(), "unknown field; expected `input` or `layers`"));
+        if let Some(key) = fields.keys().find(|k| !matches!(k.as_str(), "input" | "normalize" | "layers")) {
+            return Err(Error::spec(key.clone(), "unknown field; expected `input`, `normalize` or `layers`"));
         }
         let input = match fields.remove("input") {
             None => mnist_input(),
             Some(v) => serde_json::from_value(v)
                 .map_err(|e| Error::spec("input", format!("{e}; expected an array of sizes such as [1, 28, 28]")))?,
+        };
+        let normalize = match fields.remove("normalize") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(serde_json::from_value(v).map_err(|e| {
+                Error::spec("normalize", format!("{e}; expected {{\"mean\": number, \"std\": number}}"))
+            })?),
         };
         let Some(Value::Array(raw_layers)) = fields.remove("layers") else {
             return Err(Error::spec("layers", "missing, or not an array of layers"));
@@ -203,7 +226,7 @@ impl ModelSpec {
                 })
             })
             .collect::<Result<Vec<LayerSpec>>>()?;
-        let spec = ModelSpec { input, layers };
+        let spec = ModelSpec { input, normalize, layers };
         spec.output_shape()?;
         Ok(spec)
     }
@@ -215,6 +238,11 @@ impl ModelSpec {
     pub fn output_shape(&self) -> Result<Vec<usize>> {
         if self.input.is_empty() || self.input.contains(&0) {
             return Err(Error::spec("input", format!("{:?} is not a valid sample shape", self.input)));
+        }
+        if let Some(Normalize { mean, std }) = self.normalize {
+            if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+                return Err(Error::spec("normalize", format!("mean {mean} and std {std} must be finite, std positive")));
+            }
         }
         if self.layers.is_empty() {
             return Err(Error::spec("layers", "a model needs at least one layer"));
@@ -272,8 +300,14 @@ mod tests {
         assert!(err(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":"many"}]}"#)
             .starts_with("model spec, layers[1] (dense): invalid type: string \"many\""));
         assert_eq!(err(r#"{"layers": [}"#), "model spec, line 1, column 13: invalid JSON");
-        assert_eq!(err(r#"{"layer": []}"#), "model spec, layer: unknown field; expected `input` or `layers`");
+        assert_eq!(err(r#"{"layer": []}"#), "model spec, layer: unknown field; expected `input`, `normalize` or `layers`");
         assert_eq!(err(r#"{"layers": []}"#), "model spec, layers: a model needs at least one layer");
+        assert_eq!(
+            err(r#"{"normalize":{"mean":0.1,"std":0},"layers":[{"type":"flatten"}]}"#),
+            "model spec, normalize: mean 0.1 and std 0 must be finite, std positive"
+        );
+        assert!(err(r#"{"normalize":{"mean":0.1},"layers":[{"type":"flatten"}]}"#)
+            .starts_with("model spec, normalize: missing field `std`"));
         assert_eq!(err(r#"[1]"#), "model spec, top level: expected an object with a `layers` array");
     }
 }

@@ -1,0 +1,467 @@
+//! The engine behind the page: data streaming in while a model trains on what has arrived.
+//!
+//! A [`Playground`] owns the data (four IDX streams fed chunk by chunk), the trainer and the
+//! epoch bookkeeping. The first data source trains while it downloads; a later source is
+//! decoded aside and replaces the current data only once it has arrived whole and valid, so a
+//! bad URL or a broken file never costs the data and model already there.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{preprocess, Dataset, DatasetBuilder};
+use crate::nn::ModelSpec;
+use crate::optim::OptimizerSpec;
+use crate::tensor::Tensor;
+use crate::train::{argmax_rows, Evaluation, StepStats, Trainer};
+use crate::{Error, Result};
+
+/// How training runs, apart from the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrainingConfig {
+    pub optimizer: OptimizerSpec,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub seed: u64,
+    /// Drop unreadable training images (see [`preprocess::is_readable`]).
+    pub clean: bool,
+    /// Shift and rotate training images at random (see [`preprocess::augment`]).
+    pub augment: bool,
+}
+
+impl TrainingConfig {
+    /// # Errors
+    /// [`Error::Config`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<()> {
+        self.optimizer.validate()?;
+        let limit = |name: &'static str, v: usize, max: usize| {
+            if (1..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::Config { name, reason: format!("{v} is not between 1 and {max}") })
+            }
+        };
+        limit("batchSize", self.batch_size, 4096)?;
+        limit("epochs", self.epochs, 1000)
+    }
+}
+
+/// The four streams of a data source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Part {
+    TrainImages,
+    TrainLabels,
+    TestImages,
+    TestLabels,
+}
+
+struct Source {
+    train: DatasetBuilder,
+    test: DatasetBuilder,
+    /// Ended early with an error; what decoded before it is kept and counts as complete.
+    broken: bool,
+}
+
+impl Source {
+    fn new(names: &[String; 4]) -> Self {
+        Source {
+            train: DatasetBuilder::new(names[0].clone(), names[1].clone()),
+            test: DatasetBuilder::new(names[2].clone(), names[3].clone()),
+            broken: false,
+        }
+    }
+
+    fn feed(&mut self, part: Part, chunk: &[u8]) -> Result<usize> {
+        match part {
+            Part::TrainImages => self.train.feed_images(chunk),
+            Part::TrainLabels => self.train.feed_labels(chunk),
+            Part::TestImages => self.test.feed_images(chunk),
+            Part::TestLabels => self.test.feed_labels(chunk),
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.broken || (self.train.is_complete() && self.test.is_complete())
+    }
+}
+
+/// One training sample: from the data source, or drawn by the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sample {
+    Stream(usize),
+    Example(usize),
+}
+
+/// What a call to [`Playground::step`] did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "camelCase")]
+pub enum Progress {
+    /// One step ran; `epoch_finished` when it was the last of an epoch.
+    #[serde(rename_all = "camelCase")]
+    Trained { stats: StepStats, epoch_finished: bool },
+    /// No full batch has arrived yet.
+    Waiting,
+    /// Every epoch has run.
+    Done,
+}
+
+/// Where training and the data stand, for progress bars.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub epoch: usize,
+    pub epochs: usize,
+    /// Samples done in the current epoch, and how many it will have (an estimate while the
+    /// data still arrives: what the header declares).
+    pub epoch_done: usize,
+    pub epoch_size: usize,
+    pub steps: u64,
+    pub train_available: usize,
+    pub train_declared: Option<usize>,
+    pub test_available: usize,
+    pub test_declared: Option<usize>,
+    pub data_complete: bool,
+    pub dropped: usize,
+    pub examples: usize,
+}
+
+/// Test images with their labels and the model's predictions, for a grid in the page.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Showcase {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub predicted: Vec<u8>,
+}
+
+/// Data, model and the state of training.
+pub struct Playground {
+    config: TrainingConfig,
+    trainer: Trainer,
+    data: Option<Source>,
+    /// A source being downloaded to replace `data` once whole.
+    incoming: Option<Source>,
+    /// Whether `data` itself is still being fed (the first source trains as it arrives).
+    data_live: bool,
+    examples: Dataset,
+    rng: Pcg64,
+    epoch: usize,
+    order: Vec<Sample>,
+    position: usize,
+    /// Whether the epoch's order still grows as training pairs arrive: the first pass over a
+    /// source that is still downloading takes pairs in arrival order (the files come shuffled).
+    growing: bool,
+    /// Training pairs of the source examined for cleaning so far, and those kept.
+    checked: usize,
+    usable: Vec<usize>,
+    dropped: usize,
+}
+
+impl Playground {
+    /// A playground with no data yet.
+    ///
+    /// # Errors
+    /// When the spec or the settings are invalid.
+    pub fn new(spec: ModelSpec, config: TrainingConfig) -> Result<Self> {
+        let trainer = Self::build_trainer(spec.clone(), &config)?;
+        let (rows, cols) = image_size(&spec);
+        Ok(Playground {
+            rng: Pcg64::seed_from_u64(config.seed ^ 0x0bde_c0de),
+            config,
+            trainer,
+            data: None,
+            incoming: None,
+            data_live: false,
+            examples: Dataset::empty(rows, cols),
+            epoch: 0,
+            order: Vec::new(),
+            position: 0,
+            growing: false,
+            checked: 0,
+            usable: Vec::new(),
+            dropped: 0,
+        })
+    }
+
+    fn build_trainer(spec: ModelSpec, config: &TrainingConfig) -> Result<Trainer> {
+        config.validate()?;
+        let mut trainer = Trainer::new(spec, &config.optimizer, config.seed)?;
+        trainer.set_augment(config.augment);
+        Ok(trainer)
+    }
+
+    /// A new model and settings; training starts over on the same data. On error nothing
+    /// changes.
+    ///
+    /// # Errors
+    /// When the spec or the settings are invalid, or the model's input does not fit the data.
+    pub fn configure(&mut self, spec: ModelSpec, config: TrainingConfig) -> Result<()> {
+        let trainer = Self::build_trainer(spec.clone(), &config)?;
+        if let Some(size) = self.data.as_ref().and_then(|d| d.train.image_size()) {
+            check_fits(&spec, size)?;
+        }
+        let (rows, cols) = image_size(&spec);
+        if self.examples.image_size() != (rows, cols) {
+            self.examples = Dataset::empty(rows, cols);
+        }
+        self.trainer = trainer;
+        self.rng = Pcg64::seed_from_u64(config.seed ^ 0x0bde_c0de);
+        self.config = config;
+        self.restart_epochs();
+        self.recheck_cleaning();
+        Ok(())
+    }
+
+    /// Training starts over from fresh weights, with the same model, settings and data.
+    pub fn reset(&mut self) {
+        let spec = self.trainer.model().spec().clone();
+        let config = self.config.clone();
+        self.configure(spec, config).expect("the current settings were valid");
+    }
+
+    pub fn trainer(&self) -> &Trainer {
+        &self.trainer
+    }
+
+    pub fn config(&self) -> &TrainingConfig {
+        &self.config
+    }
+
+    /// Starts a data source whose four streams errors will call `names` (URLs, say). The
+    /// first source trains as it arrives; any later one is decoded aside.
+    pub fn begin_load(&mut self, names: [String; 4]) {
+        let source = Source::new(&names);
+        if self.data.is_none() {
+            self.data = Some(source);
+            self.data_live = true;
+            self.restart_epochs();
+        } else {
+            self.incoming = Some(source);
+        }
+    }
+
+    /// Decodes a chunk of one stream of the source being loaded; returns the items completed.
+    ///
+    /// # Errors
+    /// When no load is in progress or the bytes are not valid; the load then stops, and only
+    /// a first source keeps what decoded before the error.
+    pub fn feed(&mut self, part: Part, chunk: &[u8]) -> Result<usize> {
+        let result = match (&mut self.incoming, &mut self.data) {
+            (Some(incoming), _) => incoming.feed(part, chunk),
+            (None, Some(live)) if self.data_live => live.feed(part, chunk),
+            _ => return Err(Error::Data("no data source is being loaded".into())),
+        };
+        if result.is_err() {
+            self.abort_load();
+        }
+        result
+    }
+
+    /// Ends the load once every stream has ended.
+    ///
+    /// # Errors
+    /// When a stream stopped short, or the images do not fit the model; a replacement source
+    /// is then dropped and the current data kept.
+    pub fn end_load(&mut self) -> Result<()> {
+        if let Some(incoming) = self.incoming.take() {
+            incoming.train.check_complete()?;
+            incoming.test.check_complete()?;
+            check_fits(self.trainer.model().spec(), incoming.train.image_size().unwrap_or_default())?;
+            self.data = Some(incoming);
+            self.checked = 0;
+            self.usable.clear();
+            self.dropped = 0;
+            self.restart_epochs();
+        } else if self.data_live {
+            self.data_live = false;
+            let live = self.data.as_mut().expect("a live load has data");
+            let checked = live.train.check_complete().and_then(|()| live.test.check_complete());
+            if checked.is_err() {
+                live.broken = true;
+            }
+            checked?;
+        }
+        Ok(())
+    }
+
+    /// Stops the load in progress (a failed download, say): a replacement source is dropped;
+    /// a first source keeps what it decoded and trains on that.
+    pub fn abort_load(&mut self) {
+        if self.incoming.take().is_none() && self.data_live {
+            self.data_live = false;
+            if let Some(live) = &mut self.data {
+                live.broken = true;
+            }
+        }
+    }
+
+    /// Adds a user's drawing with its label to the training data, from the next epoch on.
+    ///
+    /// # Errors
+    /// When the image does not have the model's input size or the label is not a digit.
+    pub fn add_example(&mut self, pixels: &[u8], label: u8) -> Result<usize> {
+        self.examples.push(pixels, label)?;
+        Ok(self.examples.len())
+    }
+
+    pub fn clear_examples(&mut self) {
+        let (rows, cols) = self.examples.image_size();
+        self.examples = Dataset::empty(rows, cols);
+        self.order.retain(|s| matches!(s, Sample::Stream(_)));
+        self.position = self.position.min(self.order.len());
+    }
+
+    /// Trains on the next batch if one is available.
+    ///
+    /// # Errors
+    /// When the batch does not fit the model (images of another size than its input).
+    pub fn step(&mut self) -> Result<Progress> {
+        if self.epoch >= self.config.epochs {
+            return Ok(Progress::Done);
+        }
+        self.take_arrivals();
+        let complete = self.data.as_ref().is_some_and(Source::is_complete);
+        if self.order.is_empty() && !self.growing {
+            if complete {
+                self.order = self.usable.iter().map(|&i| Sample::Stream(i)).collect();
+                self.order.extend((0..self.examples.len()).map(Sample::Example));
+                self.order.shuffle(&mut self.rng);
+            } else {
+                self.growing = true;
+            }
+        }
+        if self.growing {
+            let known = self.order.iter().filter(|s| matches!(s, Sample::Stream(_))).count();
+            self.order.extend(self.usable[known..].iter().map(|&i| Sample::Stream(i)));
+            if complete {
+                self.order.extend((0..self.examples.len()).map(Sample::Example));
+                self.growing = false;
+            }
+        }
+        let available = self.order.len() - self.position;
+        let batch_size = self.config.batch_size.min(available);
+        if available == 0 || (available < self.config.batch_size && !complete) {
+            return Ok(Progress::Waiting);
+        }
+        let batch: Vec<Sample> = self.order[self.position..self.position + batch_size].to_vec();
+        let (images, labels) = self.batch(&batch);
+        let stats = self.trainer.step(images, &labels)?;
+        self.position += batch_size;
+        let epoch_finished = complete && self.position == self.order.len();
+        if epoch_finished {
+            self.epoch += 1;
+            self.order.clear();
+            self.position = 0;
+        }
+        Ok(Progress::Trained { stats, epoch_finished })
+    }
+
+    /// Examines the training pairs that arrived since the last call, once each, for cleaning.
+    fn take_arrivals(&mut self) {
+        let Some(data) = &self.data else { return };
+        let arrived = data.train.pairs();
+        for i in self.checked..arrived {
+            if !self.config.clean || preprocess::is_readable(data.train.image(i)) {
+                self.usable.push(i);
+            } else {
+                self.dropped += 1;
+            }
+        }
+        self.checked = arrived;
+    }
+
+    fn batch(&self, samples: &[Sample]) -> (Tensor, Vec<u8>) {
+        let data = self.data.as_ref().expect("samples exist only with data");
+        let mut images = Dataset::empty(self.examples.image_size().0, self.examples.image_size().1);
+        for &sample in samples {
+            let (image, label) = match sample {
+                Sample::Stream(i) => (data.train.image(i), data.train.label(i)),
+                Sample::Example(i) => (self.examples.image(i), self.examples.labels()[i]),
+            };
+            images.push(image, label).expect("sizes checked when the data arrived");
+        }
+        let all: Vec<usize> = (0..images.len()).collect();
+        images.batch(&all)
+    }
+
+    fn restart_epochs(&mut self) {
+        self.epoch = 0;
+        self.order.clear();
+        self.position = 0;
+        self.growing = false;
+    }
+
+    /// Cleaning settings may have changed: examine the arrived pairs again.
+    fn recheck_cleaning(&mut self) {
+        self.checked = 0;
+        self.usable.clear();
+        self.dropped = 0;
+    }
+
+    /// Scores on the test pairs that have arrived, with predictions for the first `showcase`
+    /// of them.
+    ///
+    /// # Errors
+    /// When no test image has arrived yet.
+    pub fn evaluate(&self, showcase: usize) -> Result<(Evaluation, Showcase)> {
+        let test = self.data.as_ref().map(|d| d.test.take_from(0)).unwrap_or_default();
+        let evaluation = self.trainer.evaluate(&test)?;
+        let shown: Vec<usize> = (0..showcase.min(test.len())).collect();
+        let (images, labels) = test.batch(&shown);
+        let predicted = argmax_rows(&self.trainer.predict(images)?).into_iter().map(|p| p as u8).collect();
+        let pixels = shown.iter().flat_map(|&i| test.image(i).iter().copied()).collect();
+        Ok((evaluation, Showcase { pixels, labels, predicted }))
+    }
+
+    /// Where training and the data stand.
+    pub fn status(&self) -> Status {
+        let (train, test) = match &self.data {
+            Some(d) => ((d.train.pairs(), d.train.declared()), (d.test.pairs(), d.test.declared())),
+            None => ((0, None), (0, None)),
+        };
+        let complete = self.data.as_ref().is_some_and(Source::is_complete);
+        let epoch_size = if self.growing || (self.order.is_empty() && !complete) {
+            // Still arriving: the header's count is the best estimate.
+            train.1.unwrap_or(train.0).max(self.order.len())
+        } else if self.order.is_empty() {
+            self.usable.len() + self.examples.len()
+        } else {
+            self.order.len()
+        };
+        Status {
+            epoch: self.epoch,
+            epochs: self.config.epochs,
+            epoch_done: self.position,
+            epoch_size,
+            steps: self.trainer.steps(),
+            train_available: train.0,
+            train_declared: train.1,
+            test_available: test.0,
+            test_declared: test.1,
+            data_complete: complete,
+            dropped: self.dropped,
+            examples: self.examples.len(),
+        }
+    }
+}
+
+fn image_size(spec: &ModelSpec) -> (usize, usize) {
+    match spec.input[..] {
+        [.., rows, cols] => (rows, cols),
+        [n] => (1, n),
+        [] => (0, 0),
+    }
+}
+
+fn check_fits(spec: &ModelSpec, (rows, cols): (usize, usize)) -> Result<()> {
+    if spec.input != [1, rows, cols] {
+        return Err(Error::Data(format!(
+            "the data has {rows}x{cols} images but the model takes input {:?}",
+            spec.input
+        )));
+    }
+    Ok(())
+}
