@@ -51,3 +51,17 @@ ensure_chromium() {
 ensure_data() {
   node scripts/fetch-mnist.mjs data/mnist
 }
+
+ensure_npm_packages() {
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    log "installing npm packages"
+    npm ci --no-audit --no-fund --silent
+  fi
+}
+
+# The wasm module and its bindings, generated into pkg/ (not committed).
+build_web() {
+  log "building the wasm module"
+  cargo build --lib --target wasm32-unknown-unknown --profile wasm --quiet
+  wasm-bindgen --target web --no-typescript --out-dir pkg target/wasm32-unknown-unknown/wasm/ferrograd.wasm
+}

@@ -271,10 +271,8 @@ impl Playground {
             incoming.test.check_complete()?;
             check_fits(self.trainer.model().spec(), incoming.train.image_size().unwrap_or_default())?;
             self.data = Some(incoming);
-            self.checked = 0;
-            self.usable.clear();
-            self.dropped = 0;
             self.restart_epochs();
+            self.recheck_cleaning();
         } else if self.data_live {
             self.data_live = false;
             let live = self.data.as_mut().expect("a live load has data");
@@ -394,11 +392,12 @@ impl Playground {
         self.growing = false;
     }
 
-    /// Cleaning settings may have changed: examine the arrived pairs again.
+    /// The data or the cleaning setting changed: examine the arrived pairs again.
     fn recheck_cleaning(&mut self) {
         self.checked = 0;
         self.usable.clear();
         self.dropped = 0;
+        self.take_arrivals();
     }
 
     /// Scores on the test pairs that have arrived, with predictions for the first `showcase`

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ferrograd::checkpoint;
 use ferrograd::data::{self, Dataset};
 use ferrograd::metrics::ConfusionMatrix;
-use ferrograd::nn::ModelSpec;
+use ferrograd::nn::{ModelSpec, Normalize};
 use ferrograd::optim::OptimizerSpec;
 use ferrograd::train::{Evaluation, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,6 +28,8 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a saved model on the test set.
     Eval(EvalArgs),
+    /// Serve the playground page on this machine.
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +52,16 @@ struct TrainArgs {
     /// Seeds the weights, the data order and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Input normalisation: unit keeps pixels in [0, 1], standard applies MNIST's mean and
+    /// std inside the model (and so in saved models too).
+    #[arg(long, value_enum, default_value_t = Normalization::Unit)]
+    normalize: Normalization,
+    /// Drop unreadable training images (blank or noise) before training.
+    #[arg(long)]
+    clean: bool,
+    /// Shift and rotate training images at random.
+    #[arg(long)]
+    augment: bool,
     /// Write the trained model here (safetensors, with the spec in its metadata).
     #[arg(long)]
     save: Option<PathBuf>,
@@ -69,6 +81,12 @@ struct EvalArgs {
     /// Print one JSON object on stdout instead of tables.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Normalization {
+    Unit,
+    Standard,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +112,8 @@ struct TrainReport<'a> {
     epochs: usize,
     batch_size: usize,
     seed: u64,
+    dropped: usize,
+    augment: bool,
     final_loss: f32,
     test_loss: f32,
     test_accuracy: f32,
@@ -107,11 +127,15 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Serve(args) => crate::serve::serve(args),
     }
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let spec = load_spec(&args.model)?;
+    let mut spec = load_spec(&args.model)?;
+    if let Normalization::Standard = args.normalize {
+        spec.normalize = Some(Normalize::MNIST);
+    }
     let optimizer = match args.optimizer {
         OptimizerName::Adam => OptimizerSpec::adam(args.lr.unwrap_or(1e-3)),
         OptimizerName::Sgd => OptimizerSpec::sgd(args.lr.unwrap_or(1e-2)),
@@ -122,8 +146,17 @@ fn train(args: TrainArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let mnist = load_data(&args.data)?;
+    let mut mnist = load_data(&args.data)?;
+    let mut dropped = 0;
+    if args.clean {
+        (mnist.train, dropped) = mnist.train.cleaned();
+        check_not_empty(&mnist.train, "cleaned training", &args.data)?;
+        if !args.json {
+            eprintln!("cleaning dropped {dropped} unreadable training images");
+        }
+    }
     let mut trainer = Trainer::new(spec.clone(), &optimizer, args.seed)?;
+    trainer.set_augment(args.augment);
     let mut history = Vec::with_capacity(args.epochs);
     let started = Instant::now();
     let mut trained_samples = 0usize;
@@ -172,6 +205,8 @@ fn train(args: TrainArgs) -> Result<()> {
             epochs: args.epochs,
             batch_size: args.batch_size,
             seed: args.seed,
+            dropped,
+            augment: args.augment,
             final_loss: history.last().map_or(f32::NAN, |h| h.train_loss),
             test_loss: test.loss,
             test_accuracy: test.accuracy,

@@ -1,0 +1,214 @@
+//! The engine behind the page: training while data arrives, replacement sources that fail
+//! without costing the data already there, settings that fail without costing the model.
+
+use ferrograd::data::idx::encode;
+use ferrograd::nn::ModelSpec;
+use ferrograd::optim::OptimizerSpec;
+use ferrograd::playground::{Part, Playground, Progress, TrainingConfig};
+
+fn config(batch_size: usize, epochs: usize) -> TrainingConfig {
+    TrainingConfig { optimizer: OptimizerSpec::adam(1e-3), batch_size, epochs, seed: 1, clean: false, augment: false }
+}
+
+/// `count` images where class `c` lights its own 7x7 block; `blank` of them (the last ones)
+/// are left empty, for the cleaning test.
+fn images(count: usize, blank: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut pixels = vec![0u8; count * 784];
+    let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
+    for i in 0..count - blank {
+        let class = i % 10;
+        let (top, left) = ((class / 4) * 9, (class % 4) * 7);
+        for r in top..top + 7 {
+            pixels[i * 784 + r * 28 + left..i * 784 + r * 28 + left + 7].fill(220);
+        }
+    }
+    (encode(&[count as u32, 28, 28], &pixels), encode(&[count as u32], &labels))
+}
+
+fn names() -> [String; 4] {
+    ["train-images", "train-labels", "test-images", "test-labels"].map(String::from)
+}
+
+fn load_whole(p: &mut Playground, train: usize, test: usize) {
+    p.begin_load(names());
+    let (ti, tl) = images(train, 0);
+    let (vi, vl) = images(test, 0);
+    p.feed(Part::TrainImages, &ti).unwrap();
+    p.feed(Part::TrainLabels, &tl).unwrap();
+    p.feed(Part::TestImages, &vi).unwrap();
+    p.feed(Part::TestLabels, &vl).unwrap();
+    p.end_load().unwrap();
+}
+
+fn trained(progress: Progress) -> bool {
+    matches!(progress, Progress::Trained { .. })
+}
+
+#[test]
+fn the_first_source_trains_while_it_arrives_and_the_epoch_waits_for_the_rest() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 2)).unwrap();
+    assert_eq!(p.step().unwrap(), Progress::Waiting);
+    p.begin_load(names());
+    let (image_stream, label_stream) = images(30, 0);
+    p.feed(Part::TrainLabels, &label_stream).unwrap();
+    let header = 16;
+    // Twelve images: one batch of ten can run, the second must wait.
+    p.feed(Part::TrainImages, &image_stream[..header + 12 * 784]).unwrap();
+    assert!(trained(p.step().unwrap()));
+    assert_eq!(p.step().unwrap(), Progress::Waiting);
+    let status = p.status();
+    assert_eq!((status.epoch, status.epoch_done, status.epoch_size), (0, 10, 30));
+    assert!(!status.data_complete);
+
+    p.feed(Part::TrainImages, &image_stream[header + 12 * 784..]).unwrap();
+    let (test_images, test_labels) = images(10, 0);
+    p.feed(Part::TestImages, &test_images).unwrap();
+    p.feed(Part::TestLabels, &test_labels).unwrap();
+    p.end_load().unwrap();
+    assert!(trained(p.step().unwrap()));
+    // The third batch ends the first epoch, now that all 30 images are known.
+    let last = p.step().unwrap();
+    assert!(matches!(last, Progress::Trained { epoch_finished: true, .. }), "{last:?}");
+    assert_eq!(p.status().epoch, 1);
+    // The second epoch covers all 30 in a shuffled order: three batches, then done.
+    for _ in 0..3 {
+        assert!(trained(p.step().unwrap()));
+    }
+    assert_eq!(p.step().unwrap(), Progress::Done);
+}
+
+#[test]
+fn a_bad_replacement_source_leaves_the_data_and_model_as_they_were() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 5)).unwrap();
+    load_whole(&mut p, 30, 10);
+    assert!(trained(p.step().unwrap()));
+    let before = p.status();
+
+    // Bytes that are not IDX.
+    p.begin_load(["https://example.test/page.html".into(), "b".into(), "c".into(), "d".into()]);
+    let err = p.feed(Part::TrainImages, b"<!doctype html><p>Not found").unwrap_err().to_string();
+    assert!(err.starts_with("https://example.test/page.html: not an IDX stream"), "{err}");
+    assert_eq!(p.status(), before);
+
+    // A download that stops short.
+    p.begin_load(names());
+    let (ti, tl) = images(40, 0);
+    p.feed(Part::TrainImages, &ti[..ti.len() - 100]).unwrap();
+    p.feed(Part::TrainLabels, &tl).unwrap();
+    let err = p.end_load().unwrap_err().to_string();
+    assert!(err.contains("the stream ended after 39 of the 40 items"), "{err}");
+    assert_eq!(p.status(), before);
+
+    // Images of another size than the model takes.
+    p.begin_load(names());
+    p.feed(Part::TrainImages, &encode(&[2, 14, 14], &[0; 2 * 196])).unwrap();
+    p.feed(Part::TrainLabels, &encode(&[2], &[1, 2])).unwrap();
+    p.feed(Part::TestImages, &encode(&[1, 14, 14], &[0; 196])).unwrap();
+    p.feed(Part::TestLabels, &encode(&[1], &[3])).unwrap();
+    let err = p.end_load().unwrap_err().to_string();
+    assert_eq!(err, "data: the data has 14x14 images but the model takes input [1, 28, 28]");
+    assert_eq!(p.status(), before);
+
+    // A failed download (network error) likewise.
+    p.begin_load(names());
+    p.abort_load();
+    assert_eq!(p.status(), before);
+    assert!(trained(p.step().unwrap()));
+}
+
+#[test]
+fn a_good_replacement_source_takes_over_once_whole() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 5)).unwrap();
+    load_whole(&mut p, 30, 10);
+    assert!(trained(p.step().unwrap()));
+    p.begin_load(names());
+    let (ti, tl) = images(50, 0);
+    p.feed(Part::TrainImages, &ti).unwrap();
+    p.feed(Part::TrainLabels, &tl).unwrap();
+    // Not yet whole: training goes on with the old data.
+    assert_eq!(p.status().train_available, 30);
+    let (vi, vl) = images(20, 0);
+    p.feed(Part::TestImages, &vi).unwrap();
+    p.feed(Part::TestLabels, &vl).unwrap();
+    p.end_load().unwrap();
+    let status = p.status();
+    assert_eq!((status.train_available, status.test_available, status.epoch, status.epoch_size), (50, 20, 0, 50));
+}
+
+#[test]
+fn a_first_source_that_breaks_keeps_what_arrived() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 1)).unwrap();
+    p.begin_load(names());
+    let (ti, tl) = images(30, 0);
+    p.feed(Part::TrainLabels, &tl).unwrap();
+    p.feed(Part::TrainImages, &ti[..16 + 20 * 784]).unwrap();
+    p.abort_load();
+    assert!(trained(p.step().unwrap()));
+    let last = p.step().unwrap();
+    assert!(matches!(last, Progress::Trained { epoch_finished: true, .. }), "{last:?}");
+    assert_eq!(p.step().unwrap(), Progress::Done);
+}
+
+#[test]
+fn bad_settings_leave_the_model_as_it_was() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 5)).unwrap();
+    load_whole(&mut p, 30, 10);
+    assert!(trained(p.step().unwrap()));
+    let spec = p.trainer().model().spec().clone();
+    let err = p.configure(spec.clone(), config(0, 5)).unwrap_err().to_string();
+    assert_eq!(err, "setting `batchSize`: 0 is not between 1 and 4096");
+    let bad_lr = TrainingConfig { optimizer: OptimizerSpec::adam(f32::NAN), ..config(10, 5) };
+    assert!(p.configure(spec.clone(), bad_lr).is_err());
+    assert_eq!(p.trainer().steps(), 1);
+    assert_eq!(p.config(), &config(10, 5));
+
+    // A good configuration starts over.
+    let other = ModelSpec::from_json(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":10}]}"#).unwrap();
+    p.configure(other.clone(), config(15, 2)).unwrap();
+    assert_eq!((p.trainer().steps(), p.trainer().model().spec()), (0, &other));
+    assert_eq!(p.status().epoch_done, 0);
+}
+
+#[test]
+fn cleaning_drops_blank_images_and_counts_them() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), TrainingConfig { clean: true, ..config(10, 1) }).unwrap();
+    p.begin_load(names());
+    let (ti, tl) = images(30, 5);
+    let (vi, vl) = images(10, 0);
+    for (part, bytes) in [(Part::TrainImages, ti), (Part::TrainLabels, tl), (Part::TestImages, vi), (Part::TestLabels, vl)] {
+        p.feed(part, &bytes).unwrap();
+    }
+    p.end_load().unwrap();
+    assert!(trained(p.step().unwrap()));
+    let status = p.status();
+    assert_eq!((status.dropped, status.epoch_size), (5, 25));
+}
+
+#[test]
+fn drawn_examples_join_the_next_epoch() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 3)).unwrap();
+    load_whole(&mut p, 30, 10);
+    assert_eq!(p.add_example(&[255; 784], 4).unwrap(), 1);
+    assert_eq!(p.add_example(&[0; 784], 7).unwrap(), 2);
+    let err = p.add_example(&[0; 100], 1).unwrap_err().to_string();
+    assert_eq!(err, "data: an image of 100 pixels does not fit 28x28 images");
+    assert!(trained(p.step().unwrap()));
+    assert_eq!(p.status().epoch_size, 32);
+    p.clear_examples();
+    assert_eq!(p.status().examples, 0);
+}
+
+#[test]
+fn evaluation_scores_the_test_images_that_arrived() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 20)).unwrap();
+    let err = p.evaluate(4).unwrap_err().to_string();
+    assert_eq!(err, "data: cannot evaluate on an empty data set");
+    load_whole(&mut p, 100, 20);
+    for _ in 0..60 {
+        p.step().unwrap();
+    }
+    let (evaluation, showcase) = p.evaluate(4).unwrap();
+    // Each class has its own block of ink: easy once trained.
+    assert!(evaluation.accuracy > 0.9, "{}", evaluation.accuracy);
+    assert_eq!((showcase.pixels.len(), showcase.labels, showcase.predicted.len()), (4 * 784, vec![0, 1, 2, 3], 4));
+}
