@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Builds ferrograd and trains the default model on the bundled MNIST sample in the terminal.
-# Extra arguments go to `ferrograd train`, e.g. `scripts/play.sh --epochs 2 --optimizer sgd`.
+# Builds everything and serves the playground on the bundled MNIST sample at
+# http://127.0.0.1:8080/ (another port: `scripts/play.sh --port 9000`). Extra arguments go to
+# `ferrograd serve`.
 source "$(dirname "$0")/lib.sh"
 
 ensure_base
+ensure_wasm_target
+ensure_wasm_bindgen
+ensure_npm_packages
 ensure_data
-log "building"
+build_web
+log "building the CLI"
 cargo build --release --quiet
-log "training (Flatten, Dense 128 relu, Dense 10; Adam 1e-3; batch 64)"
-exec target/release/ferrograd train --data data/mnist "$@"
+exec target/release/ferrograd serve "$@"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: the native suite (unit, gradient checks, parser, CLI accuracy) and the
-# wasm build in headless Chromium. Installs what is missing first.
+# Runs every test: the native suite (unit, gradient checks, parser, playground engine, CLI
+# accuracy), the wasm build in headless Chromium, and the page in headless Chromium.
+# Installs what is missing first. Page screenshots land in test-results/.
 source "$(dirname "$0")/lib.sh"
 
 ensure_base
 ensure_wasm_target
 ensure_wasm_bindgen
 ensure_chromium
+ensure_npm_packages
 ensure_data
 
 log "native tests"
@@ -14,3 +16,7 @@ cargo test --release
 
 log "wasm tests in headless Chromium"
 CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test web
+
+build_web
+log "page tests in headless Chromium"
+node --test --test-concurrency=1 tests/page/

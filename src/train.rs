@@ -39,6 +39,7 @@ pub struct Trainer {
     rng: Pcg64,
     steps: u64,
     augment: bool,
+    clip_norm: Option<f32>,
 }
 
 /// The batch size for evaluation and prediction: large enough to amortise per-batch work,
@@ -70,7 +71,7 @@ impl Trainer {
         let optimizer = Optimizer::new(optimizer, model.params())?;
         // A stream apart from the weights' so that changing the architecture keeps the data order.
         let rng = Pcg64::seed_from_u64(seed ^ 0x5eed_da7a);
-        Ok(Trainer { model, optimizer, rng, steps: 0, augment: false })
+        Ok(Trainer { model, optimizer, rng, steps: 0, augment: false, clip_norm: None })
     }
 
     pub fn model(&self) -> &Model {
@@ -81,6 +82,19 @@ impl Trainer {
     /// [`preprocess::augment`]).
     pub fn set_augment(&mut self, augment: bool) {
         self.augment = augment;
+    }
+
+    /// Scales the gradients down, before every optimizer step, so that their global norm is
+    /// at most `max_norm` (None: no clipping). Keeps recurrent networks from exploding.
+    ///
+    /// # Errors
+    /// When `max_norm` is not a positive number.
+    pub fn set_clip_norm(&mut self, max_norm: Option<f32>) -> Result<()> {
+        if let Some(n) = max_norm.filter(|n| !(n.is_finite() && *n > 0.0)) {
+            return Err(Error::Config { name: "clip_norm", reason: format!("{n} must be a positive number") });
+        }
+        self.clip_norm = max_norm;
+        Ok(())
     }
 
     /// Steps taken so far.
@@ -100,18 +114,28 @@ impl Trainer {
                 preprocess::augment(image, rows, cols, &mut self.rng);
             }
         }
-        let (loss, accuracy, grads) = {
+        let (loss, accuracy, grads, buffers) = {
             let mut tape = Tape::new(self.model.params());
             let x = tape.input(images);
             let logits = self.model.forward(&mut tape, x, Mode::Train(&mut self.rng))?;
             let loss = tape.softmax_cross_entropy(logits, labels)?;
             let accuracy = accuracy(tape.value(logits), labels);
-            (tape.scalar(loss), accuracy, tape.backward(loss)?)
+            (tape.scalar(loss), accuracy, tape.backward(loss)?, tape.take_buffer_updates())
         };
         let params = self.model.params_mut();
         params.zero_grad();
         params.accumulate(&grads);
+        if let Some(max_norm) = self.clip_norm {
+            let norm = params.grad_norm();
+            if norm > max_norm {
+                let scale = max_norm / norm;
+                params.iter_mut().for_each(|p| p.grad.mapv_inplace(|g| g * scale));
+            }
+        }
         self.optimizer.step(params);
+        for (id, value) in buffers {
+            params.set(id, value);
+        }
         self.steps += 1;
         Ok(StepStats { loss, accuracy, samples: labels.len() })
     }

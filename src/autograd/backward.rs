@@ -4,13 +4,13 @@
 //! gradient with respect to each operand that needs one. Broadcast operands get their gradient
 //! summed back to their own shape.
 
-use ndarray::{Axis, IxDyn, Zip};
+use ndarray::{Axis, IxDyn, Slice, Zip};
 
-use crate::backend::cpu;
+use crate::backend::cpu::{self, conv};
 use crate::tensor::{self, Tensor};
 use crate::{Error, Result};
 
-use super::ops::{reshape, Op};
+use super::ops::{as4, reshape, Op};
 use super::{ParamId, Tape, Var};
 
 /// The gradients of one backward pass: of every parameter used, and of every
@@ -146,6 +146,57 @@ impl Tape<'_> {
                     send(*a, d);
                 }
                 Op::Dropout { x, mask } => send(*x, g * mask),
+                Op::Pow { x, exponent } => {
+                    // d(x^p)/dx = p x^(p-1)
+                    let base = self.value(*x);
+                    send(*x, Zip::from(&g).and(base).map_collect(|&g, &b| g * exponent * b.powf(exponent - 1.0)));
+                }
+                Op::Slice { x, axis, start } => {
+                    let mut dx = Tensor::zeros(IxDyn(self.value(*x).shape()));
+                    let len = g.shape()[*axis];
+                    dx.slice_axis_mut(Axis(*axis), Slice::from(*start..start + len)).assign(&g);
+                    send(*x, dx);
+                }
+                Op::Concat { inputs, axis } => {
+                    let mut start = 0;
+                    for &input in inputs {
+                        let len = self.value(input).shape()[*axis];
+                        send(input, g.slice_axis(Axis(*axis), Slice::from(start..start + len)).to_owned());
+                        start += len;
+                    }
+                }
+                Op::Conv2d { x, w, window, cols } => {
+                    // out = cols @ W^T (rows: batch, y, x): dW = g^T cols, dcols = g W, then
+                    // col2im scatters dcols back onto the input.
+                    let weight = self.value(*w);
+                    let filters = weight.shape()[0];
+                    let g_mat = g
+                        .view()
+                        .permuted_axes(IxDyn(&[0, 2, 3, 1]))
+                        .as_standard_layout()
+                        .into_owned()
+                        .into_shape_with_order((cols.nrows(), filters))
+                        .expect("one row per output position");
+                    let w_mat = weight.to_shape((filters, cols.ncols())).expect("contiguous weights");
+                    let dw = cpu::matmul(&g_mat.t(), &cols.view());
+                    send(*w, dw.into_shape_with_order(IxDyn(weight.shape())).expect("same element count"));
+                    let dcols = cpu::matmul(&g_mat.view(), &w_mat.view());
+                    let input = as4("conv2d backward", self.value(*x))?;
+                    send(*x, conv::col2im(&dcols, input.dim(), window).into_dyn());
+                }
+                Op::MaxPool2d { x, argmax } => {
+                    let mut dx = Tensor::zeros(IxDyn(self.value(*x).shape()));
+                    let flat = dx.as_slice_mut().expect("fresh tensors are contiguous");
+                    for (&at, &v) in argmax.iter().zip(g.iter()) {
+                        flat[at] += v;
+                    }
+                    send(*x, dx);
+                }
+                Op::AvgPool2d { x, window } => {
+                    let input = as4("avg_pool2d backward", self.value(*x))?;
+                    let g4 = as4("avg_pool2d backward", &g)?;
+                    send(*x, conv::avg_pool_backward(&g4, input.dim(), window).into_dyn());
+                }
             }
         }
         Ok(out)

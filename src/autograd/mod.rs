@@ -30,6 +30,9 @@ pub struct Tape<'p> {
     /// weight at every time step) is one node whose gradient sums all its uses.
     param_nodes: Vec<Option<Var>>,
     recording: bool,
+    /// New values for buffers (batch-norm running statistics) computed in a training forward
+    /// pass, applied by the trainer once the step is done.
+    buffer_updates: Vec<(ParamId, Tensor)>,
 }
 
 struct Node {
@@ -61,6 +64,7 @@ impl<'p> Tape<'p> {
             nodes: Vec::new(),
             param_nodes: vec![None; params.len()],
             recording,
+            buffer_updates: Vec::new(),
         }
     }
 
@@ -99,6 +103,11 @@ impl<'p> Tape<'p> {
         }
     }
 
+    /// The current value of parameter `id`, without putting it on the tape.
+    pub fn value_of_param(&self, id: ParamId) -> &Tensor {
+        &self.params.get(id).value
+    }
+
     /// The value of a one-element `var` as a number.
     ///
     /// # Panics
@@ -108,6 +117,16 @@ impl<'p> Tape<'p> {
         let value = self.value(var);
         assert_eq!(value.len(), 1, "scalar: shape {:?} is not a single number", value.shape());
         value.iter().next().copied().unwrap_or_default()
+    }
+
+    /// Records a new value for a buffer, to be stored once the step is done.
+    pub fn update_buffer(&mut self, id: ParamId, value: Tensor) {
+        self.buffer_updates.push((id, value));
+    }
+
+    /// The buffer updates recorded so far.
+    pub fn take_buffer_updates(&mut self) -> Vec<(ParamId, Tensor)> {
+        std::mem::take(&mut self.buffer_updates)
     }
 
     fn push_leaf(&mut self, value: Value, op: ops::Op, needs_grad: bool) -> Var {

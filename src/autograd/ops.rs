@@ -1,8 +1,9 @@
 //! The recorded ops: each forward method computes its value with the CPU kernels and records
 //! the operands and saved state that its rule in `backward.rs` needs.
 
-use ndarray::{Array2, Axis, IxDyn};
+use ndarray::{Array2, Axis, Ix4, IxDyn, Slice};
 
+use crate::backend::cpu::conv::{self, Window};
 use crate::backend::cpu::{self, Activation};
 use crate::tensor::{self, Tensor};
 use crate::{Error, Result};
@@ -33,6 +34,14 @@ pub(crate) enum Op {
     MeanSquaredError(Var, Var),
     /// Saves the mask, already scaled by `1 / (1 - rate)`.
     Dropout { x: Var, mask: Tensor },
+    Pow { x: Var, exponent: f32 },
+    Slice { x: Var, axis: usize, start: usize },
+    Concat { inputs: Vec<Var>, axis: usize },
+    /// Saves the im2col matrix of the input, which both gradients need.
+    Conv2d { x: Var, w: Var, window: Window, cols: Array2<f32> },
+    /// Saves the flat input index of each output's maximum.
+    MaxPool2d { x: Var, argmax: Vec<usize> },
+    AvgPool2d { x: Var, window: Window },
 }
 
 impl Tape<'_> {
@@ -256,6 +265,111 @@ impl Tape<'_> {
         let value = self.value(x) * &mask;
         Ok(self.push(value, Op::Dropout { x, mask }, &[x]))
     }
+}
+
+impl Tape<'_> {
+    /// `x` raised elementwise to `exponent`; `pow(x, -0.5)` is the inverse square root that
+    /// batch normalisation needs.
+    pub fn pow(&mut self, x: Var, exponent: f32) -> Var {
+        let value = self.value(x).mapv(|v| v.powf(exponent));
+        self.push(value, Op::Pow { x, exponent }, &[x])
+    }
+
+    /// `len` entries of `x` along `axis` from `start` on; the axis is kept.
+    ///
+    /// # Errors
+    /// When the range does not lie inside the axis.
+    pub fn slice(&mut self, x: Var, axis: usize, start: usize, len: usize) -> Result<Var> {
+        let shape = self.value(x).shape();
+        tensor::check_axis("slice", shape, axis)?;
+        if start + len > shape[axis] || len == 0 {
+            return Err(Error::bad_shape("slice", shape, format!("{start}..{} is not inside axis {axis}", start + len)));
+        }
+        let value = self.value(x).slice_axis(Axis(axis), Slice::from(start..start + len)).to_owned();
+        Ok(self.push(value, Op::Slice { x, axis, start }, &[x]))
+    }
+
+    /// The inputs joined along `axis`; every other axis must agree.
+    ///
+    /// # Errors
+    /// When there is no input or the shapes differ off `axis`.
+    pub fn concat(&mut self, inputs: &[Var], axis: usize) -> Result<Var> {
+        let Some(&first) = inputs.first() else {
+            return Err(Error::invalid("concat", "needs at least one input"));
+        };
+        tensor::check_axis("concat", self.value(first).shape(), axis)?;
+        let views: Vec<_> = inputs.iter().map(|&v| self.value(v).view()).collect();
+        let value = ndarray::concatenate(Axis(axis), &views).map_err(|_| {
+            let other = inputs.iter().map(|&v| self.value(v).shape()).find(|s| s.len() != views[0].ndim() || s.iter().enumerate().any(|(i, &d)| i != axis && d != views[0].shape()[i])).unwrap_or(views[0].shape());
+            Error::mismatch("concat", views[0].shape(), other)
+        })?;
+        Ok(self.push(value, Op::Concat { inputs: inputs.to_vec(), axis }, inputs))
+    }
+
+    /// 2-d convolution (cross-correlation, as every framework computes it) of `x`
+    /// `[batch, channels, h, w]` with `w` `[filters, channels, kh, kw]`, giving
+    /// `[batch, filters, out_h, out_w]`. The window's kernel must match `w`.
+    ///
+    /// # Errors
+    /// When the shapes do not fit each other or the window does not fit the input.
+    pub fn conv2d(&mut self, x: Var, w: Var, stride: (usize, usize), padding: (usize, usize, usize, usize)) -> Result<Var> {
+        let input = as4("conv2d", self.value(x))?;
+        let weight = as4("conv2d", self.value(w))?;
+        let (n, c, h, wd) = input.dim();
+        let (filters, wc, kh, kw) = weight.dim();
+        if c != wc {
+            return Err(Error::mismatch("conv2d", input.shape(), weight.shape()));
+        }
+        let window = Window { kernel: (kh, kw), stride, padding };
+        let Some((oh, ow)) = window.output_size((h, wd)) else {
+            return Err(Error::bad_shape("conv2d", input.shape(), format!("a {kh}x{kw} kernel with stride {stride:?} and padding {padding:?} does not fit")));
+        };
+        let cols = conv::im2col(&input, &window);
+        let w_mat = weight.to_shape((filters, c * kh * kw)).expect("contiguous weights");
+        let out = cpu::matmul(&cols.view(), &w_mat.t());
+        let value = out
+            .into_shape_with_order((n, oh, ow, filters))
+            .expect("rows are (batch, y, x)")
+            .permuted_axes([0, 3, 1, 2])
+            .as_standard_layout()
+            .into_owned()
+            .into_dyn();
+        Ok(self.push(value, Op::Conv2d { x, w, window, cols }, &[x, w]))
+    }
+
+    /// Max pooling over `kernel` windows moved by `stride`, without padding.
+    ///
+    /// # Errors
+    /// When `x` is not `[batch, channels, h, w]` or the window does not fit.
+    pub fn max_pool2d(&mut self, x: Var, kernel: (usize, usize), stride: (usize, usize)) -> Result<Var> {
+        let window = self.pool_window("max_pool2d", x, kernel, stride)?;
+        let (value, argmax) = conv::max_pool(&as4("max_pool2d", self.value(x))?, &window);
+        Ok(self.push(value.into_dyn(), Op::MaxPool2d { x, argmax }, &[x]))
+    }
+
+    /// Average pooling over `kernel` windows moved by `stride`, without padding.
+    ///
+    /// # Errors
+    /// When `x` is not `[batch, channels, h, w]` or the window does not fit.
+    pub fn avg_pool2d(&mut self, x: Var, kernel: (usize, usize), stride: (usize, usize)) -> Result<Var> {
+        let window = self.pool_window("avg_pool2d", x, kernel, stride)?;
+        let value = conv::avg_pool(&as4("avg_pool2d", self.value(x))?, &window);
+        Ok(self.push(value.into_dyn(), Op::AvgPool2d { x, window }, &[x]))
+    }
+
+    fn pool_window(&self, op: &'static str, x: Var, kernel: (usize, usize), stride: (usize, usize)) -> Result<Window> {
+        let input = as4(op, self.value(x))?;
+        let window = Window { kernel, stride, padding: (0, 0, 0, 0) };
+        let (_, _, h, w) = input.dim();
+        if kernel.0 == 0 || kernel.1 == 0 || window.output_size((h, w)).is_none() {
+            return Err(Error::bad_shape(op, input.shape(), format!("a {kernel:?} window with stride {stride:?} does not fit")));
+        }
+        Ok(window)
+    }
+}
+
+pub(crate) fn as4<'a>(op: &'static str, t: &'a Tensor) -> Result<ndarray::ArrayView4<'a, f32>> {
+    t.view().into_dimensionality::<Ix4>().map_err(|_| Error::bad_shape(op, t.shape(), "expects [batch, channels, height, width]"))
 }
 
 /// `t` in a new shape with the same element count, read in row-major order.

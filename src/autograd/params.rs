@@ -14,12 +14,15 @@ impl ParamId {
     }
 }
 
-/// A trainable tensor, its accumulated gradient and its name in saved files.
+/// A tensor of model state with its name in saved files: a trainable parameter with its
+/// accumulated gradient, or a buffer (running statistics) that layers update themselves.
 #[derive(Clone, Debug)]
 pub struct Parameter {
     pub name: String,
     pub value: Tensor,
     pub grad: Tensor,
+    /// False for buffers, which optimizers leave alone.
+    pub trainable: bool,
 }
 
 /// All the parameters of a model, in the order they were created.
@@ -29,15 +32,31 @@ pub struct Params {
 }
 
 impl Params {
-    /// Adds a parameter with a zero gradient.
+    /// Adds a trainable parameter with a zero gradient.
     pub fn add(&mut self, name: impl Into<String>, value: Tensor) -> ParamId {
+        self.push(name.into(), value, true)
+    }
+
+    /// Adds a buffer: saved with the model, never trained.
+    pub fn add_buffer(&mut self, name: impl Into<String>, value: Tensor) -> ParamId {
+        self.push(name.into(), value, false)
+    }
+
+    fn push(&mut self, name: String, value: Tensor, trainable: bool) -> ParamId {
         let grad = Tensor::zeros(value.raw_dim());
-        self.list.push(Parameter {
-            name: name.into(),
-            value,
-            grad,
-        });
+        self.list.push(Parameter { name, value, grad, trainable });
         ParamId(self.list.len() - 1)
+    }
+
+    /// Replaces the value of `id` (a buffer's new running statistics).
+    ///
+    /// # Panics
+    /// When the shape changes.
+    #[track_caller]
+    pub fn set(&mut self, id: ParamId, value: Tensor) {
+        let p = &mut self.list[id.0];
+        assert_eq!(p.value.shape(), value.shape(), "set: {} changes shape", p.name);
+        p.value = value;
     }
 
     pub fn get(&self, id: ParamId) -> &Parameter {
@@ -62,7 +81,12 @@ impl Params {
 
     /// The number of trainable numbers.
     pub fn count(&self) -> usize {
-        self.list.iter().map(|p| p.value.len()).sum()
+        self.list.iter().filter(|p| p.trainable).map(|p| p.value.len()).sum()
+    }
+
+    /// The Euclidean norm of all trainable gradients together.
+    pub fn grad_norm(&self) -> f32 {
+        self.list.iter().filter(|p| p.trainable).flat_map(|p| p.grad.iter()).map(|g| g * g).sum::<f32>().sqrt()
     }
 
     /// Adds the gradients of one backward pass to what each parameter has accumulated.

@@ -2,8 +2,9 @@
 
 mod init;
 mod model;
+pub mod recurrent;
 mod spec;
 
 pub use init::Init;
-pub use model::{Mode, Model};
-pub use spec::{ActivationName, LayerSpec, ModelSpec, Normalize};
+pub use model::{Mode, Model, Trace};
+pub use spec::{ActivationName, LayerSpec, ModelSpec, Normalize, Padding};

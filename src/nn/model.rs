@@ -1,15 +1,19 @@
 //! A sequential model built from a [`ModelSpec`].
 
+use ndarray::IxDyn;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
-use super::{LayerSpec, ModelSpec};
+use super::recurrent::{Cell, Recurrent, StepTrace};
+use super::spec::{conv_window, Padding};
+use super::{Init, LayerSpec, ModelSpec};
 use crate::autograd::{ParamId, Params, Tape, Var};
 use crate::backend::cpu::Activation;
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// Whether layers behave as in training (dropout active, drawing from the generator) or in
-/// inference.
+/// Whether layers behave as in training (dropout active, drawing from the generator;
+/// batch norm on batch statistics) or in inference.
 pub enum Mode<'r> {
     Train(&'r mut Pcg64),
     Eval,
@@ -17,9 +21,34 @@ pub enum Mode<'r> {
 
 enum Layer {
     Dense { weight: ParamId, bias: Option<ParamId>, activation: Option<Activation> },
+    Conv2d { weight: ParamId, bias: Option<ParamId>, stride: usize, padding: Padding, activation: Option<Activation> },
+    MaxPool2d { size: usize, stride: usize },
+    AvgPool2d { size: usize, stride: usize },
+    BatchNorm(BatchNorm),
+    Recurrent(Recurrent),
     Flatten,
+    Reshape(Vec<usize>),
     Dropout { rate: f32 },
     Activation(Activation),
+}
+
+struct BatchNorm {
+    gamma: ParamId,
+    beta: ParamId,
+    running_mean: ParamId,
+    running_var: ParamId,
+    momentum: f32,
+    eps: f32,
+}
+
+/// The intermediate values of one forward pass that the page shows: the output of every
+/// layer, and every step of the recurrent layers.
+#[derive(Default)]
+pub struct Trace {
+    /// `(layer index, output)` for every layer.
+    pub outputs: Vec<(usize, Var)>,
+    /// `(layer index, steps)` for every recurrent layer.
+    pub recurrent: Vec<(usize, Vec<StepTrace>)>,
 }
 
 /// Layers applied in order, and the parameters they own.
@@ -69,7 +98,15 @@ impl Model {
     ///
     /// # Errors
     /// When `x` does not have the input shape the spec declares.
-    pub fn forward(&self, tape: &mut Tape, x: Var, mut mode: Mode) -> Result<Var> {
+    pub fn forward(&self, tape: &mut Tape, x: Var, mode: Mode) -> Result<Var> {
+        self.forward_traced(tape, x, mode, None)
+    }
+
+    /// [`Model::forward`], recording intermediate values in `trace`.
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn forward_traced(&self, tape: &mut Tape, x: Var, mut mode: Mode, mut trace: Option<&mut Trace>) -> Result<Var> {
         let shape = tape.value(x).shape();
         if shape.len() != self.spec.input.len() + 1 || shape[1..] != self.spec.input[..] {
             let expected = format!("expects [batch, {}]", join(&self.spec.input));
@@ -82,19 +119,34 @@ impl Model {
             let centred = tape.sub(x, mean)?;
             x = tape.div(centred, std)?;
         }
-        for layer in &self.layers {
+        for (index, layer) in self.layers.iter().enumerate() {
             x = match layer {
                 Layer::Dense { weight, bias, activation } => {
                     let w = tape.param(*weight);
-                    let mut y = tape.matmul(x, w)?;
-                    if let Some(bias) = bias {
-                        let b = tape.param(*bias);
-                        y = tape.add(y, b)?;
+                    let y = tape.matmul(x, w)?;
+                    let y = add_bias(tape, y, *bias, &[])?;
+                    activate(tape, y, *activation)
+                }
+                Layer::Conv2d { weight, bias, stride, padding, activation } => {
+                    let w = tape.param(*weight);
+                    let in_shape = tape.value(x).shape().to_vec();
+                    let kernel = tape.value(w).shape()[2];
+                    let window = conv_window(kernel, *stride, *padding, (in_shape[2], in_shape[3]));
+                    let y = tape.conv2d(x, w, window.stride, window.padding)?;
+                    // The bias [filters] broadcasts as [filters, 1, 1] over the output planes.
+                    let y = add_bias(tape, y, *bias, &[1, 1])?;
+                    activate(tape, y, *activation)
+                }
+                Layer::MaxPool2d { size, stride } => tape.max_pool2d(x, (*size, *size), (*stride, *stride))?,
+                Layer::AvgPool2d { size, stride } => tape.avg_pool2d(x, (*size, *size), (*stride, *stride))?,
+                Layer::BatchNorm(bn) => bn.forward(tape, x, matches!(mode, Mode::Train(_)))?,
+                Layer::Recurrent(rnn) => {
+                    let mut steps = trace.is_some().then(Vec::new);
+                    let y = rnn.forward(tape, x, steps.as_mut())?;
+                    if let (Some(trace), Some(steps)) = (trace.as_deref_mut(), steps) {
+                        trace.recurrent.push((index, steps));
                     }
-                    match activation {
-                        Some(act) => tape.activation(y, *act),
-                        None => y,
-                    }
+                    y
                 }
                 Layer::Flatten => {
                     let shape = tape.value(x).shape();
@@ -102,32 +154,158 @@ impl Model {
                     let features = shape.iter().skip(1).product();
                     tape.reshape(x, &[batch, features])?
                 }
+                Layer::Reshape(sample) => {
+                    let mut shape = vec![tape.value(x).shape()[0]];
+                    shape.extend_from_slice(sample);
+                    tape.reshape(x, &shape)?
+                }
                 Layer::Dropout { rate } => match &mut mode {
                     Mode::Train(rng) => tape.dropout(x, *rate, || rng.random::<f32>() >= *rate)?,
                     Mode::Eval => x,
                 },
                 Layer::Activation(act) => tape.activation(x, *act),
             };
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.outputs.push((index, x));
+            }
         }
         Ok(x)
     }
 }
 
+fn activate(tape: &mut Tape, y: Var, activation: Option<Activation>) -> Var {
+    match activation {
+        Some(act) => tape.activation(y, act),
+        None => y,
+    }
+}
+
+/// `y + bias`, the bias reshaped to `[len, ..trailing]` so that it broadcasts along the axis
+/// before `trailing`.
+fn add_bias(tape: &mut Tape, y: Var, bias: Option<ParamId>, trailing: &[usize]) -> Result<Var> {
+    let Some(bias) = bias else { return Ok(y) };
+    let mut b = tape.param(bias);
+    if !trailing.is_empty() {
+        let mut shape = tape.value(b).shape().to_vec();
+        shape.extend_from_slice(trailing);
+        b = tape.reshape(b, &shape)?;
+    }
+    tape.add(y, b)
+}
+
+impl BatchNorm {
+    /// `gamma * (x - mean) / sqrt(var + eps) + beta` per feature, from primitive ops. For
+    /// images, the statistics run over the batch and both spatial axes of each channel.
+    fn forward(&self, tape: &mut Tape, x: Var, training: bool) -> Result<Var> {
+        let shape = tape.value(x).shape().to_vec();
+        let features = shape[1];
+        // Statistics shaped to broadcast against x: [features] or [features, 1, 1].
+        let stat_shape: Vec<usize> = if shape.len() == 4 { vec![features, 1, 1] } else { vec![features] };
+        let (mean, var) = if training {
+            // Features first, everything else flattened: [features, samples].
+            let per_feature = if shape.len() == 4 {
+                let moved = tape.permute(x, &[1, 0, 2, 3])?;
+                tape.reshape(moved, &[features, shape[0] * shape[2] * shape[3]])?
+            } else {
+                tape.transpose(x)?
+            };
+            let mean = tape.mean(per_feature, 1)?;
+            let mean_col = tape.reshape(mean, &[features, 1])?;
+            let centred = tape.sub(per_feature, mean_col)?;
+            let squared = tape.mul(centred, centred)?;
+            let var = tape.mean(squared, 1)?;
+            let count = tape.value(per_feature).shape()[1] as f32;
+            self.record_running(tape, tape.value(mean).clone(), tape.value(var).clone(), count);
+            (tape.reshape(mean, &stat_shape)?, tape.reshape(var, &stat_shape)?)
+        } else {
+            let mean = tape.param(self.running_mean);
+            let var = tape.param(self.running_var);
+            (tape.reshape(mean, &stat_shape)?, tape.reshape(var, &stat_shape)?)
+        };
+        let eps = tape.input(crate::tensor::scalar(self.eps));
+        let shifted = tape.add(var, eps)?;
+        let inv_std = tape.pow(shifted, -0.5);
+        let centred = tape.sub(x, mean)?;
+        let normed = tape.mul(centred, inv_std)?;
+        let gamma = tape.param(self.gamma);
+        let gamma = tape.reshape(gamma, &stat_shape)?;
+        let beta = tape.param(self.beta);
+        let beta = tape.reshape(beta, &stat_shape)?;
+        let scaled = tape.mul(normed, gamma)?;
+        tape.add(scaled, beta)
+    }
+
+    /// New running averages: `(1 - m) * running + m * batch`, the variance unbiased.
+    fn record_running(&self, tape: &mut Tape, mean: Tensor, var: Tensor, count: f32) {
+        let m = self.momentum;
+        let unbiased = var * (count / (count - 1.0).max(1.0));
+        let running_mean = tape.value_of_param(self.running_mean) * (1.0 - m) + mean * m;
+        let running_var = tape.value_of_param(self.running_var) * (1.0 - m) + unbiased * m;
+        tape.update_buffer(self.running_mean, running_mean);
+        tape.update_buffer(self.running_var, running_var);
+    }
+}
+
 fn build_layer(spec: &LayerSpec, index: usize, input: &[usize], params: &mut Params, rng: &mut Pcg64) -> Layer {
+    let name = |part: &str| format!("layers.{index}.{part}");
+    let zeros = |n: usize| Tensor::zeros(IxDyn(&[n]));
     match *spec {
         LayerSpec::Dense { units, activation, bias, init } => {
             let fan_in = input[0];
-            let weight = params.add(format!("layers.{index}.weight"), init.sample(&[fan_in, units], fan_in, units, rng));
-            let bias = bias.then(|| params.add(format!("layers.{index}.bias"), crate::tensor::Tensor::zeros(ndarray::IxDyn(&[units]))));
+            let weight = params.add(name("weight"), init.sample(&[fan_in, units], fan_in, units, rng));
+            let bias = bias.then(|| params.add(name("bias"), zeros(units)));
             Layer::Dense { weight, bias, activation: activation.activation() }
         }
+        LayerSpec::Conv2d { filters, kernel_size: k, stride, padding, activation, bias, init } => {
+            let channels = input[0];
+            let shape = [filters, channels, k, k];
+            // Keras's fans for convolutions: each output sees channels * k * k inputs.
+            let weight = params.add(name("weight"), init.sample(&shape, channels * k * k, filters * k * k, rng));
+            let bias = bias.then(|| params.add(name("bias"), zeros(filters)));
+            Layer::Conv2d { weight, bias, stride, padding, activation: activation.activation() }
+        }
+        LayerSpec::MaxPool2d { pool_size, stride } => Layer::MaxPool2d { size: pool_size, stride: stride.unwrap_or(pool_size) },
+        LayerSpec::AvgPool2d { pool_size, stride } => Layer::AvgPool2d { size: pool_size, stride: stride.unwrap_or(pool_size) },
+        LayerSpec::BatchNorm { momentum, eps } => {
+            let features = input[0];
+            Layer::BatchNorm(BatchNorm {
+                gamma: params.add(name("gamma"), Tensor::ones(IxDyn(&[features]))),
+                beta: params.add(name("beta"), zeros(features)),
+                running_mean: params.add_buffer(name("running_mean"), zeros(features)),
+                running_var: params.add_buffer(name("running_var"), Tensor::ones(IxDyn(&[features]))),
+                momentum,
+                eps,
+            })
+        }
+        LayerSpec::SimpleRnn { units, return_sequences } => recurrent(Cell::Simple, units, return_sequences, input, params, rng, index),
+        LayerSpec::Lstm { units, return_sequences } => recurrent(Cell::Lstm, units, return_sequences, input, params, rng, index),
+        LayerSpec::Gru { units, return_sequences } => recurrent(Cell::Gru, units, return_sequences, input, params, rng, index),
         LayerSpec::Flatten => Layer::Flatten,
+        LayerSpec::Reshape { ref shape } => Layer::Reshape(shape.clone()),
         LayerSpec::Dropout { rate } => Layer::Dropout { rate },
         LayerSpec::Relu => Layer::Activation(Activation::Relu),
         LayerSpec::LeakyRelu { alpha } => Layer::Activation(Activation::LeakyRelu { alpha }),
         LayerSpec::Sigmoid => Layer::Activation(Activation::Sigmoid),
         LayerSpec::Tanh => Layer::Activation(Activation::Tanh),
     }
+}
+
+/// Glorot-uniform input and recurrent weights (each gate block drawn with its own fans),
+/// zero biases, and for the LSTM a forget-gate bias of 1 so that early training remembers
+/// (Jozefowicz et al. 2015; Keras's `unit_forget_bias`).
+fn recurrent(cell: Cell, units: usize, return_sequences: bool, input: &[usize], params: &mut Params, rng: &mut Pcg64, index: usize) -> Layer {
+    let features = input[1];
+    let gates = cell.gates();
+    let name = |part: &str| format!("layers.{index}.{part}");
+    let w = params.add(name("w"), Init::GlorotUniform.sample(&[features, gates * units], features, units, rng));
+    let u = params.add(name("u"), Init::GlorotUniform.sample(&[units, gates * units], units, units, rng));
+    let mut b = Tensor::zeros(IxDyn(&[gates * units]));
+    if cell == Cell::Lstm {
+        b.slice_mut(ndarray::s![units..2 * units]).fill(1.0);
+    }
+    let bias = params.add(name("bias"), b);
+    let recurrent_bias = (cell == Cell::Gru).then(|| params.add(name("recurrent_bias"), Tensor::zeros(IxDyn(&[gates * units]))));
+    Layer::Recurrent(Recurrent { cell, units, return_sequences, w, u, bias, recurrent_bias })
 }
 
 fn join(sizes: &[usize]) -> String {

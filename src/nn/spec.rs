@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Init;
+use crate::backend::cpu::conv::Window;
 use crate::backend::cpu::Activation;
 use crate::{Error, Result};
 
@@ -66,6 +67,65 @@ pub enum LayerSpec {
     },
     /// Zeroes a fraction `rate` of its inputs while training; the identity in inference.
     Dropout { rate: f32 },
+    /// Changes the shape of each sample, keeping its values in row-major order.
+    Reshape { shape: Vec<usize> },
+    /// 2-d convolution over `[channels, height, width]` with square `kernel_size` kernels.
+    Conv2d {
+        filters: usize,
+        kernel_size: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: Padding,
+        #[serde(default)]
+        activation: ActivationName,
+        #[serde(default = "yes")]
+        bias: bool,
+        #[serde(default)]
+        init: Init,
+    },
+    /// The maximum of each `pool_size` square, moved by `stride` (default: `pool_size`).
+    MaxPool2d {
+        #[serde(default = "two")]
+        pool_size: usize,
+        stride: Option<usize>,
+    },
+    /// The mean of each `pool_size` square, moved by `stride` (default: `pool_size`).
+    AvgPool2d {
+        #[serde(default = "two")]
+        pool_size: usize,
+        stride: Option<usize>,
+    },
+    /// Normalises each feature (each channel, for images) by the batch's mean and variance
+    /// while training and by running averages in inference, then scales and shifts it by
+    /// learnt `gamma` and `beta`. `momentum` weighs the newest batch in the running averages
+    /// (PyTorch's convention).
+    BatchNorm {
+        #[serde(default = "bn_momentum")]
+        momentum: f32,
+        #[serde(default = "bn_eps")]
+        eps: f32,
+    },
+    /// `h = tanh(x W + h U + b)` over `[time, features]`.
+    SimpleRnn {
+        units: usize,
+        #[serde(default)]
+        return_sequences: bool,
+    },
+    /// Long short-term memory over `[time, features]`; gates in the order input, forget,
+    /// cell, output (Keras and PyTorch).
+    Lstm {
+        units: usize,
+        #[serde(default)]
+        return_sequences: bool,
+    },
+    /// Gated recurrent unit over `[time, features]`; gates in the order reset, update, new,
+    /// with the reset applied after the recurrent product (PyTorch; Keras `reset_after`).
+    Gru {
+        units: usize,
+        #[serde(default)]
+        return_sequences: bool,
+    },
     Relu,
     LeakyRelu {
         #[serde(default = "default_leak")]
@@ -73,6 +133,33 @@ pub enum LayerSpec {
     },
     Sigmoid,
     Tanh,
+}
+
+/// How a convolution treats the border.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// No padding: the output shrinks by `kernel_size - 1`.
+    #[default]
+    Valid,
+    /// Zero padding so that the output is `ceil(input / stride)` (TensorFlow's convention).
+    Same,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn two() -> usize {
+    2
+}
+
+fn bn_momentum() -> f32 {
+    0.1
+}
+
+fn bn_eps() -> f32 {
+    1e-5
 }
 
 fn yes() -> bool {
@@ -114,6 +201,14 @@ impl LayerSpec {
             LayerSpec::Flatten => "flatten",
             LayerSpec::Dense { .. } => "dense",
             LayerSpec::Dropout { .. } => "dropout",
+            LayerSpec::Reshape { .. } => "reshape",
+            LayerSpec::Conv2d { .. } => "conv2d",
+            LayerSpec::MaxPool2d { .. } => "max_pool2d",
+            LayerSpec::AvgPool2d { .. } => "avg_pool2d",
+            LayerSpec::BatchNorm { .. } => "batch_norm",
+            LayerSpec::SimpleRnn { .. } => "simple_rnn",
+            LayerSpec::Lstm { .. } => "lstm",
+            LayerSpec::Gru { .. } => "gru",
             LayerSpec::Relu => "relu",
             LayerSpec::LeakyRelu { .. } => "leaky_relu",
             LayerSpec::Sigmoid => "sigmoid",
@@ -146,6 +241,59 @@ impl LayerSpec {
                 }
                 Ok(input.to_vec())
             }
+            LayerSpec::Reshape { ref shape } => {
+                if shape.is_empty() || shape.contains(&0) || shape.iter().product::<usize>() != input.iter().product::<usize>() {
+                    return Err(Error::spec(
+                        format!("{location}.shape"),
+                        format!("{shape:?} does not hold the {} values of shape {input:?}", input.iter().product::<usize>()),
+                    ));
+                }
+                Ok(shape.clone())
+            }
+            LayerSpec::Conv2d { filters, kernel_size, stride, padding, .. } => {
+                positive(location, "filters", filters)?;
+                positive(location, "kernel_size", kernel_size)?;
+                positive(location, "stride", stride)?;
+                let [_, h, w] = image(input, location, "conv2d")?;
+                let window = conv_window(kernel_size, stride, padding, (h, w));
+                let (oh, ow) = window.output_size((h, w)).ok_or_else(|| {
+                    Error::spec(format!("{location}.kernel_size"), format!("{kernel_size} is larger than the {h}x{w} input"))
+                })?;
+                Ok(vec![filters, oh, ow])
+            }
+            LayerSpec::MaxPool2d { pool_size, stride } | LayerSpec::AvgPool2d { pool_size, stride } => {
+                positive(location, "pool_size", pool_size)?;
+                let stride = stride.unwrap_or(pool_size);
+                positive(location, "stride", stride)?;
+                let [c, h, w] = image(input, location, self.kind())?;
+                let window = conv_window(pool_size, stride, Padding::Valid, (h, w));
+                let (oh, ow) = window.output_size((h, w)).ok_or_else(|| {
+                    Error::spec(format!("{location}.pool_size"), format!("{pool_size} is larger than the {h}x{w} input"))
+                })?;
+                Ok(vec![c, oh, ow])
+            }
+            LayerSpec::BatchNorm { momentum, eps } => {
+                if !(momentum > 0.0 && momentum <= 1.0) {
+                    return Err(Error::spec(format!("{location}.momentum"), format!("{momentum} is not in (0, 1]")));
+                }
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return Err(Error::spec(format!("{location}.eps"), format!("{eps} must be a small positive number")));
+                }
+                if input.len() != 1 && input.len() != 3 {
+                    return Err(Error::spec(location, format!("batch_norm takes features [n] or images [c, h, w], not {input:?}")));
+                }
+                Ok(input.to_vec())
+            }
+            LayerSpec::SimpleRnn { units, return_sequences } | LayerSpec::Lstm { units, return_sequences } | LayerSpec::Gru { units, return_sequences } => {
+                positive(location, "units", units)?;
+                let &[time, _] = input else {
+                    return Err(Error::spec(
+                        location,
+                        format!("{} expects a sequence [time, features] but gets shape {input:?}; put a reshape layer before it", self.kind()),
+                    ));
+                };
+                Ok(if return_sequences { vec![time, units] } else { vec![units] })
+            }
             LayerSpec::LeakyRelu { alpha } if !alpha.is_finite() => {
                 Err(Error::spec(format!("{location}.alpha"), "must be a finite number"))
             }
@@ -156,18 +304,67 @@ impl LayerSpec {
     }
 }
 
+fn positive(location: &str, field: &str, value: usize) -> Result<()> {
+    if value == 0 {
+        return Err(Error::spec(format!("{location}.{field}"), "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// The `[channels, height, width]` of an image input, or an error for `layer`.
+fn image(input: &[usize], location: &str, layer: &str) -> Result<[usize; 3]> {
+    <[usize; 3]>::try_from(input).map_err(|_| {
+        Error::spec(location, format!("{layer} expects an image [channels, height, width] but gets shape {input:?}"))
+    })
+}
+
+/// The window of a square kernel over an `(h, w)` input.
+pub(crate) fn conv_window(kernel: usize, stride: usize, padding: Padding, size: (usize, usize)) -> Window {
+    let padding = match padding {
+        Padding::Valid => (0, 0, 0, 0),
+        Padding::Same => Window::same_padding((kernel, kernel), (stride, stride), size),
+    };
+    Window { kernel: (kernel, kernel), stride: (stride, stride), padding }
+}
+
 impl ModelSpec {
     /// The names [`ModelSpec::preset`] knows.
-    pub const PRESETS: &'static [&'static str] = &["mlp"];
+    pub const PRESETS: &'static [&'static str] = &["mlp", "cnn", "lstm", "gru"];
 
     /// A built-in model by name.
     pub fn preset(name: &str) -> Option<ModelSpec> {
+        let dense = |units, activation| LayerSpec::Dense { units, activation, bias: true, init: Init::default() };
+        let conv = |filters| LayerSpec::Conv2d {
+            filters,
+            kernel_size: 5,
+            stride: 1,
+            padding: Padding::Valid,
+            activation: ActivationName::Relu,
+            bias: true,
+            init: Init::default(),
+        };
         let layers = match name {
             // The TensorFlow.js MNIST example's dense network.
-            "mlp" => vec![
+            "mlp" => vec![LayerSpec::Flatten, dense(128, ActivationName::Relu), dense(10, ActivationName::Linear)],
+            // The TensorFlow.js MNIST example's convolutional network.
+            "cnn" => vec![
+                conv(8),
+                LayerSpec::MaxPool2d { pool_size: 2, stride: None },
+                conv(16),
+                LayerSpec::MaxPool2d { pool_size: 2, stride: None },
                 LayerSpec::Flatten,
-                LayerSpec::Dense { units: 128, activation: ActivationName::Relu, bias: true, init: Init::default() },
-                LayerSpec::Dense { units: 10, activation: ActivationName::Linear, bias: true, init: Init::default() },
+                dense(10, ActivationName::Linear),
+            ],
+            // Each image as 28 time steps of 28 pixels.
+            "lstm" => vec![
+                LayerSpec::Reshape { shape: vec![28, 28] },
+                LayerSpec::Lstm { units: 64, return_sequences: false },
+                dense(10, ActivationName::Linear),
+            ],
+            "gru" => vec![
+                LayerSpec::Reshape { shape: vec![28, 28] },
+                LayerSpec::Gru { units: 64, return_sequences: false },
+                dense(10, ActivationName::Linear),
             ],
             _ => return None,
         };

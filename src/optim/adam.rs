@@ -32,7 +32,7 @@ impl Adam {
         let correct1 = 1.0 - b1.powi(self.step);
         let correct2 = 1.0 - b2.powi(self.step);
         let lr = self.lr;
-        for (p, (m, v)) in params.iter_mut().zip(&mut self.moments) {
+        for (p, (m, v)) in params.iter_mut().zip(&mut self.moments).filter(|(p, _)| p.trainable) {
             Zip::from(&mut p.value).and(&p.grad).and(m).and(v).for_each(|w, &g, m, v| {
                 let g = g + decay * *w;
                 *m = b1 * *m + (1.0 - b1) * g;

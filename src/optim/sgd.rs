@@ -22,7 +22,7 @@ impl Sgd {
 
     pub fn step(&mut self, params: &mut Params) {
         let (lr, momentum, decay) = (self.lr, self.momentum, self.weight_decay);
-        for (p, v) in params.iter_mut().zip(&mut self.velocity) {
+        for (p, v) in params.iter_mut().zip(&mut self.velocity).filter(|(p, _)| p.trainable) {
             Zip::from(&mut p.value).and(&p.grad).and(v).for_each(|w, &g, v| {
                 *v = momentum * *v + g + decay * *w;
                 *w -= lr * *v;

@@ -1,5 +1,7 @@
 //! CPU kernels: the reference implementation of every numerical routine the ops need.
 
+pub mod conv;
+
 use ndarray::{Array2, ArrayView2, Axis, Ix2, Zip};
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,175 @@
+//! 2-d convolution by im2col: every receptive field becomes a row of a matrix, so the
+//! convolution is one matrix product, and its backward pass two more plus a scatter (col2im).
+
+use ndarray::{Array2, Array4, ArrayView4, Axis};
+
+/// The geometry of a convolution or pooling window over `[batch, channels, height, width]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    /// Zero padding (top, bottom, left, right).
+    pub padding: (usize, usize, usize, usize),
+}
+
+impl Window {
+    /// The output size for an input of `(height, width)`, or None when the window does not fit.
+    pub fn output_size(&self, (h, w): (usize, usize)) -> Option<(usize, usize)> {
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        let (pt, pb, pl, pr) = self.padding;
+        let (hp, wp) = (h + pt + pb, w + pl + pr);
+        if hp < kh || wp < kw || sh == 0 || sw == 0 {
+            return None;
+        }
+        Some(((hp - kh) / sh + 1, (wp - kw) / sw + 1))
+    }
+
+    /// TensorFlow's `same` padding: the output is `ceil(input / stride)`, the extra padding
+    /// going to the bottom and right when it is odd.
+    pub fn same_padding(kernel: (usize, usize), stride: (usize, usize), (h, w): (usize, usize)) -> (usize, usize, usize, usize) {
+        let total = |n: usize, k: usize, s: usize| ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
+        let (th, tw) = (total(h, kernel.0, stride.0), total(w, kernel.1, stride.1));
+        (th / 2, th - th / 2, tw / 2, tw - tw / 2)
+    }
+}
+
+/// Receptive fields as rows: `[batch * out_h * out_w, channels * kh * kw]`, rows in
+/// (batch, y, x) order and columns in (channel, ky, kx) order, matching a weight tensor
+/// `[filters, channels, kh, kw]` flattened to `[filters, channels * kh * kw]`.
+pub fn im2col(x: &ArrayView4<f32>, win: &Window) -> Array2<f32> {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
+    let (kh, kw) = win.kernel;
+    let (sh, sw) = win.stride;
+    let (pt, _, pl, _) = win.padding;
+    let mut cols = Array2::zeros((n * oh * ow, c * kh * kw));
+    for (row, mut out) in cols.axis_iter_mut(Axis(0)).enumerate() {
+        let (b, y, x0) = (row / (oh * ow), (row / ow) % oh, row % ow);
+        let out = out.as_slice_mut().expect("rows of a standard matrix are contiguous");
+        for ch in 0..c {
+            for ky in 0..kh {
+                let iy = (y * sh + ky) as isize - pt as isize;
+                for kx in 0..kw {
+                    let ix = (x0 * sw + kx) as isize - pl as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        out[(ch * kh + ky) * kw + kx] = x[[b, ch, iy as usize, ix as usize]];
+                    }
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// The adjoint of [`im2col`]: adds every row entry back to the input position it came from.
+pub fn col2im(cols: &Array2<f32>, shape: (usize, usize, usize, usize), win: &Window) -> Array4<f32> {
+    let (_, c, h, w) = shape;
+    let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
+    let (kh, kw) = win.kernel;
+    let (sh, sw) = win.stride;
+    let (pt, _, pl, _) = win.padding;
+    let mut x = Array4::zeros(shape);
+    for (row, values) in cols.axis_iter(Axis(0)).enumerate() {
+        let (b, y, x0) = (row / (oh * ow), (row / ow) % oh, row % ow);
+        for ch in 0..c {
+            for ky in 0..kh {
+                let iy = (y * sh + ky) as isize - pt as isize;
+                if iy < 0 || iy as usize >= h {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = (x0 * sw + kx) as isize - pl as isize;
+                    if ix >= 0 && (ix as usize) < w {
+                        x[[b, ch, iy as usize, ix as usize]] += values[(ch * kh + ky) * kw + kx];
+                    }
+                }
+            }
+        }
+    }
+    x
+}
+
+/// Max pooling; returns the output and, for each output element, the flat index in `x` of
+/// the maximum it took, so that the backward pass is a scatter.
+pub fn max_pool(x: &ArrayView4<f32>, win: &Window) -> (Array4<f32>, Vec<usize>) {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
+    let mut out = Array4::zeros((n, c, oh, ow));
+    let mut argmax = Vec::with_capacity(n * c * oh * ow);
+    for ((b, ch, y, x0), o) in out.indexed_iter_mut() {
+        let (mut best, mut at) = (f32::NEG_INFINITY, 0);
+        for ky in 0..win.kernel.0 {
+            for kx in 0..win.kernel.1 {
+                let (iy, ix) = (y * win.stride.0 + ky, x0 * win.stride.1 + kx);
+                if iy < h && ix < w && x[[b, ch, iy, ix]] > best {
+                    best = x[[b, ch, iy, ix]];
+                    at = ((b * c + ch) * h + iy) * w + ix;
+                }
+            }
+        }
+        *o = best;
+        argmax.push(at);
+    }
+    (out, argmax)
+}
+
+/// Average pooling over windows that lie inside the input (no padding).
+pub fn avg_pool(x: &ArrayView4<f32>, win: &Window) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
+    let area = (win.kernel.0 * win.kernel.1) as f32;
+    Array4::from_shape_fn((n, c, oh, ow), |(b, ch, y, x0)| {
+        let mut sum = 0.0;
+        for ky in 0..win.kernel.0 {
+            for kx in 0..win.kernel.1 {
+                sum += x[[b, ch, y * win.stride.0 + ky, x0 * win.stride.1 + kx]];
+            }
+        }
+        sum / area
+    })
+}
+
+/// The adjoint of [`avg_pool`]: each output gradient spread evenly over its window.
+pub fn avg_pool_backward(g: &ArrayView4<f32>, shape: (usize, usize, usize, usize), win: &Window) -> Array4<f32> {
+    let area = (win.kernel.0 * win.kernel.1) as f32;
+    let mut dx = Array4::zeros(shape);
+    for ((b, ch, y, x0), &v) in g.indexed_iter() {
+        for ky in 0..win.kernel.0 {
+            for kx in 0..win.kernel.1 {
+                dx[[b, ch, y * win.stride.0 + ky, x0 * win.stride.1 + kx]] += v / area;
+            }
+        }
+    }
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_keeps_the_size_at_stride_1_and_ceils_at_stride_2() {
+        let pad = Window::same_padding((5, 5), (1, 1), (28, 28));
+        assert_eq!(pad, (2, 2, 2, 2));
+        let win = Window { kernel: (5, 5), stride: (1, 1), padding: pad };
+        assert_eq!(win.output_size((28, 28)), Some((28, 28)));
+        // ceil(7 / 2) = 4 outputs need (4 - 1) * 2 + 3 = 9 inputs: 2 of padding, 1 + 1.
+        let pad = Window::same_padding((3, 3), (2, 2), (7, 7));
+        assert_eq!(pad, (1, 1, 1, 1));
+        assert_eq!(Window::same_padding((2, 2), (2, 2), (7, 7)), (0, 1, 0, 1));
+    }
+
+    #[test]
+    fn im2col_then_col2im_counts_how_often_each_input_is_used() {
+        let x = Array4::<f32>::ones((1, 1, 3, 3));
+        let win = Window { kernel: (2, 2), stride: (1, 1), padding: (0, 0, 0, 0) };
+        let cols = im2col(&x.view(), &win);
+        assert_eq!(cols.dim(), (4, 4));
+        let back = col2im(&cols, (1, 1, 3, 3), &win);
+        // The centre sits in all four 2x2 windows, the corners in one.
+        assert_eq!(back[[0, 0, 1, 1]], 4.0);
+        assert_eq!(back[[0, 0, 0, 0]], 1.0);
+        assert_eq!(back[[0, 0, 0, 1]], 2.0);
+    }
+}

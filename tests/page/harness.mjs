@@ -1,0 +1,78 @@
+// Shared by the page tests: the real `ferrograd serve` on a free port, and Debian's headless
+// Chromium driven by playwright-core.
+
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
+export const ARTIFACTS = join(ROOT, 'test-results');
+
+const BINARY = join(ROOT, 'target/release/ferrograd');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const FLAGS = [
+  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--disable-dev-shm-usage',
+];
+
+/** Starts `ferrograd serve` on a free port; resolves with {url, close}. */
+export function serve({ throttle } = {}) {
+  const args = ['serve', '--root', ROOT, '--port', '0'];
+  if (throttle) args.push('--throttle', String(throttle));
+  const child = spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`ferrograd serve exited with ${code}: ${out}`)));
+    child.stdout.on('data', (data) => {
+      out += data;
+      const match = out.match(/http:\/\/[\d.]+:\d+\//);
+      if (match) resolve({ url: match[0], close: () => child.kill() });
+    });
+  });
+}
+
+export async function launch() {
+  return chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+}
+
+/**
+ * Opens `url` in a fresh page, recording console errors, page errors and failed requests
+ * (4xx/5xx answers included) in `problems`.
+ */
+export async function open(browser, url, { expectFailures = [], viewport, colorScheme } = {}) {
+  const context = await browser.newContext({ viewport: viewport ?? { width: 1280, height: 900 }, colorScheme });
+  const page = await context.newPage();
+  const problems = [];
+  const expected = (u) => expectFailures.some((part) => u.includes(part));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !expected(msg.text())) problems.push(`console: ${msg.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('requestfailed', (req) => {
+    if (!expected(req.url()) && !req.failure()?.errorText.includes('ERR_ABORTED')) {
+      problems.push(`request failed: ${req.url()} ${req.failure()?.errorText}`);
+    }
+  });
+  page.on('response', (res) => {
+    if (res.status() >= 400 && !expected(res.url())) problems.push(`HTTP ${res.status()}: ${res.url()}`);
+  });
+  await page.goto(url);
+  return { page, context, problems };
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+/** Waits until the page's test hook reports `predicate(state)`. */
+export async function waitForState(page, predicate, timeout = 60_000) {
+  await page.waitForFunction(`(${predicate})(window.ferrograd?.state ?? {})`, null, { timeout, polling: 100 });
+  return page.evaluate(() => window.ferrograd.state);
+}
