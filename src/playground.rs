@@ -29,6 +29,9 @@ pub struct TrainingConfig {
     pub clean: bool,
     /// Shift and rotate training images at random (see [`preprocess::augment`]).
     pub augment: bool,
+    /// Clip gradients to this global norm before each step.
+    #[serde(default)]
+    pub clip_norm: Option<f32>,
 }
 
 impl TrainingConfig {
@@ -190,6 +193,7 @@ impl Playground {
         config.validate()?;
         let mut trainer = Trainer::new(spec, &config.optimizer, config.seed)?;
         trainer.set_augment(config.augment);
+        trainer.set_clip_norm(config.clip_norm)?;
         Ok(trainer)
     }
 

@@ -30,6 +30,7 @@ struct Settings {
     normalize: Normalization,
     clean: bool,
     augment: bool,
+    clip_norm: Option<f32>,
 }
 
 impl Default for Settings {
@@ -43,6 +44,7 @@ impl Default for Settings {
             normalize: Normalization::Unit,
             clean: false,
             augment: false,
+            clip_norm: None,
         }
     }
 }
@@ -91,6 +93,7 @@ fn read_setup(model: &str, settings: JsValue) -> Result<(ModelSpec, TrainingConf
         seed: settings.seed,
         clean: settings.clean,
         augment: settings.augment,
+        clip_norm: settings.clip_norm,
     };
     Ok((spec, config))
 }
@@ -105,7 +108,7 @@ pub struct Session {
 impl Session {
     /// `model` is a preset name (`"mlp"`) or a JSON model spec; `settings` is
     /// `{optimizer?: "adam"|"sgd", lr?, batchSize?, epochs?, seed?, normalize?: "unit"|"standard",
-    /// clean?, augment?}` or undefined.
+    /// clean?, augment?, clipNorm?}` or undefined.
     #[wasm_bindgen(constructor)]
     pub fn new(model: &str, settings: JsValue) -> Result<Session, JsError> {
         let (spec, config) = read_setup(model, settings)?;
@@ -198,6 +201,13 @@ impl Session {
         shape.extend_from_slice(input);
         let images = tensor::from_vec(&shape, pixels.to_vec())?;
         Ok(self.inner.trainer().predict(images)?.into_raw_vec_and_offset().0)
+    }
+
+    /// A look inside the model for one image in `[0, 1]`: probabilities, the saliency of
+    /// every pixel, the first convolution's filters, every convolution's feature maps and the
+    /// recurrent layers' hidden state and gates over time (see `inspect::Inspection`).
+    pub fn inspect(&self, pixels: &[f32]) -> Result<JsValue, JsError> {
+        to_js(&crate::inspect::inspect(self.inner.trainer().model(), pixels)?)
     }
 
     /// Adds a drawn digit (bytes 0-255, the model's input size) with its label to the

@@ -11,6 +11,10 @@
 //        'data-loaded' or 'data-error'.
 //   {type: 'start'} | {type: 'pause'} | {type: 'reset'}
 //   {type: 'predict', id, pixels: Float32Array(784)}        answers 'prediction'
+//   {type: 'inspect', id, pixels: Float32Array(784)}        answers 'inspection': {probabilities,
+//        predicted, saliency[784], filters: {layer, count, height, width, values} | null,
+//        featureMaps: [{layer, count, height, width, values}], recurrent: [{layer, kind, steps,
+//        units, hidden[steps*units], gates: [[name, values[steps*units]]]}]}
 //   {type: 'add-example', pixels: Uint8Array(784), label}    answers 'examples'
 //   {type: 'clear-examples'}                                 answers 'examples'
 // Worker -> page:
@@ -22,7 +26,7 @@
 //   {type: 'state', state, status}             state: 'idle' | 'training' | 'waiting' | 'paused' | 'done'
 //   {type: 'progress', batches: [{step, loss, accuracy}], status, samplesPerSecond, etaSeconds}
 //   {type: 'epoch', epoch, evaluation: {loss, accuracy, confusionMatrix, perClass, showcase}}
-//   {type: 'prediction', id, probs} | {type: 'examples', count}
+//   {type: 'prediction', id, probs} | {type: 'inspection', id, inspection} | {type: 'examples', count}
 //   {type: 'error', message}                   anything else that went wrong
 // `status` is the Session's status object (epoch, epochs, epochDone, epochSize, steps,
 // trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples).
@@ -182,6 +186,7 @@ const handlers = {
     setState('idle');
   },
   predict: ({ id, pixels }) => post({ type: 'prediction', id, probs: session.predict(pixels) }),
+  inspect: ({ id, pixels }) => post({ type: 'inspection', id, inspection: session.inspect(pixels) }),
   'add-example': ({ pixels, label }) => post({ type: 'examples', count: session.addExample(pixels, label) }),
   'clear-examples': () => {
     session.clearExamples();

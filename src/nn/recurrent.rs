@@ -24,6 +24,15 @@ pub enum Cell {
 }
 
 impl Cell {
+    /// The layer type's name in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::Simple => "simple_rnn",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+
     /// How many blocks of `units` columns the weights hold.
     pub fn gates(self) -> usize {
         match self {

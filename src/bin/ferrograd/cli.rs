@@ -37,7 +37,7 @@ struct TrainArgs {
     /// Folder with the four standard MNIST files, gzipped or not.
     #[arg(long)]
     data: PathBuf,
-    /// A preset name (mlp) or a JSON model spec file.
+    /// A preset name (mlp, cnn, lstm, gru) or a JSON model spec file.
     #[arg(long, default_value = "mlp")]
     model: String,
     #[arg(long, default_value_t = 5)]
@@ -56,6 +56,9 @@ struct TrainArgs {
     /// std inside the model (and so in saved models too).
     #[arg(long, value_enum, default_value_t = Normalization::Unit)]
     normalize: Normalization,
+    /// Clip gradients to this global norm before each step.
+    #[arg(long)]
+    clip_norm: Option<f32>,
     /// Drop unreadable training images (blank or noise) before training.
     #[arg(long)]
     clean: bool,
@@ -157,6 +160,7 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     let mut trainer = Trainer::new(spec.clone(), &optimizer, args.seed)?;
     trainer.set_augment(args.augment);
+    trainer.set_clip_norm(args.clip_norm)?;
     let mut history = Vec::with_capacity(args.epochs);
     let started = Instant::now();
     let mut trained_samples = 0usize;
