@@ -100,7 +100,7 @@ fn bad_input_gives_a_clear_error_naming_what_and_where() {
     assert!(err.contains(spec.to_str().unwrap()) && err.contains("layers[1] (dense)"), "{err}");
 
     let err = failure(&["train", "--data", data, "--model", "resnet"]);
-    assert!(err.contains("--model resnet: neither a preset (mlp) nor an existing JSON file"), "{err}");
+    assert!(err.contains("--model resnet: neither a preset (mlp, cnn, lstm, gru) nor an existing JSON file"), "{err}");
 
     let wrong_output = temp("wrong-output.json");
     std::fs::write(&wrong_output, r#"{"layers":[{"type":"flatten"},{"type":"dense","units":3}]}"#).unwrap();
@@ -131,4 +131,33 @@ fn a_truncated_checkpoint_is_refused() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = failure(&["eval", "--data", data.to_str().unwrap(), "--load", path.to_str().unwrap()]);
     assert!(err.contains("checkpoint: not a safetensors file"), "{err}");
+}
+
+/// Trains a preset for 5 epochs (batch 64, Adam 1e-3, seed 0) and returns its test accuracy.
+fn preset_accuracy(preset: &str) -> f64 {
+    let data = data_dir();
+    let report = json_of(&ferrograd(&["train", "--data", data.to_str().unwrap(), "--model", preset, "--epochs", "5", "--json"]));
+    report["test_accuracy"].as_f64().unwrap()
+}
+
+// Calibration: an independent jax implementation (same data and settings, Glorot
+// initialisation, two seeds) reached after 5 epochs CNN 95.1-95.7%, LSTM 90.9-92.8%, GRU
+// 91.9-93.2%.
+
+#[test]
+fn the_cnn_preset_reaches_94_percent_in_5_epochs() {
+    let accuracy = preset_accuracy("cnn");
+    assert!(accuracy >= 0.94, "cnn test accuracy {accuracy}");
+}
+
+#[test]
+fn the_lstm_preset_reaches_89_percent_in_5_epochs() {
+    let accuracy = preset_accuracy("lstm");
+    assert!(accuracy >= 0.89, "lstm test accuracy {accuracy}");
+}
+
+#[test]
+fn the_gru_preset_reaches_89_percent_in_5_epochs() {
+    let accuracy = preset_accuracy("gru");
+    assert!(accuracy >= 0.89, "gru test accuracy {accuracy}");
 }
