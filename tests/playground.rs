@@ -7,7 +7,7 @@ use ferrograd::optim::OptimizerSpec;
 use ferrograd::playground::{Part, Playground, Progress, TrainingConfig};
 
 fn config(batch_size: usize, epochs: usize) -> TrainingConfig {
-    TrainingConfig { optimizer: OptimizerSpec::adam(1e-3), batch_size, epochs, seed: 1, clean: false, augment: false }
+    TrainingConfig { optimizer: OptimizerSpec::adam(1e-3), batch_size, epochs, seed: 1, clean: false, augment: false, clip_norm: None }
 }
 
 /// `count` images where class `c` lights its own 7x7 block; `blank` of them (the last ones)
