@@ -41,14 +41,18 @@ pub fn save(model: &Model) -> Vec<u8> {
 /// tensors that do not match the spec (missing, extra, of another type or shape).
 pub fn load(bytes: &[u8]) -> Result<Model> {
     let bad = |reason: String| Error::Checkpoint(reason);
-    let (_, metadata) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let info = metadata.metadata().as_ref();
-    let spec_json = info
-        .and_then(|m| m.get(SPEC_KEY))
-        .ok_or_else(|| bad(format!("a safetensors file without a model spec (no `{SPEC_KEY}` metadata): not saved by ferrograd")))?;
-    let spec = ModelSpec::from_json(spec_json).map_err(|e| bad(format!("the spec inside is invalid: {e}")))?;
-    let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let spec_json = info.and_then(|m| m.get(SPEC_KEY)).ok_or_else(|| {
+        bad(format!(
+            "a safetensors file without a model spec (no `{SPEC_KEY}` metadata): not saved by ferrograd"
+        ))
+    })?;
+    let spec =
+        ModelSpec::from_json(spec_json).map_err(|e| bad(format!("the spec inside is invalid: {e}")))?;
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let mut model = Model::new(spec, 0)?;
     if tensors.len() != model.params().len() {
         return Err(bad(format!(
@@ -58,9 +62,8 @@ pub fn load(bytes: &[u8]) -> Result<Model> {
         )));
     }
     for param in model.params_mut().iter_mut() {
-        let view = tensors
-            .tensor(&param.name)
-            .map_err(|_| bad(format!("tensor `{}` is missing", param.name)))?;
+        let view =
+            tensors.tensor(&param.name).map_err(|_| bad(format!("tensor `{}` is missing", param.name)))?;
         if view.dtype() != Dtype::F32 || view.shape() != param.value.shape() {
             return Err(bad(format!(
                 "tensor `{}` is {:?} {:?}, the spec needs F32 {:?}",

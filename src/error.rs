@@ -7,19 +7,11 @@ use thiserror::Error;
 pub enum Error {
     /// Two operands whose shapes cannot be combined by `op`.
     #[error("{op}: shapes {lhs:?} and {rhs:?} are incompatible")]
-    ShapeMismatch {
-        op: &'static str,
-        lhs: Vec<usize>,
-        rhs: Vec<usize>,
-    },
+    ShapeMismatch { op: &'static str, lhs: Vec<usize>, rhs: Vec<usize> },
 
     /// An operand whose shape `op` cannot take, whatever the other operands.
     #[error("{op}: {reason} (got shape {shape:?})")]
-    BadShape {
-        op: &'static str,
-        shape: Vec<usize>,
-        reason: String,
-    },
+    BadShape { op: &'static str, shape: Vec<usize>, reason: String },
 
     /// An argument outside what `op` accepts (an axis out of range, a label above the class count...).
     #[error("{op}: {reason}")]
@@ -59,32 +51,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn invalid(op: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            op,
-            reason: reason.into(),
-        }
+        Error::InvalidArgument { op, reason: reason.into() }
     }
 
     pub(crate) fn bad_shape(op: &'static str, shape: &[usize], reason: impl Into<String>) -> Self {
-        Error::BadShape {
-            op,
-            shape: shape.to_vec(),
-            reason: reason.into(),
-        }
+        Error::BadShape { op, shape: shape.to_vec(), reason: reason.into() }
     }
 
     pub(crate) fn mismatch(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Self {
-        Error::ShapeMismatch {
-            op,
-            lhs: lhs.to_vec(),
-            rhs: rhs.to_vec(),
-        }
+        Error::ShapeMismatch { op, lhs: lhs.to_vec(), rhs: rhs.to_vec() }
     }
 
     pub(crate) fn spec(location: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Spec {
-            location: location.into(),
-            reason: reason.into(),
-        }
+        Error::Spec { location: location.into(), reason: reason.into() }
     }
 }

@@ -58,8 +58,9 @@ pub struct Inspection {
 pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
     let mut shape = vec![1];
     shape.extend_from_slice(&model.spec().input);
-    let input = crate::tensor::from_vec(&shape, sample.to_vec())
-        .map_err(|_| Error::bad_shape("inspect", &[sample.len()], format!("expects {:?} values", model.spec().input)))?;
+    let input = crate::tensor::from_vec(&shape, sample.to_vec()).map_err(|_| {
+        Error::bad_shape("inspect", &[sample.len()], format!("expects {:?} values", model.spec().input))
+    })?;
     let mut tape = Tape::new(model.params());
     let x = tape.variable(input);
     let mut trace = Trace::default();
@@ -78,11 +79,29 @@ pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
     let grads = tape.backward(picked)?;
     let saliency = grads.wrt(x).map(|g| g.iter().map(|v| v.abs()).collect()).unwrap_or_default();
 
-    let convs: Vec<usize> = model.spec().layers.iter().enumerate().filter(|(_, l)| matches!(l, LayerSpec::Conv2d { .. })).map(|(i, _)| i).collect();
+    let convs: Vec<usize> = model
+        .spec()
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l, LayerSpec::Conv2d { .. }))
+        .map(|(i, _)| i)
+        .collect();
     let filters = convs.first().map(|&layer| {
-        let weight = &model.params().iter().find(|p| p.name == format!("layers.{layer}.weight")).expect("conv weights").value;
+        let weight = &model
+            .params()
+            .iter()
+            .find(|p| p.name == format!("layers.{layer}.weight"))
+            .expect("conv weights")
+            .value;
         let s = weight.shape();
-        Maps { layer, count: s[0] * s[1], height: s[2], width: s[3], values: weight.iter().copied().collect() }
+        Maps {
+            layer,
+            count: s[0] * s[1],
+            height: s[2],
+            width: s[3],
+            values: weight.iter().copied().collect(),
+        }
     });
     let feature_maps = trace
         .outputs
@@ -109,10 +128,15 @@ pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
                 Cell::Gru => &["reset", "update", "new"],
             };
             let series = |pick: &dyn Fn(usize) -> crate::autograd::Var| -> Vec<f32> {
-                (0..steps.len()).flat_map(|t| tape.value(pick(t)).index_axis(Axis(0), 0).iter().copied().collect::<Vec<f32>>()).collect()
+                (0..steps.len())
+                    .flat_map(|t| {
+                        tape.value(pick(t)).index_axis(Axis(0), 0).iter().copied().collect::<Vec<f32>>()
+                    })
+                    .collect()
             };
             let hidden = series(&|t| steps[t].hidden);
-            let gates = names.iter().enumerate().map(|(g, &name)| (name, series(&|t| steps[t].gates[g]))).collect();
+            let gates =
+                names.iter().enumerate().map(|(g, &name)| (name, series(&|t| steps[t].gates[g]))).collect();
             let units = tape.value(steps[0].hidden).shape()[1];
             RecurrentTrace { layer: *layer, kind: cell.name(), steps: steps.len(), units, hidden, gates }
         })

@@ -72,7 +72,11 @@ impl ConfusionMatrix {
 }
 
 fn ratio(n: u64, d: u64) -> f32 {
-    if d == 0 { 0.0 } else { n as f32 / d as f32 }
+    if d == 0 {
+        0.0
+    } else {
+        n as f32 / d as f32
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,10 @@ impl Trainer {
         if model.output_shape() != [CLASSES] {
             return Err(Error::spec(
                 format!("layers[{}]", model.spec().layers.len() - 1),
-                format!("the last layer must output {CLASSES} scores, one per digit, not shape {:?}", model.output_shape()),
+                format!(
+                    "the last layer must output {CLASSES} scores, one per digit, not shape {:?}",
+                    model.output_shape()
+                ),
             ));
         }
         let optimizer = Optimizer::new(optimizer, model.params())?;
@@ -91,7 +94,10 @@ impl Trainer {
     /// When `max_norm` is not a positive number.
     pub fn set_clip_norm(&mut self, max_norm: Option<f32>) -> Result<()> {
         if let Some(n) = max_norm.filter(|n| !(n.is_finite() && *n > 0.0)) {
-            return Err(Error::Config { name: "clip_norm", reason: format!("{n} must be a positive number") });
+            return Err(Error::Config {
+                name: "clip_norm",
+                reason: format!("{n} must be a positive number"),
+            });
         }
         self.clip_norm = max_norm;
         Ok(())

@@ -74,8 +74,8 @@ fn read_setup(model: &str, settings: JsValue) -> Result<(ModelSpec, TrainingConf
     } else {
         // Through serde_json, because serde-wasm-bindgen reads only the fields a struct names
         // and so would ignore a misspelt setting instead of reporting it.
-        let json: serde_json::Value = serde_wasm_bindgen::from_value(settings)
-            .map_err(|e| JsError::new(&format!("settings: {e}")))?;
+        let json: serde_json::Value =
+            serde_wasm_bindgen::from_value(settings).map_err(|e| JsError::new(&format!("settings: {e}")))?;
         serde_json::from_value(json).map_err(|e| JsError::new(&format!("settings: {e}")))?
     };
     spec.normalize = match settings.normalize {
@@ -129,7 +129,13 @@ impl Session {
 
     /// Starts loading a data source; the names (URLs) appear in error messages.
     #[wasm_bindgen(js_name = beginLoad)]
-    pub fn begin_load(&mut self, train_images: String, train_labels: String, test_images: String, test_labels: String) {
+    pub fn begin_load(
+        &mut self,
+        train_images: String,
+        train_labels: String,
+        test_images: String,
+        test_labels: String,
+    ) {
         self.inner.begin_load([train_images, train_labels, test_images, test_labels]);
     }
 

@@ -149,7 +149,10 @@ impl Tape<'_> {
                 Op::Pow { x, exponent } => {
                     // d(x^p)/dx = p x^(p-1)
                     let base = self.value(*x);
-                    send(*x, Zip::from(&g).and(base).map_collect(|&g, &b| g * exponent * b.powf(exponent - 1.0)));
+                    send(
+                        *x,
+                        Zip::from(&g).and(base).map_collect(|&g, &b| g * exponent * b.powf(exponent - 1.0)),
+                    );
                 }
                 Op::Slice { x, axis, start } => {
                     let mut dx = Tensor::zeros(IxDyn(self.value(*x).shape()));
@@ -211,9 +214,7 @@ impl Tape<'_> {
         let shape = self.value(x).shape();
         let mut out = Tensor::zeros(IxDyn(shape));
         let g = g.view().insert_axis(Axis(axis));
-        Zip::from(&mut out)
-            .and_broadcast(&g)
-            .for_each(|o, &g| *o = g * scale);
+        Zip::from(&mut out).and_broadcast(&g).for_each(|o, &g| *o = g * scale);
         out
     }
 }

@@ -22,26 +22,66 @@ pub(crate) enum Op {
     Mul(Var, Var),
     Div(Var, Var),
     MatMul(Var, Var),
-    Sum { x: Var, axis: usize },
-    Mean { x: Var, axis: usize },
+    Sum {
+        x: Var,
+        axis: usize,
+    },
+    Mean {
+        x: Var,
+        axis: usize,
+    },
     Reshape(Var),
-    Permute { x: Var, axes: Vec<usize> },
-    Activation { x: Var, act: Activation },
+    Permute {
+        x: Var,
+        axes: Vec<usize>,
+    },
+    Activation {
+        x: Var,
+        act: Activation,
+    },
     Softmax(Var),
     LogSoftmax(Var),
     /// Saves the softmax probabilities: the gradient is `(probs - onehot(labels)) / batch`.
-    SoftmaxCrossEntropy { logits: Var, labels: Vec<u8>, probs: Array2<f32> },
+    SoftmaxCrossEntropy {
+        logits: Var,
+        labels: Vec<u8>,
+        probs: Array2<f32>,
+    },
     MeanSquaredError(Var, Var),
     /// Saves the mask, already scaled by `1 / (1 - rate)`.
-    Dropout { x: Var, mask: Tensor },
-    Pow { x: Var, exponent: f32 },
-    Slice { x: Var, axis: usize, start: usize },
-    Concat { inputs: Vec<Var>, axis: usize },
+    Dropout {
+        x: Var,
+        mask: Tensor,
+    },
+    Pow {
+        x: Var,
+        exponent: f32,
+    },
+    Slice {
+        x: Var,
+        axis: usize,
+        start: usize,
+    },
+    Concat {
+        inputs: Vec<Var>,
+        axis: usize,
+    },
     /// Saves the im2col matrix of the input, which both gradients need.
-    Conv2d { x: Var, w: Var, window: Window, cols: Array2<f32> },
+    Conv2d {
+        x: Var,
+        w: Var,
+        window: Window,
+        cols: Array2<f32>,
+    },
     /// Saves the flat input index of each output's maximum.
-    MaxPool2d { x: Var, argmax: Vec<usize> },
-    AvgPool2d { x: Var, window: Window },
+    MaxPool2d {
+        x: Var,
+        argmax: Vec<usize>,
+    },
+    AvgPool2d {
+        x: Var,
+        window: Window,
+    },
 }
 
 impl Tape<'_> {
@@ -283,7 +323,11 @@ impl Tape<'_> {
         let shape = self.value(x).shape();
         tensor::check_axis("slice", shape, axis)?;
         if start + len > shape[axis] || len == 0 {
-            return Err(Error::bad_shape("slice", shape, format!("{start}..{} is not inside axis {axis}", start + len)));
+            return Err(Error::bad_shape(
+                "slice",
+                shape,
+                format!("{start}..{} is not inside axis {axis}", start + len),
+            ));
         }
         let value = self.value(x).slice_axis(Axis(axis), Slice::from(start..start + len)).to_owned();
         Ok(self.push(value, Op::Slice { x, axis, start }, &[x]))
@@ -300,7 +344,14 @@ impl Tape<'_> {
         tensor::check_axis("concat", self.value(first).shape(), axis)?;
         let views: Vec<_> = inputs.iter().map(|&v| self.value(v).view()).collect();
         let value = ndarray::concatenate(Axis(axis), &views).map_err(|_| {
-            let other = inputs.iter().map(|&v| self.value(v).shape()).find(|s| s.len() != views[0].ndim() || s.iter().enumerate().any(|(i, &d)| i != axis && d != views[0].shape()[i])).unwrap_or(views[0].shape());
+            let other = inputs
+                .iter()
+                .map(|&v| self.value(v).shape())
+                .find(|s| {
+                    s.len() != views[0].ndim()
+                        || s.iter().enumerate().any(|(i, &d)| i != axis && d != views[0].shape()[i])
+                })
+                .unwrap_or(views[0].shape());
             Error::mismatch("concat", views[0].shape(), other)
         })?;
         Ok(self.push(value, Op::Concat { inputs: inputs.to_vec(), axis }, inputs))
@@ -312,7 +363,13 @@ impl Tape<'_> {
     ///
     /// # Errors
     /// When the shapes do not fit each other or the window does not fit the input.
-    pub fn conv2d(&mut self, x: Var, w: Var, stride: (usize, usize), padding: (usize, usize, usize, usize)) -> Result<Var> {
+    pub fn conv2d(
+        &mut self,
+        x: Var,
+        w: Var,
+        stride: (usize, usize),
+        padding: (usize, usize, usize, usize),
+    ) -> Result<Var> {
         let input = as4("conv2d", self.value(x))?;
         let weight = as4("conv2d", self.value(w))?;
         let (n, c, h, wd) = input.dim();
@@ -322,7 +379,11 @@ impl Tape<'_> {
         }
         let window = Window { kernel: (kh, kw), stride, padding };
         let Some((oh, ow)) = window.output_size((h, wd)) else {
-            return Err(Error::bad_shape("conv2d", input.shape(), format!("a {kh}x{kw} kernel with stride {stride:?} and padding {padding:?} does not fit")));
+            return Err(Error::bad_shape(
+                "conv2d",
+                input.shape(),
+                format!("a {kh}x{kw} kernel with stride {stride:?} and padding {padding:?} does not fit"),
+            ));
         };
         let cols = conv::im2col(&input, &window);
         let w_mat = weight.to_shape((filters, c * kh * kw)).expect("contiguous weights");
@@ -357,19 +418,31 @@ impl Tape<'_> {
         Ok(self.push(value.into_dyn(), Op::AvgPool2d { x, window }, &[x]))
     }
 
-    fn pool_window(&self, op: &'static str, x: Var, kernel: (usize, usize), stride: (usize, usize)) -> Result<Window> {
+    fn pool_window(
+        &self,
+        op: &'static str,
+        x: Var,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+    ) -> Result<Window> {
         let input = as4(op, self.value(x))?;
         let window = Window { kernel, stride, padding: (0, 0, 0, 0) };
         let (_, _, h, w) = input.dim();
         if kernel.0 == 0 || kernel.1 == 0 || window.output_size((h, w)).is_none() {
-            return Err(Error::bad_shape(op, input.shape(), format!("a {kernel:?} window with stride {stride:?} does not fit")));
+            return Err(Error::bad_shape(
+                op,
+                input.shape(),
+                format!("a {kernel:?} window with stride {stride:?} does not fit"),
+            ));
         }
         Ok(window)
     }
 }
 
 pub(crate) fn as4<'a>(op: &'static str, t: &'a Tensor) -> Result<ndarray::ArrayView4<'a, f32>> {
-    t.view().into_dimensionality::<Ix4>().map_err(|_| Error::bad_shape(op, t.shape(), "expects [batch, channels, height, width]"))
+    t.view()
+        .into_dimensionality::<Ix4>()
+        .map_err(|_| Error::bad_shape(op, t.shape(), "expects [batch, channels, height, width]"))
 }
 
 /// `t` in a new shape with the same element count, read in row-major order.

@@ -86,7 +86,13 @@ impl Params {
 
     /// The Euclidean norm of all trainable gradients together.
     pub fn grad_norm(&self) -> f32 {
-        self.list.iter().filter(|p| p.trainable).flat_map(|p| p.grad.iter()).map(|g| g * g).sum::<f32>().sqrt()
+        self.list
+            .iter()
+            .filter(|p| p.trainable)
+            .flat_map(|p| p.grad.iter())
+            .map(|g| g * g)
+            .sum::<f32>()
+            .sqrt()
     }
 
     /// Adds the gradients of one backward pass to what each parameter has accumulated.

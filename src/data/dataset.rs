@@ -152,7 +152,10 @@ impl DatasetBuilder {
         let n = self.images.feed(chunk, &mut self.image_bytes)?;
         if let Some(dims) = self.images.dims() {
             if dims.len() != 3 {
-                return Err(self.stream_error(true, format!("images need 3 dimensions (count, rows, columns), the header declares {dims:?}")));
+                return Err(self.stream_error(
+                    true,
+                    format!("images need 3 dimensions (count, rows, columns), the header declares {dims:?}"),
+                ));
             }
         }
         self.check_counts()?;
@@ -169,7 +172,8 @@ impl DatasetBuilder {
         let n = self.labels.feed(chunk, &mut self.label_bytes)?;
         if let Some(dims) = self.labels.dims() {
             if dims.len() != 1 {
-                return Err(self.stream_error(false, format!("labels need 1 dimension, the header declares {dims:?}")));
+                return Err(self
+                    .stream_error(false, format!("labels need 1 dimension, the header declares {dims:?}")));
             }
         }
         if let Some(offset) = self.label_bytes[start..].iter().position(|&l| usize::from(l) >= CLASSES) {

@@ -147,7 +147,8 @@ impl IdxDecoder {
         }
         if h[2] != UNSIGNED_BYTE {
             return Err(self.error(format!(
-                "IDX data type 0x{:02x} is not supported; only unsigned bytes (0x08) are", h[2]
+                "IDX data type 0x{:02x} is not supported; only unsigned bytes (0x08) are",
+                h[2]
             )));
         }
         if h[3] == 0 || usize::from(h[3]) > MAX_DIMS {
@@ -163,12 +164,19 @@ impl IdxDecoder {
     /// declared item count.
     pub fn finish(&self) -> Result<()> {
         let Some(declared) = self.declared() else {
-            return Err(self.error(format!("the stream ended inside the header, after {} bytes", self.header.len())));
+            return Err(
+                self.error(format!("the stream ended inside the header, after {} bytes", self.header.len()))
+            );
         };
         if self.items < declared {
-            let mid = if self.partial.is_empty() { String::new() } else { format!(", in the middle of item {}", self.items) };
+            let mid = if self.partial.is_empty() {
+                String::new()
+            } else {
+                format!(", in the middle of item {}", self.items)
+            };
             return Err(self.error(format!(
-                "the stream ended after {} of the {declared} items the header declares{mid}", self.items
+                "the stream ended after {} of the {declared} items the header declares{mid}",
+                self.items
             )));
         }
         Ok(())

@@ -20,15 +20,33 @@ pub enum Mode<'r> {
 }
 
 enum Layer {
-    Dense { weight: ParamId, bias: Option<ParamId>, activation: Option<Activation> },
-    Conv2d { weight: ParamId, bias: Option<ParamId>, stride: usize, padding: Padding, activation: Option<Activation> },
-    MaxPool2d { size: usize, stride: usize },
-    AvgPool2d { size: usize, stride: usize },
+    Dense {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        activation: Option<Activation>,
+    },
+    Conv2d {
+        weight: ParamId,
+        bias: Option<ParamId>,
+        stride: usize,
+        padding: Padding,
+        activation: Option<Activation>,
+    },
+    MaxPool2d {
+        size: usize,
+        stride: usize,
+    },
+    AvgPool2d {
+        size: usize,
+        stride: usize,
+    },
     BatchNorm(BatchNorm),
     Recurrent(Recurrent),
     Flatten,
     Reshape(Vec<usize>),
-    Dropout { rate: f32 },
+    Dropout {
+        rate: f32,
+    },
     Activation(Activation),
 }
 
@@ -106,7 +124,13 @@ impl Model {
     ///
     /// # Errors
     /// As [`Model::forward`].
-    pub fn forward_traced(&self, tape: &mut Tape, x: Var, mut mode: Mode, mut trace: Option<&mut Trace>) -> Result<Var> {
+    pub fn forward_traced(
+        &self,
+        tape: &mut Tape,
+        x: Var,
+        mut mode: Mode,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Var> {
         let shape = tape.value(x).shape();
         if shape.len() != self.spec.input.len() + 1 || shape[1..] != self.spec.input[..] {
             let expected = format!("expects [batch, {}]", join(&self.spec.input));
@@ -137,8 +161,12 @@ impl Model {
                     let y = add_bias(tape, y, *bias, &[1, 1])?;
                     activate(tape, y, *activation)
                 }
-                Layer::MaxPool2d { size, stride } => tape.max_pool2d(x, (*size, *size), (*stride, *stride))?,
-                Layer::AvgPool2d { size, stride } => tape.avg_pool2d(x, (*size, *size), (*stride, *stride))?,
+                Layer::MaxPool2d { size, stride } => {
+                    tape.max_pool2d(x, (*size, *size), (*stride, *stride))?
+                }
+                Layer::AvgPool2d { size, stride } => {
+                    tape.avg_pool2d(x, (*size, *size), (*stride, *stride))?
+                }
                 Layer::BatchNorm(bn) => bn.forward(tape, x, matches!(mode, Mode::Train(_)))?,
                 Layer::Recurrent(rnn) => {
                     let mut steps = trace.is_some().then(Vec::new);
@@ -246,7 +274,13 @@ impl BatchNorm {
     }
 }
 
-fn build_layer(spec: &LayerSpec, index: usize, input: &[usize], params: &mut Params, rng: &mut Pcg64) -> Layer {
+fn build_layer(
+    spec: &LayerSpec,
+    index: usize,
+    input: &[usize],
+    params: &mut Params,
+    rng: &mut Pcg64,
+) -> Layer {
     let name = |part: &str| format!("layers.{index}.{part}");
     let zeros = |n: usize| Tensor::zeros(IxDyn(&[n]));
     match *spec {
@@ -260,12 +294,17 @@ fn build_layer(spec: &LayerSpec, index: usize, input: &[usize], params: &mut Par
             let channels = input[0];
             let shape = [filters, channels, k, k];
             // Keras's fans for convolutions: each output sees channels * k * k inputs.
-            let weight = params.add(name("weight"), init.sample(&shape, channels * k * k, filters * k * k, rng));
+            let weight =
+                params.add(name("weight"), init.sample(&shape, channels * k * k, filters * k * k, rng));
             let bias = bias.then(|| params.add(name("bias"), zeros(filters)));
             Layer::Conv2d { weight, bias, stride, padding, activation: activation.activation() }
         }
-        LayerSpec::MaxPool2d { pool_size, stride } => Layer::MaxPool2d { size: pool_size, stride: stride.unwrap_or(pool_size) },
-        LayerSpec::AvgPool2d { pool_size, stride } => Layer::AvgPool2d { size: pool_size, stride: stride.unwrap_or(pool_size) },
+        LayerSpec::MaxPool2d { pool_size, stride } => {
+            Layer::MaxPool2d { size: pool_size, stride: stride.unwrap_or(pool_size) }
+        }
+        LayerSpec::AvgPool2d { pool_size, stride } => {
+            Layer::AvgPool2d { size: pool_size, stride: stride.unwrap_or(pool_size) }
+        }
         LayerSpec::BatchNorm { momentum, eps } => {
             let features = input[0];
             Layer::BatchNorm(BatchNorm {
@@ -277,9 +316,15 @@ fn build_layer(spec: &LayerSpec, index: usize, input: &[usize], params: &mut Par
                 eps,
             })
         }
-        LayerSpec::SimpleRnn { units, return_sequences } => recurrent(Cell::Simple, units, return_sequences, input, params, rng, index),
-        LayerSpec::Lstm { units, return_sequences } => recurrent(Cell::Lstm, units, return_sequences, input, params, rng, index),
-        LayerSpec::Gru { units, return_sequences } => recurrent(Cell::Gru, units, return_sequences, input, params, rng, index),
+        LayerSpec::SimpleRnn { units, return_sequences } => {
+            recurrent(Cell::Simple, units, return_sequences, input, params, rng, index)
+        }
+        LayerSpec::Lstm { units, return_sequences } => {
+            recurrent(Cell::Lstm, units, return_sequences, input, params, rng, index)
+        }
+        LayerSpec::Gru { units, return_sequences } => {
+            recurrent(Cell::Gru, units, return_sequences, input, params, rng, index)
+        }
         LayerSpec::Flatten => Layer::Flatten,
         LayerSpec::Reshape { ref shape } => Layer::Reshape(shape.clone()),
         LayerSpec::Dropout { rate } => Layer::Dropout { rate },
@@ -293,18 +338,28 @@ fn build_layer(spec: &LayerSpec, index: usize, input: &[usize], params: &mut Par
 /// Glorot-uniform input and recurrent weights (each gate block drawn with its own fans),
 /// zero biases, and for the LSTM a forget-gate bias of 1 so that early training remembers
 /// (Jozefowicz et al. 2015; Keras's `unit_forget_bias`).
-fn recurrent(cell: Cell, units: usize, return_sequences: bool, input: &[usize], params: &mut Params, rng: &mut Pcg64, index: usize) -> Layer {
+fn recurrent(
+    cell: Cell,
+    units: usize,
+    return_sequences: bool,
+    input: &[usize],
+    params: &mut Params,
+    rng: &mut Pcg64,
+    index: usize,
+) -> Layer {
     let features = input[1];
     let gates = cell.gates();
     let name = |part: &str| format!("layers.{index}.{part}");
-    let w = params.add(name("w"), Init::GlorotUniform.sample(&[features, gates * units], features, units, rng));
+    let w =
+        params.add(name("w"), Init::GlorotUniform.sample(&[features, gates * units], features, units, rng));
     let u = params.add(name("u"), Init::GlorotUniform.sample(&[units, gates * units], units, units, rng));
     let mut b = Tensor::zeros(IxDyn(&[gates * units]));
     if cell == Cell::Lstm {
         b.slice_mut(ndarray::s![units..2 * units]).fill(1.0);
     }
     let bias = params.add(name("bias"), b);
-    let recurrent_bias = (cell == Cell::Gru).then(|| params.add(name("recurrent_bias"), Tensor::zeros(IxDyn(&[gates * units]))));
+    let recurrent_bias = (cell == Cell::Gru)
+        .then(|| params.add(name("recurrent_bias"), Tensor::zeros(IxDyn(&[gates * units]))));
     Layer::Recurrent(Recurrent { cell, units, return_sequences, w, u, bias, recurrent_bias })
 }
 

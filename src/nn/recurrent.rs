@@ -98,7 +98,8 @@ impl Recurrent {
                 }
                 Cell::Lstm => {
                     let z = tape.add(xt, hu)?;
-                    let (zi, zf, zg, zo) = (gate(tape, z, 0)?, gate(tape, z, 1)?, gate(tape, z, 2)?, gate(tape, z, 3)?);
+                    let (zi, zf, zg, zo) =
+                        (gate(tape, z, 0)?, gate(tape, z, 1)?, gate(tape, z, 2)?, gate(tape, z, 3)?);
                     let (i, f, g, o) = (tape.sigmoid(zi), tape.sigmoid(zf), tape.tanh(zg), tape.sigmoid(zo));
                     let keep = tape.mul(f, c)?;
                     let write = tape.mul(i, g)?;

@@ -66,9 +66,13 @@ pub enum LayerSpec {
         init: Init,
     },
     /// Zeroes a fraction `rate` of its inputs while training; the identity in inference.
-    Dropout { rate: f32 },
+    Dropout {
+        rate: f32,
+    },
     /// Changes the shape of each sample, keeping its values in row-major order.
-    Reshape { shape: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
     /// 2-d convolution over `[channels, height, width]` with square `kernel_size` kernels.
     Conv2d {
         filters: usize,
@@ -242,10 +246,16 @@ impl LayerSpec {
                 Ok(input.to_vec())
             }
             LayerSpec::Reshape { ref shape } => {
-                if shape.is_empty() || shape.contains(&0) || shape.iter().product::<usize>() != input.iter().product::<usize>() {
+                if shape.is_empty()
+                    || shape.contains(&0)
+                    || shape.iter().product::<usize>() != input.iter().product::<usize>()
+                {
                     return Err(Error::spec(
                         format!("{location}.shape"),
-                        format!("{shape:?} does not hold the {} values of shape {input:?}", input.iter().product::<usize>()),
+                        format!(
+                            "{shape:?} does not hold the {} values of shape {input:?}",
+                            input.iter().product::<usize>()
+                        ),
                     ));
                 }
                 Ok(shape.clone())
@@ -257,7 +267,10 @@ impl LayerSpec {
                 let [_, h, w] = image(input, location, "conv2d")?;
                 let window = conv_window(kernel_size, stride, padding, (h, w));
                 let (oh, ow) = window.output_size((h, w)).ok_or_else(|| {
-                    Error::spec(format!("{location}.kernel_size"), format!("{kernel_size} is larger than the {h}x{w} input"))
+                    Error::spec(
+                        format!("{location}.kernel_size"),
+                        format!("{kernel_size} is larger than the {h}x{w} input"),
+                    )
                 })?;
                 Ok(vec![filters, oh, ow])
             }
@@ -268,23 +281,37 @@ impl LayerSpec {
                 let [c, h, w] = image(input, location, self.kind())?;
                 let window = conv_window(pool_size, stride, Padding::Valid, (h, w));
                 let (oh, ow) = window.output_size((h, w)).ok_or_else(|| {
-                    Error::spec(format!("{location}.pool_size"), format!("{pool_size} is larger than the {h}x{w} input"))
+                    Error::spec(
+                        format!("{location}.pool_size"),
+                        format!("{pool_size} is larger than the {h}x{w} input"),
+                    )
                 })?;
                 Ok(vec![c, oh, ow])
             }
             LayerSpec::BatchNorm { momentum, eps } => {
                 if !(momentum > 0.0 && momentum <= 1.0) {
-                    return Err(Error::spec(format!("{location}.momentum"), format!("{momentum} is not in (0, 1]")));
+                    return Err(Error::spec(
+                        format!("{location}.momentum"),
+                        format!("{momentum} is not in (0, 1]"),
+                    ));
                 }
                 if !(eps > 0.0 && eps.is_finite()) {
-                    return Err(Error::spec(format!("{location}.eps"), format!("{eps} must be a small positive number")));
+                    return Err(Error::spec(
+                        format!("{location}.eps"),
+                        format!("{eps} must be a small positive number"),
+                    ));
                 }
                 if input.len() != 1 && input.len() != 3 {
-                    return Err(Error::spec(location, format!("batch_norm takes features [n] or images [c, h, w], not {input:?}")));
+                    return Err(Error::spec(
+                        location,
+                        format!("batch_norm takes features [n] or images [c, h, w], not {input:?}"),
+                    ));
                 }
                 Ok(input.to_vec())
             }
-            LayerSpec::SimpleRnn { units, return_sequences } | LayerSpec::Lstm { units, return_sequences } | LayerSpec::Gru { units, return_sequences } => {
+            LayerSpec::SimpleRnn { units, return_sequences }
+            | LayerSpec::Lstm { units, return_sequences }
+            | LayerSpec::Gru { units, return_sequences } => {
                 positive(location, "units", units)?;
                 let &[time, _] = input else {
                     return Err(Error::spec(
@@ -314,7 +341,10 @@ fn positive(location: &str, field: &str, value: usize) -> Result<()> {
 /// The `[channels, height, width]` of an image input, or an error for `layer`.
 fn image(input: &[usize], location: &str, layer: &str) -> Result<[usize; 3]> {
     <[usize; 3]>::try_from(input).map_err(|_| {
-        Error::spec(location, format!("{layer} expects an image [channels, height, width] but gets shape {input:?}"))
+        Error::spec(
+            location,
+            format!("{layer} expects an image [channels, height, width] but gets shape {input:?}"),
+        )
     })
 }
 
@@ -333,7 +363,8 @@ impl ModelSpec {
 
     /// A built-in model by name.
     pub fn preset(name: &str) -> Option<ModelSpec> {
-        let dense = |units, activation| LayerSpec::Dense { units, activation, bias: true, init: Init::default() };
+        let dense =
+            |units, activation| LayerSpec::Dense { units, activation, bias: true, init: Init::default() };
         let conv = |filters| LayerSpec::Conv2d {
             filters,
             kernel_size: 5,
@@ -345,7 +376,9 @@ impl ModelSpec {
         };
         let layers = match name {
             // The TensorFlow.js MNIST example's dense network.
-            "mlp" => vec![LayerSpec::Flatten, dense(128, ActivationName::Relu), dense(10, ActivationName::Linear)],
+            "mlp" => {
+                vec![LayerSpec::Flatten, dense(128, ActivationName::Relu), dense(10, ActivationName::Linear)]
+            }
             // The TensorFlow.js MNIST example's convolutional network.
             "cnn" => vec![
                 conv(8),
@@ -378,9 +411,8 @@ impl ModelSpec {
     /// column, an unknown layer type, a missing or misspelt field, a value out of range, or a
     /// layer that cannot take the shape the previous one gives.
     pub fn from_json(json: &str) -> Result<ModelSpec> {
-        let value: Value = serde_json::from_str(json).map_err(|e| {
-            Error::spec(format!("line {}, column {}", e.line(), e.column()), "invalid JSON")
-        })?;
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| Error::spec(format!("line {}, column {}", e.line(), e.column()), "invalid JSON"))?;
         Self::from_value(value)
     }
 
@@ -397,8 +429,9 @@ impl ModelSpec {
         }
         let input = match fields.remove("input") {
             None => mnist_input(),
-            Some(v) => serde_json::from_value(v)
-                .map_err(|e| Error::spec("input", format!("{e}; expected an array of sizes such as [1, 28, 28]")))?,
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                Error::spec("input", format!("{e}; expected an array of sizes such as [1, 28, 28]"))
+            })?,
         };
         let normalize = match fields.remove("normalize") {
             None | Some(Value::Null) => None,
@@ -438,7 +471,10 @@ impl ModelSpec {
         }
         if let Some(Normalize { mean, std }) = self.normalize {
             if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
-                return Err(Error::spec("normalize", format!("mean {mean} and std {std} must be finite, std positive")));
+                return Err(Error::spec(
+                    "normalize",
+                    format!("mean {mean} and std {std} must be finite, std positive"),
+                ));
             }
         }
         if self.layers.is_empty() {
@@ -497,7 +533,10 @@ mod tests {
         assert!(err(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":"many"}]}"#)
             .starts_with("model spec, layers[1] (dense): invalid type: string \"many\""));
         assert_eq!(err(r#"{"layers": [}"#), "model spec, line 1, column 13: invalid JSON");
-        assert_eq!(err(r#"{"layer": []}"#), "model spec, layer: unknown field; expected `input`, `normalize` or `layers`");
+        assert_eq!(
+            err(r#"{"layer": []}"#),
+            "model spec, layer: unknown field; expected `input`, `normalize` or `layers`"
+        );
         assert_eq!(err(r#"{"layers": []}"#), "model spec, layers: a model needs at least one layer");
         assert_eq!(
             err(r#"{"normalize":{"mean":0.1,"std":0},"layers":[{"type":"flatten"}]}"#),

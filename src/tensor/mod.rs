@@ -34,7 +34,11 @@ pub fn broadcast_shape(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result
     let rank = lhs.len().max(rhs.len());
     let dim = |shape: &[usize], i: usize| {
         let pad = rank - shape.len();
-        if i < pad { 1 } else { shape[i - pad] }
+        if i < pad {
+            1
+        } else {
+            shape[i - pad]
+        }
     };
     (0..rank)
         .map(|i| match (dim(lhs, i), dim(rhs, i)) {

@@ -27,7 +27,11 @@ impl Window {
 
     /// TensorFlow's `same` padding: the output is `ceil(input / stride)`, the extra padding
     /// going to the bottom and right when it is odd.
-    pub fn same_padding(kernel: (usize, usize), stride: (usize, usize), (h, w): (usize, usize)) -> (usize, usize, usize, usize) {
+    pub fn same_padding(
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        (h, w): (usize, usize),
+    ) -> (usize, usize, usize, usize) {
         let total = |n: usize, k: usize, s: usize| ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
         let (th, tw) = (total(h, kernel.0, stride.0), total(w, kernel.1, stride.1));
         (th / 2, th - th / 2, tw / 2, tw - tw / 2)
@@ -131,7 +135,11 @@ pub fn avg_pool(x: &ArrayView4<f32>, win: &Window) -> Array4<f32> {
 }
 
 /// The adjoint of [`avg_pool`]: each output gradient spread evenly over its window.
-pub fn avg_pool_backward(g: &ArrayView4<f32>, shape: (usize, usize, usize, usize), win: &Window) -> Array4<f32> {
+pub fn avg_pool_backward(
+    g: &ArrayView4<f32>,
+    shape: (usize, usize, usize, usize),
+    win: &Window,
+) -> Array4<f32> {
     let area = (win.kernel.0 * win.kernel.1) as f32;
     let mut dx = Array4::zeros(shape);
     for ((b, ch, y, x0), &v) in g.indexed_iter() {

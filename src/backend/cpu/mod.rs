@@ -42,14 +42,22 @@ impl Activation {
     pub fn f(self, x: f32) -> f32 {
         match self {
             Activation::Relu => x.max(0.0),
-            Activation::LeakyRelu { alpha } => if x > 0.0 { x } else { alpha * x },
+            Activation::LeakyRelu { alpha } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x
+                }
+            }
             // Written so neither branch overflows for large |x|.
-            Activation::Sigmoid => if x >= 0.0 {
-                1.0 / (1.0 + (-x).exp())
-            } else {
-                let e = x.exp();
-                e / (1.0 + e)
-            },
+            Activation::Sigmoid => {
+                if x >= 0.0 {
+                    1.0 / (1.0 + (-x).exp())
+                } else {
+                    let e = x.exp();
+                    e / (1.0 + e)
+                }
+            }
             Activation::Tanh => x.tanh(),
         }
     }
@@ -58,8 +66,20 @@ impl Activation {
     /// from `y`).
     pub fn df(self, x: f32, y: f32) -> f32 {
         match self {
-            Activation::Relu => if x > 0.0 { 1.0 } else { 0.0 },
-            Activation::LeakyRelu { alpha } => if x > 0.0 { 1.0 } else { alpha },
+            Activation::Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu { alpha } => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    alpha
+                }
+            }
             Activation::Sigmoid => y * (1.0 - y),
             Activation::Tanh => 1.0 - y * y,
         }
@@ -68,9 +88,7 @@ impl Activation {
 
 /// Views `t` as a matrix, or says which operand of `op` is not one.
 pub fn as_matrix<'a>(op: &'static str, t: &'a Tensor) -> Result<ArrayView2<'a, f32>> {
-    t.view()
-        .into_dimensionality::<Ix2>()
-        .map_err(|_| Error::bad_shape(op, t.shape(), "expects a matrix"))
+    t.view().into_dimensionality::<Ix2>().map_err(|_| Error::bad_shape(op, t.shape(), "expects a matrix"))
 }
 
 /// `a @ b` for matrices `[m, k]` and `[k, n]`.
@@ -120,12 +138,8 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u8]) -> Result<(f32, Arr
         return Err(Error::invalid(OP, format!("label {bad} is not below the class count {classes}")));
     }
     let log_probs = log_softmax(&logits.to_owned().into_dyn());
-    let loss = labels
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| -log_probs[[i, usize::from(l)]])
-        .sum::<f32>()
-        / batch as f32;
+    let loss =
+        labels.iter().enumerate().map(|(i, &l)| -log_probs[[i, usize::from(l)]]).sum::<f32>() / batch as f32;
     let probs = log_probs.mapv(f32::exp).into_dimensionality::<Ix2>().expect("2-d by construction");
     Ok((loss, probs))
 }

@@ -89,7 +89,9 @@ fn servable(url_path: &str) -> Option<String> {
     let decoded = url_path.trim_start_matches('/');
     let relative = if decoded.is_empty() { "index.html" } else { decoded };
     let clean = Path::new(relative).components().all(|c| matches!(c, Component::Normal(_)));
-    let allowed = SERVED.iter().any(|prefix| relative == *prefix || (prefix.ends_with('/') && relative.starts_with(prefix)));
+    let allowed = SERVED
+        .iter()
+        .any(|prefix| relative == *prefix || (prefix.ends_with('/') && relative.starts_with(prefix)));
     (clean && allowed).then(|| relative.to_owned())
 }
 
@@ -157,7 +159,10 @@ mod tests {
     fn only_the_page_and_its_parts_are_served() {
         assert_eq!(servable("/").as_deref(), Some("index.html"));
         assert_eq!(servable("/www/main.js").as_deref(), Some("www/main.js"));
-        assert_eq!(servable("/data/mnist/t10k-labels-idx1-ubyte.gz").as_deref(), Some("data/mnist/t10k-labels-idx1-ubyte.gz"));
+        assert_eq!(
+            servable("/data/mnist/t10k-labels-idx1-ubyte.gz").as_deref(),
+            Some("data/mnist/t10k-labels-idx1-ubyte.gz")
+        );
         assert_eq!(servable("/www/../Cargo.toml"), None);
         assert_eq!(servable("/Cargo.toml"), None);
         assert_eq!(servable("/.git/config"), None);
