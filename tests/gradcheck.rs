@@ -1,0 +1,493 @@
+//! Central-difference gradient checks of every op's backward rule and of the dense model.
+//!
+//! Each check reduces an op's output to a scalar `L = sum(w * y)` with fixed random weights `w`,
+//! so every output element contributes with its own weight, and compares `dL/dx` from
+//! `Tape::backward` with `(L(x + eps) - L(x - eps)) / 2eps` for every element of every input.
+
+use std::collections::HashMap;
+use std::slice;
+
+use ferrograd::autograd::{Params, Tape, Var};
+use ferrograd::nn::{Mode, Model, ModelSpec};
+use ferrograd::tensor::{self, Tensor};
+use ferrograd::Result;
+use ndarray::{Axis, IxDyn, Slice};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64;
+
+/// The step: in f32 a smaller one loses digits to rounding, a larger one to the curvature
+/// (the truncation error is eps^2 / 6 * f''', about 2e-7 per unit of third derivative).
+const EPS: f32 = 1e-3;
+/// Passes when |analytic - numeric| <= ATOL + RTOL * max(|analytic|, |numeric|).
+///
+/// Tighter than the usual 2e-3 + 2e-2 for f32, which lets a rule that is off by 1% pass (a
+/// matmul gradient scaled by 1.01 went unnoticed under it). The error left here is f32
+/// rounding in the forward values, about 6e-8 relative and divided by 2eps, plus the
+/// truncation above: the largest deviation over all checks below is 2.2e-4, and no check
+/// uses more than 16% of this tolerance.
+const ATOL: f32 = 5e-4;
+const RTOL: f32 = 5e-3;
+
+fn rng(seed: u64) -> Pcg64 {
+    Pcg64::seed_from_u64(seed)
+}
+
+fn uniform(rng: &mut Pcg64, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+    Tensor::from_shape_simple_fn(IxDyn(shape), || rng.random_range(lo..hi))
+}
+
+/// Values whose magnitude lies in `[lo, hi)`, with random signs: away from a kink at 0, or
+/// from a zero denominator.
+fn away_from_zero(rng: &mut Pcg64, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+    Tensor::from_shape_simple_fn(IxDyn(shape), || {
+        let magnitude = rng.random_range(lo..hi);
+        if rng.random_range(0..2) == 0 {
+            magnitude
+        } else {
+            -magnitude
+        }
+    })
+}
+
+fn close(analytic: f32, numeric: f32) -> bool {
+    (analytic - numeric).abs() <= ATOL + RTOL * analytic.abs().max(numeric.abs())
+}
+
+/// The multi-index of the `flat`-th element, in row-major order.
+fn unravel(flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut rest = flat;
+    let mut index = vec![0; shape.len()];
+    for (i, &size) in shape.iter().enumerate().rev() {
+        index[i] = rest % size;
+        rest /= size;
+    }
+    index
+}
+
+/// `sum(w * y)` on the tape, reducing one axis at a time down to a scalar.
+fn weighted_sum(tape: &mut Tape, y: Var, weights: &Tensor) -> Result<Var> {
+    let w = tape.input(weights.clone());
+    let mut total = tape.mul(y, w)?;
+    while tape.value(total).ndim() > 0 {
+        total = tape.sum(total, 0)?;
+    }
+    Ok(total)
+}
+
+/// Builds the graph of `build` on a fresh tape from `inputs` and returns the output's value.
+fn forward(inputs: &[Tensor], build: &impl Fn(&mut Tape, &[Var]) -> Result<Var>) -> Result<Tensor> {
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let vars: Vec<Var> = inputs.iter().map(|x| tape.variable(x.clone())).collect();
+    let y = build(&mut tape, &vars)?;
+    Ok(tape.value(y).clone())
+}
+
+/// Checks the gradient of `sum(w * build(inputs))` with respect to every element of every input
+/// against central differences; `op` names the check in failure messages.
+#[track_caller]
+fn gradcheck(op: &str, inputs: &[Tensor], build: impl Fn(&mut Tape, &[Var]) -> Result<Var>) {
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let vars: Vec<Var> = inputs.iter().map(|x| tape.variable(x.clone())).collect();
+    let y = build(&mut tape, &vars).unwrap_or_else(|e| panic!("{op}: forward failed: {e}"));
+    let out_shape = tape.value(y).shape().to_vec();
+    let weights = uniform(&mut rng(0x5eed), &out_shape, -1.0, 1.0);
+    let loss = weighted_sum(&mut tape, y, &weights).unwrap();
+    let grads = tape.backward(loss).unwrap_or_else(|e| panic!("{op}: backward failed: {e}"));
+
+    // The numeric side reduces in f64: outputs that the perturbed element does not reach are
+    // then identical in both evaluations and cancel exactly, instead of adding f32 rounding
+    // noise from a long f32 sum to the difference.
+    let numeric_loss = |perturbed: &[Tensor]| -> f64 {
+        let y = forward(perturbed, &build).unwrap_or_else(|e| panic!("{op}: forward failed: {e}"));
+        assert_eq!(y.shape(), &out_shape[..], "{op}: the output shape changed under perturbation");
+        y.iter().zip(&weights).map(|(&y, &w)| f64::from(y) * f64::from(w)).sum()
+    };
+
+    let mut failures = Vec::new();
+    for (i, (x, &var)) in inputs.iter().zip(&vars).enumerate() {
+        let analytic = grads.wrt(var).unwrap_or_else(|| panic!("{op}: no gradient reached input {i}"));
+        assert_eq!(analytic.shape(), x.shape(), "{op}: the gradient of input {i} has the wrong shape");
+        let analytic = analytic.as_standard_layout();
+        for (j, &a) in analytic.iter().enumerate() {
+            let mut perturbed = inputs.to_vec();
+            let center = x.as_slice().expect("inputs are built contiguous")[j];
+            let (up, down) = (center + EPS, center - EPS);
+            perturbed[i].as_slice_mut().unwrap()[j] = up;
+            let l_up = numeric_loss(&perturbed);
+            perturbed[i].as_slice_mut().unwrap()[j] = down;
+            let l_down = numeric_loss(&perturbed);
+            // The step actually taken, after f32 rounding of center +- eps.
+            let numeric = ((l_up - l_down) / f64::from(up - down)) as f32;
+            if !close(a, numeric) {
+                failures.push(format!(
+                    "{op}: input {i} {:?} element {:?}: analytic {a}, numeric {numeric}",
+                    x.shape(),
+                    unravel(j, x.shape())
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} gradient mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Operand shapes for the broadcasting binary ops: equal, a trailing vector, two size-1 axes
+/// against each other, a scalar on either side, and batch 1.
+const BROADCAST_CASES: &[(&[usize], &[usize])] = &[
+    (&[4, 3], &[4, 3]),
+    (&[4, 3], &[3]),
+    (&[3], &[4, 3]),
+    (&[2, 1], &[1, 5]),
+    (&[1, 5], &[2, 1]),
+    (&[], &[2, 3]),
+    (&[2, 3], &[]),
+    (&[1, 4], &[4]),
+    (&[2, 3, 4], &[3, 1]),
+];
+
+fn check_binary(op: &str, seed: u64, f: fn(&mut Tape, Var, Var) -> Result<Var>) {
+    let mut rng = rng(seed);
+    for &(a, b) in BROADCAST_CASES {
+        let x = uniform(&mut rng, a, -2.0, 2.0);
+        // Kept in [0.5, 2) by magnitude, so a denominator is never near 0.
+        let y = away_from_zero(&mut rng, b, 0.5, 2.0);
+        gradcheck(&format!("{op} {a:?} {b:?}"), &[x, y], |t, v| f(t, v[0], v[1]));
+    }
+}
+
+#[test]
+fn add_broadcasting() {
+    // d(a + b)/da = 1, summed over every position a broadcast operand was copied to.
+    check_binary("add", 1, |t, a, b| t.add(a, b));
+}
+
+#[test]
+fn sub_broadcasting() {
+    check_binary("sub", 2, |t, a, b| t.sub(a, b));
+}
+
+#[test]
+fn mul_broadcasting() {
+    check_binary("mul", 3, |t, a, b| t.mul(a, b));
+}
+
+#[test]
+fn div_broadcasting() {
+    // d(a/b)/db = -a/b^2, at most 2/0.25 = 8 here.
+    check_binary("div", 4, |t, a, b| t.div(a, b));
+}
+
+#[test]
+fn variable_used_twice_sums_both_paths() {
+    // d/dx sum(w * x * x) = 2 w x: each operand path contributes w x.
+    let x = uniform(&mut rng(5), &[3, 4], -2.0, 2.0);
+    gradcheck("mul x x", &[x], |t, v| t.mul(v[0], v[0]));
+}
+
+#[test]
+fn matmul() {
+    let mut rng = rng(6);
+    for (a, b) in [([1, 5], [5, 3]), ([7, 2], [2, 4]), ([3, 3], [3, 1]), ([1, 1], [1, 6])] {
+        let x = uniform(&mut rng, &a, -1.0, 1.0);
+        let y = uniform(&mut rng, &b, -1.0, 1.0);
+        gradcheck(&format!("matmul {a:?} {b:?}"), &[x, y], |t, v| t.matmul(v[0], v[1]));
+    }
+}
+
+#[test]
+fn sum_and_mean_over_each_axis() {
+    let mut rng = rng(7);
+    for shape in [[2, 3, 4], [1, 4, 3]] {
+        let x = uniform(&mut rng, &shape, -2.0, 2.0);
+        for axis in 0..3 {
+            // d sum/dx = 1 and d mean/dx = 1/n for every element along the axis.
+            gradcheck(&format!("sum {shape:?} axis {axis}"), slice::from_ref(&x), |t, v| t.sum(v[0], axis));
+            gradcheck(&format!("mean {shape:?} axis {axis}"), slice::from_ref(&x), |t, v| t.mean(v[0], axis));
+        }
+    }
+}
+
+#[test]
+fn reshape_permute_transpose() {
+    let mut rng = rng(8);
+    let x = uniform(&mut rng, &[2, 3, 4], -2.0, 2.0);
+    for shape in [vec![6, 4], vec![4, 6], vec![24], vec![1, 2, 12]] {
+        gradcheck(&format!("reshape [2, 3, 4] to {shape:?}"), slice::from_ref(&x), |t, v| {
+            t.reshape(v[0], &shape)
+        });
+    }
+    for axes in [[2, 0, 1], [1, 2, 0], [0, 2, 1], [2, 1, 0]] {
+        gradcheck(&format!("permute [2, 3, 4] by {axes:?}"), slice::from_ref(&x), |t, v| {
+            t.permute(v[0], &axes)
+        });
+    }
+    gradcheck("transpose [2, 3, 4]", &[x], |t, v| t.transpose(v[0]));
+    let m = uniform(&mut rng, &[3, 5], -2.0, 2.0);
+    gradcheck("transpose [3, 5]", &[m], |t, v| t.transpose(v[0]));
+}
+
+const ACTIVATION_SHAPES: &[&[usize]] = &[&[1, 6], &[4, 3], &[2, 3, 2]];
+
+#[test]
+fn relu_and_leaky_relu_away_from_the_kink() {
+    let mut rng = rng(9);
+    for &shape in ACTIVATION_SHAPES {
+        // |x| >= 0.05 while the step is 1e-3, so x +- eps stays on one side of 0.
+        let x = away_from_zero(&mut rng, shape, 0.05, 2.0);
+        gradcheck(&format!("relu {shape:?}"), slice::from_ref(&x), |t, v| Ok(t.relu(v[0])));
+        gradcheck(&format!("leaky_relu 0.1 {shape:?}"), slice::from_ref(&x), |t, v| {
+            Ok(t.leaky_relu(v[0], 0.1))
+        });
+        gradcheck(&format!("leaky_relu 0.01 {shape:?}"), &[x], |t, v| Ok(t.leaky_relu(v[0], 0.01)));
+    }
+}
+
+#[test]
+fn sigmoid_and_tanh() {
+    let mut rng = rng(10);
+    for &shape in ACTIVATION_SHAPES {
+        let x = uniform(&mut rng, shape, -3.0, 3.0);
+        gradcheck(&format!("sigmoid {shape:?}"), slice::from_ref(&x), |t, v| Ok(t.sigmoid(v[0])));
+        gradcheck(&format!("tanh {shape:?}"), &[x], |t, v| Ok(t.tanh(v[0])));
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax() {
+    let mut rng = rng(11);
+    for shape in [&[1, 5][..], &[4, 3], &[2, 3, 4], &[6]] {
+        let x = uniform(&mut rng, shape, -2.0, 2.0);
+        gradcheck(&format!("softmax {shape:?}"), slice::from_ref(&x), |t, v| t.softmax(v[0]));
+        gradcheck(&format!("log_softmax {shape:?}"), &[x], |t, v| t.log_softmax(v[0]));
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_wrt_logits() {
+    // d(mean CE)/dlogits = (softmax(logits) - onehot(labels)) / batch.
+    let mut rng = rng(12);
+    let cases: [(&[usize], &[u8]); 3] = [(&[1, 4], &[2]), (&[5, 3], &[2, 0, 1, 1, 2]), (&[2, 2], &[1, 0])];
+    for (shape, labels) in cases {
+        let logits = uniform(&mut rng, shape, -2.0, 2.0);
+        gradcheck(&format!("softmax_cross_entropy {shape:?}"), &[logits], |t, v| {
+            t.softmax_cross_entropy(v[0], labels)
+        });
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_closed_form_at_uniform_logits() {
+    // Equal logits give softmax 1/c, so for batch n the gradient is (1/c - onehot) / n:
+    // with c = 4, n = 2 that is 0.125 off the label and (0.25 - 1) / 2 = -0.375 on it.
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let logits = tape.variable(Tensor::zeros(IxDyn(&[2, 4])));
+    let loss = tape.softmax_cross_entropy(logits, &[1, 3]).unwrap();
+    let grads = tape.backward(loss).unwrap();
+    let g = grads.wrt(logits).unwrap();
+    let expected =
+        tensor::from_vec(&[2, 4], vec![0.125, -0.375, 0.125, 0.125, 0.125, 0.125, 0.125, -0.375]).unwrap();
+    assert!(
+        g.iter().zip(&expected).all(|(a, e)| (a - e).abs() < 1e-6),
+        "softmax_cross_entropy at zero logits: gradient {g:?}, expected {expected:?}"
+    );
+}
+
+#[test]
+fn mean_squared_error_wrt_both_operands() {
+    // d mean((a - b)^2)/da = 2(a - b)/n = -d/db.
+    let mut rng = rng(13);
+    for shape in [&[4, 3][..], &[1, 5], &[2, 3, 2], &[]] {
+        let a = uniform(&mut rng, shape, -2.0, 2.0);
+        let b = uniform(&mut rng, shape, -2.0, 2.0);
+        gradcheck(&format!("mean_squared_error {shape:?}"), &[a, b], |t, v| t.mean_squared_error(v[0], v[1]));
+    }
+}
+
+#[test]
+fn dropout_with_a_fixed_mask() {
+    // With the mask m fixed (0 or 1 / (1 - rate)), y = x * m and dL/dx = w * m exactly.
+    let mut rng = rng(14);
+    for (shape, rate) in [(&[4, 3][..], 0.25), (&[1, 7], 0.5), (&[2, 2, 3], 0.0)] {
+        let x = uniform(&mut rng, shape, -2.0, 2.0);
+        gradcheck(&format!("dropout {shape:?} rate {rate}"), &[x], |t, v| {
+            // Drops every third element; a fresh counter per forward gives the same mask each time.
+            let mut count = 0;
+            t.dropout(v[0], rate, || {
+                count += 1;
+                count % 3 != 0
+            })
+        });
+    }
+}
+
+#[test]
+fn composite_graph() {
+    // tanh(x W + b) then log_softmax and a weighted sum: many ops, gradients through all of them.
+    let mut rng = rng(15);
+    let x = uniform(&mut rng, &[3, 4], -1.0, 1.0);
+    let w = uniform(&mut rng, &[4, 5], -1.0, 1.0);
+    let b = uniform(&mut rng, &[5], -0.5, 0.5);
+    gradcheck("tanh(x W + b) -> log_softmax", &[x, w, b], |t, v| {
+        let z = t.matmul(v[0], v[1])?;
+        let z = t.add(z, v[2])?;
+        let h = t.tanh(z);
+        t.log_softmax(h)
+    });
+}
+
+/// The softmax cross-entropy of the model's outputs on `x`, in evaluation mode.
+fn model_loss(model: &Model, x: &Tensor, labels: &[u8]) -> f32 {
+    let mut tape = Tape::new(model.params());
+    let input = tape.input(x.clone());
+    let out = model.forward(&mut tape, input, Mode::Eval).unwrap();
+    let loss = tape.softmax_cross_entropy(out, labels).unwrap();
+    tape.scalar(loss)
+}
+
+/// Element `j` of the `k`-th parameter of `model`.
+fn element(model: &mut Model, k: usize, j: usize) -> &mut f32 {
+    let p = model.params_mut().iter_mut().nth(k).unwrap();
+    &mut p.value.as_slice_mut().expect("parameters are contiguous")[j]
+}
+
+/// Checks every parameter gradient of the model `json` against central differences of its loss.
+#[track_caller]
+fn check_model(name: &str, json: &str, seed: u64, x: &Tensor, labels: &[u8]) {
+    let mut model = Model::new(ModelSpec::from_json(json).unwrap(), seed).unwrap();
+    let analytic: HashMap<String, Tensor> = {
+        let mut tape = Tape::new(model.params());
+        let input = tape.input(x.clone());
+        let out = model.forward(&mut tape, input, Mode::Eval).unwrap();
+        let loss = tape.softmax_cross_entropy(out, labels).unwrap();
+        let grads = tape.backward(loss).unwrap();
+        grads.params().map(|(id, g)| (model.params().get(id).name.clone(), g.clone())).collect()
+    };
+    assert_eq!(analytic.len(), model.params().len(), "{name}: a parameter got no gradient");
+
+    let mut failures = Vec::new();
+    let count = model.params().len();
+    for k in 0..count {
+        let (param, len) = {
+            let p = model.params().iter().nth(k).unwrap();
+            (p.name.clone(), p.value.len())
+        };
+        let grad = analytic[&param].as_standard_layout().into_owned();
+        for j in 0..len {
+            let center = *element(&mut model, k, j);
+            let (up, down) = (center + EPS, center - EPS);
+            *element(&mut model, k, j) = up;
+            let l_up = model_loss(&model, x, labels);
+            *element(&mut model, k, j) = down;
+            let l_down = model_loss(&model, x, labels);
+            *element(&mut model, k, j) = center;
+            let numeric = (l_up - l_down) / (up - down);
+            let a = grad.as_slice().unwrap()[j];
+            if !close(a, numeric) {
+                let shape = grad.shape();
+                failures.push(format!(
+                    "{name}: parameter {param} {shape:?} element {:?}: analytic {a}, numeric {numeric}",
+                    unravel(j, shape)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} gradient mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn dense_model_parameter_gradients() {
+    let json = r#"{"input":[6],"layers":[{"type":"dense","units":4,"activation":"tanh"},{"type":"dense","units":3}]}"#;
+    let mut rng = rng(16);
+    let batch5 = uniform(&mut rng, &[5, 6], -1.0, 1.0);
+    check_model("dense tanh, batch 5", json, 1, &batch5, &[0, 2, 1, 2, 0]);
+    let batch1 = uniform(&mut rng, &[1, 6], -1.0, 1.0);
+    check_model("dense tanh, batch 1", json, 2, &batch1, &[1]);
+}
+
+#[test]
+fn flatten_relu_model_parameter_gradients() {
+    let json = r#"{"input":[1,2,3],"layers":[{"type":"flatten"},{"type":"dense","units":5,"activation":"relu"},{"type":"dense","units":3}]}"#;
+    let mut rng = rng(17);
+    let x = uniform(&mut rng, &[4, 1, 2, 3], -1.0, 1.0);
+    let labels = [2, 0, 1, 0];
+    // The relu kink: a step of 1e-3 on a first-layer weight moves a pre-activation by at most
+    // 1e-3 * |x| <= 1e-3, so every pre-activation must be further than that from 0 (the bias
+    // starts at 0, so z = flatten(x) W).
+    let model = Model::new(ModelSpec::from_json(json).unwrap(), 3).unwrap();
+    let w = model.params().iter().find(|p| p.name == "layers.1.weight").unwrap();
+    let flat = x.to_shape((4, 6)).unwrap();
+    let w = w.value.to_shape((6, 5)).unwrap();
+    let z = flat.dot(&w);
+    let margin = z.iter().fold(f32::INFINITY, |m, v| m.min(v.abs()));
+    assert!(
+        margin > 0.01,
+        "pre-activation {margin} is too near the relu kink for a gradient check; change the seed"
+    );
+    check_model("flatten + dense relu, batch 4", json, 3, &x, &labels);
+    check_model(
+        "flatten + dense relu, batch 1",
+        json,
+        3,
+        &x.slice_axis(Axis(0), Slice::from(0..1)).to_owned(),
+        &labels[..1],
+    );
+}
+
+#[test]
+fn parameter_used_twice_gets_the_sum_of_both_gradients() {
+    // L = sum(a * p) + sum(p * p) with p fetched from the store twice:
+    // dL/dp = a + 2p, the first use giving a and the second (one op, both operands) 2p.
+    let mut rng = rng(18);
+    let a = uniform(&mut rng, &[2, 3], -1.0, 1.0);
+    let p = uniform(&mut rng, &[2, 3], -1.0, 1.0);
+    let mut params = Params::default();
+    let id = params.add("p", p.clone());
+    let grads = {
+        let mut tape = Tape::new(&params);
+        let first = tape.param(id);
+        let input = tape.input(a.clone());
+        let l1 = tape.mul(input, first).unwrap();
+        let l1 = tape.sum(l1, 0).unwrap();
+        let l1 = tape.sum(l1, 0).unwrap();
+        let second = tape.param(id);
+        let l2 = tape.mul(second, second).unwrap();
+        let l2 = tape.sum(l2, 1).unwrap();
+        let l2 = tape.sum(l2, 0).unwrap();
+        let loss = tape.add(l1, l2).unwrap();
+        tape.backward(loss).unwrap()
+    };
+    params.accumulate(&grads);
+    let expected = &a + &(&p * 2.0);
+    let got = &params.get(id).grad;
+    for (j, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            (g - e).abs() < 1e-6,
+            "param used twice: element {:?}: accumulated {g}, expected a + 2p = {e}",
+            unravel(j, got.shape())
+        );
+    }
+}
+
+#[test]
+fn inference_tape_refuses_backward() {
+    let params = Params::default();
+    let mut tape = Tape::inference(&params);
+    assert!(!tape.is_recording());
+    let x = tape.variable(tensor::from_vec(&[3], vec![1.0, 2.0, 3.0]).unwrap());
+    let y = tape.tanh(x);
+    let loss = tape.sum(y, 0).unwrap();
+    let err = tape.backward(loss).err().expect("an inference tape must refuse backward");
+    assert_eq!(err.to_string(), "backward: an inference tape records no graph");
+}
+
+#[test]
+fn backward_refuses_a_loss_of_more_than_one_element() {
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let x = tape.variable(Tensor::ones(IxDyn(&[2, 3])));
+    let y = tape.sum(x, 0).unwrap();
+    let err = tape.backward(y).err().expect("a [3] loss must be refused");
+    assert!(err.to_string().starts_with("backward:"), "{err}");
+}
