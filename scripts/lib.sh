@@ -65,3 +65,11 @@ build_web() {
   cargo build --lib --target wasm32-unknown-unknown --profile wasm --quiet
   wasm-bindgen --target web --no-typescript --out-dir pkg target/wasm32-unknown-unknown/wasm/ferrograd.wasm
 }
+
+# What the ONNX export test runs its checks with.
+ensure_python_packages() {
+  if ! python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+    log "installing onnx and onnxruntime from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+  fi
+}

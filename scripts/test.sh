@@ -9,6 +9,7 @@ ensure_wasm_target
 ensure_wasm_bindgen
 ensure_chromium
 ensure_npm_packages
+ensure_python_packages
 ensure_data
 
 log "native tests"

@@ -41,6 +41,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A model that cannot be exported.
+    #[error("export: {0}")]
+    Export(String),
+
     /// A saved model that cannot be read back.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

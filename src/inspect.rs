@@ -143,3 +143,14 @@ pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
         .collect();
     Ok(Inspection { probabilities, predicted, saliency, filters, feature_maps, recurrent })
 }
+
+/// The class scores (logits) `[batch, classes]` for a batch, flattened, in inference mode.
+///
+/// # Errors
+/// When the batch does not have the model's input shape.
+pub fn logits(model: &Model, batch: Tensor) -> Result<Vec<f32>> {
+    let mut tape = Tape::inference(model.params());
+    let x = tape.input(batch);
+    let scores = model.forward(&mut tape, x, Mode::Eval)?;
+    Ok(tape.value(scores).iter().copied().collect())
+}

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod export;
 pub mod inspect;
 pub mod metrics;
 pub mod nn;

@@ -7,4 +7,4 @@ mod spec;
 
 pub use init::Init;
 pub use model::{Mode, Model, Trace};
-pub use spec::{ActivationName, LayerSpec, ModelSpec, Normalize, Padding};
+pub use spec::{conv_window, ActivationName, LayerSpec, ModelSpec, Normalize, Padding};

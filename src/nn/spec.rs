@@ -348,8 +348,8 @@ fn image(input: &[usize], location: &str, layer: &str) -> Result<[usize; 3]> {
     })
 }
 
-/// The window of a square kernel over an `(h, w)` input.
-pub(crate) fn conv_window(kernel: usize, stride: usize, padding: Padding, size: (usize, usize)) -> Window {
+/// The window of a square kernel with `padding` over an `(h, w)` input.
+pub fn conv_window(kernel: usize, stride: usize, padding: Padding, size: (usize, usize)) -> Window {
     let padding = match padding {
         Padding::Valid => (0, 0, 0, 0),
         Padding::Same => Window::same_padding((kernel, kernel), (stride, stride), size),

@@ -28,6 +28,8 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a saved model on the test set.
     Eval(EvalArgs),
+    /// Export a saved model to ONNX.
+    Export(ExportArgs),
     /// Serve the playground page on this machine.
     Serve(crate::serve::ServeArgs),
 }
@@ -86,6 +88,16 @@ struct EvalArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// A model saved by `ferrograd train --save`.
+    #[arg(long)]
+    load: PathBuf,
+    /// Where to write the ONNX file.
+    #[arg(long)]
+    onnx: PathBuf,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Normalization {
     Unit,
@@ -130,6 +142,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Export(args) => export(args),
         Command::Serve(args) => crate::serve::serve(args),
     }
 }
@@ -258,6 +271,19 @@ fn eval(args: EvalArgs) -> Result<()> {
     } else {
         print_evaluation(&test);
     }
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.load).with_context(|| format!("reading {}", args.load.display()))?;
+    let model = checkpoint::load(&bytes).with_context(|| format!("loading {}", args.load.display()))?;
+    let onnx = ferrograd::export::onnx::export(&model)?;
+    std::fs::write(&args.onnx, onnx).with_context(|| format!("writing {}", args.onnx.display()))?;
+    eprintln!(
+        "wrote {} (input `pixels` [N, {}], outputs `logits` and `probabilities`)",
+        args.onnx.display(),
+        model.spec().input.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+    );
     Ok(())
 }
 

@@ -1,0 +1,4 @@
+//! Exporting trained models to other tools.
+
+pub mod onnx;
+mod proto;
