@@ -5,13 +5,13 @@ use ndarray::{Axis, Ix2};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::autograd::Tape;
 use crate::data::{preprocess, Dataset, CLASSES};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::nn::{Mode, Model, ModelSpec};
-use crate::optim::{Optimizer, OptimizerSpec};
+use crate::optim::{Optimizer, OptimizerSpec, OptimizerState};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -32,9 +32,22 @@ pub struct Evaluation {
     pub per_class: Vec<ClassScores>,
 }
 
+/// What resuming training needs besides the tensors of the model and the optimizer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingState {
+    pub optimizer: OptimizerSpec,
+    pub optimizer_step: u64,
+    pub steps: u64,
+    /// The generator for shuffling, dropout and augmentation, mid-stream.
+    pub rng: Pcg64,
+    pub augment: bool,
+    pub clip_norm: Option<f32>,
+}
+
 /// A model being trained.
 pub struct Trainer {
     model: Model,
+    optimizer_spec: OptimizerSpec,
     optimizer: Optimizer,
     rng: Pcg64,
     steps: u64,
@@ -71,10 +84,40 @@ impl Trainer {
                 ),
             ));
         }
+        let optimizer_spec = optimizer.clone();
         let optimizer = Optimizer::new(optimizer, model.params())?;
         // A stream apart from the weights' so that changing the architecture keeps the data order.
         let rng = Pcg64::seed_from_u64(seed ^ 0x5eed_da7a);
-        Ok(Trainer { model, optimizer, rng, steps: 0, augment: false, clip_norm: None })
+        Ok(Trainer { model, optimizer_spec, optimizer, rng, steps: 0, augment: false, clip_norm: None })
+    }
+
+    /// Training picked up where [`Trainer::training_state`] left it.
+    ///
+    /// # Errors
+    /// When the model does not output one score per class, or the optimizer state does not
+    /// match the model.
+    pub fn resume(model: Model, state: TrainingState, optimizer: OptimizerState) -> Result<Self> {
+        let mut trainer = Self::from_model(model, &state.optimizer, 0)?;
+        trainer.optimizer.restore(OptimizerState { step: state.optimizer_step, ..optimizer })?;
+        trainer.rng = state.rng;
+        trainer.steps = state.steps;
+        trainer.augment = state.augment;
+        trainer.set_clip_norm(state.clip_norm)?;
+        Ok(trainer)
+    }
+
+    /// Everything needed to resume training exactly, besides the model.
+    pub fn training_state(&self) -> (TrainingState, OptimizerState) {
+        let optimizer = self.optimizer.state();
+        let state = TrainingState {
+            optimizer: self.optimizer_spec.clone(),
+            optimizer_step: optimizer.step,
+            steps: self.steps,
+            rng: self.rng.clone(),
+            augment: self.augment,
+            clip_norm: self.clip_norm,
+        };
+        (state, optimizer)
     }
 
     pub fn model(&self) -> &Model {

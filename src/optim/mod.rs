@@ -12,6 +12,7 @@ pub use sgd::Sgd;
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::Params;
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 /// An optimizer and its settings. `type` selects the variant.
@@ -106,6 +107,13 @@ pub enum Optimizer {
     Adam(Adam),
 }
 
+/// An optimizer's state, to save and resume: the steps taken and, per named slot (`velocity`
+/// for SGD, `m` and `v` for Adam), one tensor per parameter.
+pub struct OptimizerState {
+    pub step: u64,
+    pub slots: Vec<(&'static str, Vec<Tensor>)>,
+}
+
 impl Optimizer {
     /// An optimizer for the parameters in `params`, with zeroed state.
     ///
@@ -121,6 +129,56 @@ impl Optimizer {
                 Optimizer::Adam(Adam::new(params, lr, beta1, beta2, eps, weight_decay))
             }
         })
+    }
+
+    /// A copy of the state, for saving.
+    pub fn state(&self) -> OptimizerState {
+        match self {
+            Optimizer::Sgd(o) => OptimizerState { step: 0, slots: vec![("velocity", o.velocity.clone())] },
+            Optimizer::Adam(o) => {
+                OptimizerState { step: o.step, slots: vec![("m", o.m.clone()), ("v", o.v.clone())] }
+            }
+        }
+    }
+
+    /// The names of the state slots, in [`OptimizerState::slots`] order.
+    pub fn slot_names(&self) -> &'static [&'static str] {
+        match self {
+            Optimizer::Sgd(_) => &["velocity"],
+            Optimizer::Adam(_) => &["m", "v"],
+        }
+    }
+
+    /// Puts back a saved state.
+    ///
+    /// # Errors
+    /// When a slot is missing or its tensors do not match the current ones in number or shape.
+    pub fn restore(&mut self, state: OptimizerState) -> Result<()> {
+        let mut slots = state.slots;
+        let mut take = |name: &str, current: &[Tensor]| -> Result<Vec<Tensor>> {
+            let at = slots
+                .iter()
+                .position(|(n, _)| *n == name)
+                .ok_or_else(|| Error::Checkpoint(format!("the optimizer state has no `{name}`")))?;
+            let tensors = slots.swap_remove(at).1;
+            let fits = tensors.len() == current.len()
+                && tensors.iter().zip(current).all(|(a, b)| a.shape() == b.shape());
+            if !fits {
+                return Err(Error::Checkpoint(format!(
+                    "the optimizer's `{name}` does not match the model's parameters"
+                )));
+            }
+            Ok(tensors)
+        };
+        match self {
+            Optimizer::Sgd(o) => o.velocity = take("velocity", &o.velocity)?,
+            Optimizer::Adam(o) => {
+                let m = take("m", &o.m)?;
+                let v = take("v", &o.v)?;
+                (o.m, o.v, o.step) = (m, v, state.step);
+            }
+        }
+        Ok(())
     }
 
     /// Updates every parameter from its accumulated gradient.

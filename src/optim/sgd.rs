@@ -11,7 +11,7 @@ pub struct Sgd {
     lr: f32,
     momentum: f32,
     weight_decay: f32,
-    velocity: Vec<Tensor>,
+    pub(super) velocity: Vec<Tensor>,
 }
 
 impl Sgd {

@@ -67,9 +67,14 @@ struct TrainArgs {
     /// Shift and rotate training images at random.
     #[arg(long)]
     augment: bool,
-    /// Write the trained model here (safetensors, with the spec in its metadata).
+    /// Write the trained model and its training state here (safetensors, with the spec in
+    /// its metadata), to evaluate, export or resume.
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Continue training a file written by --save (its model and settings win over --model,
+    /// --optimizer, --lr, --normalize, --augment and --clip-norm).
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Print one JSON object on stdout instead of progress and tables.
     #[arg(long)]
     json: bool,
@@ -171,9 +176,20 @@ fn train(args: TrainArgs) -> Result<()> {
             eprintln!("cleaning dropped {dropped} unreadable training images");
         }
     }
-    let mut trainer = Trainer::new(spec.clone(), &optimizer, args.seed)?;
-    trainer.set_augment(args.augment);
-    trainer.set_clip_norm(args.clip_norm)?;
+    let mut trainer = match &args.resume {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            checkpoint::load_trainer(&bytes).with_context(|| format!("resuming from {}", path.display()))?
+        }
+        None => {
+            let mut trainer = Trainer::new(spec, &optimizer, args.seed)?;
+            trainer.set_augment(args.augment);
+            trainer.set_clip_norm(args.clip_norm)?;
+            trainer
+        }
+    };
+    let spec = trainer.model().spec().clone();
+    let optimizer = trainer.training_state().0.optimizer;
     let mut history = Vec::with_capacity(args.epochs);
     let started = Instant::now();
     let mut trained_samples = 0usize;
@@ -212,7 +228,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let samples_per_second = trained_samples as f64 / started.elapsed().as_secs_f64();
     let test = trainer.evaluate(&mnist.test)?;
     if let Some(path) = &args.save {
-        std::fs::write(path, checkpoint::save(trainer.model()))
+        std::fs::write(path, checkpoint::save_trainer(&trainer))
             .with_context(|| format!("writing the model to {}", path.display()))?;
     }
     if args.json {

@@ -1,0 +1,113 @@
+//! Save and resume: a reloaded trainer continues exactly as an uninterrupted one, and every
+//! malformed file is refused with a clear error.
+
+use std::collections::HashMap;
+
+use ferrograd::checkpoint::{load, load_trainer, save, save_trainer};
+use ferrograd::data::idx::encode;
+use ferrograd::data::DatasetBuilder;
+use ferrograd::nn::ModelSpec;
+use ferrograd::optim::OptimizerSpec;
+use ferrograd::train::Trainer;
+
+/// A small data set whose classes each light their own block.
+fn dataset(count: usize) -> ferrograd::data::Dataset {
+    let mut pixels = vec![0u8; count * 784];
+    let labels: Vec<u8> = (0..count).map(|i| (i * 3 % 10) as u8).collect();
+    for (i, &label) in labels.iter().enumerate() {
+        let (top, left) = ((label as usize / 4) * 9, (label as usize % 4) * 7);
+        for r in top..top + 7 {
+            pixels[i * 784 + r * 28 + left..i * 784 + r * 28 + left + 7].fill(200 + (i % 50) as u8);
+        }
+    }
+    let mut builder = DatasetBuilder::new("images", "labels");
+    builder.feed_images(&encode(&[count as u32, 28, 28], &pixels)).unwrap();
+    builder.feed_labels(&encode(&[count as u32], &labels)).unwrap();
+    builder.finish().unwrap()
+}
+
+fn spec() -> ModelSpec {
+    // Dropout and batch norm make the next step depend on the generator and the buffers too.
+    ModelSpec::from_json(
+        r#"{"layers":[{"type":"conv2d","filters":3,"kernel_size":5,"stride":2,"activation":"relu"},
+                      {"type":"batch_norm"},{"type":"flatten"},{"type":"dropout","rate":0.3},
+                      {"type":"dense","units":10}]}"#,
+    )
+    .unwrap()
+}
+
+fn resumes_exactly(optimizer: OptimizerSpec) {
+    let data = dataset(96);
+    let mut trainer = Trainer::new(spec(), &optimizer, 11).unwrap();
+    trainer.set_augment(true);
+    trainer.set_clip_norm(Some(5.0)).unwrap();
+    trainer.train_epoch(&data, 32, |_| {}).unwrap();
+
+    let mut resumed = load_trainer(&save_trainer(&trainer)).unwrap();
+    assert_eq!(resumed.steps(), trainer.steps());
+    let next = trainer.train_epoch(&data, 32, |_| {}).unwrap();
+    let after_resume = resumed.train_epoch(&data, 32, |_| {}).unwrap();
+    // Bit for bit: same weights, optimizer moments, generator state and buffers.
+    assert_eq!(next, after_resume);
+    for (a, b) in trainer.model().params().iter().zip(resumed.model().params().iter()) {
+        assert_eq!(a.value, b.value, "{}", a.name);
+    }
+}
+
+#[test]
+fn adam_training_resumes_with_the_same_next_losses() {
+    resumes_exactly(OptimizerSpec::adam(1e-3));
+}
+
+#[test]
+fn sgd_training_resumes_with_the_same_next_losses() {
+    resumes_exactly(OptimizerSpec::sgd(0.05));
+}
+
+#[test]
+fn a_model_alone_loads_for_inference_but_does_not_resume() {
+    let trainer = Trainer::new(spec(), &OptimizerSpec::adam(1e-3), 1).unwrap();
+    let model_only = save(trainer.model());
+    assert_eq!(load(&model_only).unwrap().spec(), trainer.model().spec());
+    let err = load_trainer(&model_only).err().unwrap().to_string();
+    assert_eq!(err, "checkpoint: the file holds a model but no training state, so training cannot resume from it");
+    // A full training file loads as a model too.
+    assert_eq!(load(&save_trainer(&trainer)).unwrap().params().len(), trainer.model().params().len());
+}
+
+#[test]
+fn malformed_files_are_refused_clearly() {
+    let trainer = Trainer::new(spec(), &OptimizerSpec::adam(1e-3), 1).unwrap();
+    let bytes = save_trainer(&trainer);
+    let err = |bytes: &[u8]| load_trainer(bytes).err().expect("refused").to_string();
+
+    assert!(err(&bytes[..bytes.len() / 2]).starts_with("checkpoint: not a safetensors file"));
+    assert!(err(&bytes[..5]).starts_with("checkpoint: not a safetensors file"));
+    assert!(err(b"PK\x03\x04 a zip archive").starts_with("checkpoint: not a safetensors file"));
+    assert!(err(&[]).starts_with("checkpoint: not a safetensors file"));
+
+    // Safetensors, but not ferrograd's.
+    let data = vec![0u8; 16];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &data).unwrap();
+    let foreign = safetensors::serialize([("weight", view)], None).unwrap();
+    assert!(err(&foreign).contains("without a model spec"), "{}", err(&foreign));
+
+    // A spec that does not match the tensors: the metadata says 12 filters, the file has 3.
+    let other_spec = spec().to_json().replace("\"filters\":3", "\"filters\":12");
+    let mismatched = replace_metadata(&bytes, "ferrograd.spec", &other_spec);
+    assert!(err(&mismatched).contains("tensor `layers.0.weight` is F32 [3, 1, 5, 5], the spec needs F32 [12, 1, 5, 5]"));
+
+    // A training state that does not parse.
+    let broken = replace_metadata(&bytes, "ferrograd.training", "{\"optimizer\": 3}");
+    assert!(err(&broken).starts_with("checkpoint: the training state is invalid"));
+}
+
+/// The same file with one metadata entry changed.
+fn replace_metadata(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let mut info: HashMap<String, String> = metadata.metadata().clone().unwrap();
+    info.insert(key.into(), value.into());
+    let tensors: Vec<_> = file.tensors();
+    safetensors::serialize(tensors.iter().map(|(n, v)| (n.as_str(), v.clone())), Some(info)).unwrap()
+}
