@@ -30,6 +30,8 @@ enum Command {
     Eval(EvalArgs),
     /// Export a saved model to ONNX.
     Export(ExportArgs),
+    /// Measure training throughput and matmul speed on this machine.
+    Bench(crate::bench::BenchArgs),
     /// Serve the playground page on this machine.
     Serve(crate::serve::ServeArgs),
 }
@@ -148,6 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Export(args) => export(args),
+        Command::Bench(args) => crate::bench::bench(args),
         Command::Serve(args) => crate::serve::serve(args),
     }
 }

@@ -1,6 +1,8 @@
 //! `ferrograd`: train, evaluate and save models from a terminal.
 
 #[cfg(not(target_arch = "wasm32"))]
+mod bench;
+#[cfg(not(target_arch = "wasm32"))]
 mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 mod serve;
