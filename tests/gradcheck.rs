@@ -2,135 +2,20 @@
 //!
 //! Each check reduces an op's output to a scalar `L = sum(w * y)` with fixed random weights `w`,
 //! so every output element contributes with its own weight, and compares `dL/dx` from
-//! `Tape::backward` with `(L(x + eps) - L(x - eps)) / 2eps` for every element of every input.
+//! `Tape::backward` with `(L(x + eps) - L(x - eps)) / 2eps` for every element of every input;
+//! the check itself and its tolerance are in `tests/common/mod.rs`, shared with
+//! `tests/layers.rs`.
 
-use std::collections::HashMap;
+mod common;
+
 use std::slice;
 
+use common::{away_from_zero, check_model, gradcheck, rng, uniform, unravel};
 use ferrograd::autograd::{Params, Tape, Var};
-use ferrograd::nn::{Mode, Model, ModelSpec};
+use ferrograd::nn::{Model, ModelSpec};
 use ferrograd::tensor::{self, Tensor};
 use ferrograd::Result;
 use ndarray::{Axis, IxDyn, Slice};
-use rand::{Rng, SeedableRng};
-use rand_pcg::Pcg64;
-
-/// The step: in f32 a smaller one loses digits to rounding, a larger one to the curvature
-/// (the truncation error is eps^2 / 6 * f''', about 2e-7 per unit of third derivative).
-const EPS: f32 = 1e-3;
-/// Passes when |analytic - numeric| <= ATOL + RTOL * max(|analytic|, |numeric|).
-///
-/// Tighter than the usual 2e-3 + 2e-2 for f32, which lets a rule that is off by 1% pass (a
-/// matmul gradient scaled by 1.01 went unnoticed under it). The error left here is f32
-/// rounding in the forward values, about 6e-8 relative and divided by 2eps, plus the
-/// truncation above: the largest deviation over all checks below is 2.2e-4, and no check
-/// uses more than 16% of this tolerance.
-const ATOL: f32 = 5e-4;
-const RTOL: f32 = 5e-3;
-
-fn rng(seed: u64) -> Pcg64 {
-    Pcg64::seed_from_u64(seed)
-}
-
-fn uniform(rng: &mut Pcg64, shape: &[usize], lo: f32, hi: f32) -> Tensor {
-    Tensor::from_shape_simple_fn(IxDyn(shape), || rng.random_range(lo..hi))
-}
-
-/// Values whose magnitude lies in `[lo, hi)`, with random signs: away from a kink at 0, or
-/// from a zero denominator.
-fn away_from_zero(rng: &mut Pcg64, shape: &[usize], lo: f32, hi: f32) -> Tensor {
-    Tensor::from_shape_simple_fn(IxDyn(shape), || {
-        let magnitude = rng.random_range(lo..hi);
-        if rng.random_range(0..2) == 0 {
-            magnitude
-        } else {
-            -magnitude
-        }
-    })
-}
-
-fn close(analytic: f32, numeric: f32) -> bool {
-    (analytic - numeric).abs() <= ATOL + RTOL * analytic.abs().max(numeric.abs())
-}
-
-/// The multi-index of the `flat`-th element, in row-major order.
-fn unravel(flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut rest = flat;
-    let mut index = vec![0; shape.len()];
-    for (i, &size) in shape.iter().enumerate().rev() {
-        index[i] = rest % size;
-        rest /= size;
-    }
-    index
-}
-
-/// `sum(w * y)` on the tape, reducing one axis at a time down to a scalar.
-fn weighted_sum(tape: &mut Tape, y: Var, weights: &Tensor) -> Result<Var> {
-    let w = tape.input(weights.clone());
-    let mut total = tape.mul(y, w)?;
-    while tape.value(total).ndim() > 0 {
-        total = tape.sum(total, 0)?;
-    }
-    Ok(total)
-}
-
-/// Builds the graph of `build` on a fresh tape from `inputs` and returns the output's value.
-fn forward(inputs: &[Tensor], build: &impl Fn(&mut Tape, &[Var]) -> Result<Var>) -> Result<Tensor> {
-    let params = Params::default();
-    let mut tape = Tape::new(&params);
-    let vars: Vec<Var> = inputs.iter().map(|x| tape.variable(x.clone())).collect();
-    let y = build(&mut tape, &vars)?;
-    Ok(tape.value(y).clone())
-}
-
-/// Checks the gradient of `sum(w * build(inputs))` with respect to every element of every input
-/// against central differences; `op` names the check in failure messages.
-#[track_caller]
-fn gradcheck(op: &str, inputs: &[Tensor], build: impl Fn(&mut Tape, &[Var]) -> Result<Var>) {
-    let params = Params::default();
-    let mut tape = Tape::new(&params);
-    let vars: Vec<Var> = inputs.iter().map(|x| tape.variable(x.clone())).collect();
-    let y = build(&mut tape, &vars).unwrap_or_else(|e| panic!("{op}: forward failed: {e}"));
-    let out_shape = tape.value(y).shape().to_vec();
-    let weights = uniform(&mut rng(0x5eed), &out_shape, -1.0, 1.0);
-    let loss = weighted_sum(&mut tape, y, &weights).unwrap();
-    let grads = tape.backward(loss).unwrap_or_else(|e| panic!("{op}: backward failed: {e}"));
-
-    // The numeric side reduces in f64: outputs that the perturbed element does not reach are
-    // then identical in both evaluations and cancel exactly, instead of adding f32 rounding
-    // noise from a long f32 sum to the difference.
-    let numeric_loss = |perturbed: &[Tensor]| -> f64 {
-        let y = forward(perturbed, &build).unwrap_or_else(|e| panic!("{op}: forward failed: {e}"));
-        assert_eq!(y.shape(), &out_shape[..], "{op}: the output shape changed under perturbation");
-        y.iter().zip(&weights).map(|(&y, &w)| f64::from(y) * f64::from(w)).sum()
-    };
-
-    let mut failures = Vec::new();
-    for (i, (x, &var)) in inputs.iter().zip(&vars).enumerate() {
-        let analytic = grads.wrt(var).unwrap_or_else(|| panic!("{op}: no gradient reached input {i}"));
-        assert_eq!(analytic.shape(), x.shape(), "{op}: the gradient of input {i} has the wrong shape");
-        let analytic = analytic.as_standard_layout();
-        for (j, &a) in analytic.iter().enumerate() {
-            let mut perturbed = inputs.to_vec();
-            let center = x.as_slice().expect("inputs are built contiguous")[j];
-            let (up, down) = (center + EPS, center - EPS);
-            perturbed[i].as_slice_mut().unwrap()[j] = up;
-            let l_up = numeric_loss(&perturbed);
-            perturbed[i].as_slice_mut().unwrap()[j] = down;
-            let l_down = numeric_loss(&perturbed);
-            // The step actually taken, after f32 rounding of center +- eps.
-            let numeric = ((l_up - l_down) / f64::from(up - down)) as f32;
-            if !close(a, numeric) {
-                failures.push(format!(
-                    "{op}: input {i} {:?} element {:?}: analytic {a}, numeric {numeric}",
-                    x.shape(),
-                    unravel(j, x.shape())
-                ));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{} gradient mismatches:\n{}", failures.len(), failures.join("\n"));
-}
 
 /// Operand shapes for the broadcasting binary ops: equal, a trailing vector, two size-1 axes
 /// against each other, a scalar on either side, and batch 1.
@@ -337,65 +222,6 @@ fn composite_graph() {
     });
 }
 
-/// The softmax cross-entropy of the model's outputs on `x`, in evaluation mode.
-fn model_loss(model: &Model, x: &Tensor, labels: &[u8]) -> f32 {
-    let mut tape = Tape::new(model.params());
-    let input = tape.input(x.clone());
-    let out = model.forward(&mut tape, input, Mode::Eval).unwrap();
-    let loss = tape.softmax_cross_entropy(out, labels).unwrap();
-    tape.scalar(loss)
-}
-
-/// Element `j` of the `k`-th parameter of `model`.
-fn element(model: &mut Model, k: usize, j: usize) -> &mut f32 {
-    let p = model.params_mut().iter_mut().nth(k).unwrap();
-    &mut p.value.as_slice_mut().expect("parameters are contiguous")[j]
-}
-
-/// Checks every parameter gradient of the model `json` against central differences of its loss.
-#[track_caller]
-fn check_model(name: &str, json: &str, seed: u64, x: &Tensor, labels: &[u8]) {
-    let mut model = Model::new(ModelSpec::from_json(json).unwrap(), seed).unwrap();
-    let analytic: HashMap<String, Tensor> = {
-        let mut tape = Tape::new(model.params());
-        let input = tape.input(x.clone());
-        let out = model.forward(&mut tape, input, Mode::Eval).unwrap();
-        let loss = tape.softmax_cross_entropy(out, labels).unwrap();
-        let grads = tape.backward(loss).unwrap();
-        grads.params().map(|(id, g)| (model.params().get(id).name.clone(), g.clone())).collect()
-    };
-    assert_eq!(analytic.len(), model.params().len(), "{name}: a parameter got no gradient");
-
-    let mut failures = Vec::new();
-    let count = model.params().len();
-    for k in 0..count {
-        let (param, len) = {
-            let p = model.params().iter().nth(k).unwrap();
-            (p.name.clone(), p.value.len())
-        };
-        let grad = analytic[&param].as_standard_layout().into_owned();
-        for j in 0..len {
-            let center = *element(&mut model, k, j);
-            let (up, down) = (center + EPS, center - EPS);
-            *element(&mut model, k, j) = up;
-            let l_up = model_loss(&model, x, labels);
-            *element(&mut model, k, j) = down;
-            let l_down = model_loss(&model, x, labels);
-            *element(&mut model, k, j) = center;
-            let numeric = (l_up - l_down) / (up - down);
-            let a = grad.as_slice().unwrap()[j];
-            if !close(a, numeric) {
-                let shape = grad.shape();
-                failures.push(format!(
-                    "{name}: parameter {param} {shape:?} element {:?}: analytic {a}, numeric {numeric}",
-                    unravel(j, shape)
-                ));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{} gradient mismatches:\n{}", failures.len(), failures.join("\n"));
-}
-
 #[test]
 fn dense_model_parameter_gradients() {
     let json = r#"{"input":[6],"layers":[{"type":"dense","units":4,"activation":"tanh"},{"type":"dense","units":3}]}"#;
@@ -412,9 +238,11 @@ fn flatten_relu_model_parameter_gradients() {
     let mut rng = rng(17);
     let x = uniform(&mut rng, &[4, 1, 2, 3], -1.0, 1.0);
     let labels = [2, 0, 1, 0];
-    // The relu kink: a step of 1e-3 on a first-layer weight moves a pre-activation by at most
-    // 1e-3 * |x| <= 1e-3, so every pre-activation must be further than that from 0 (the bias
-    // starts at 0, so z = flatten(x) W).
+    // The relu kink: a step of 1e-3 on a first-layer weight or on an input moves a
+    // pre-activation by at most 1e-3 * |x| or 1e-3 * |W|, both below 1e-3 (|x| < 1, and
+    // Glorot-uniform weights of a 6 -> 5 layer stay under sqrt(6 / 11) = 0.74), so every
+    // pre-activation must be further than that from 0 (the bias starts at 0, so
+    // z = flatten(x) W).
     let model = Model::new(ModelSpec::from_json(json).unwrap(), 3).unwrap();
     let w = model.params().iter().find(|p| p.name == "layers.1.weight").unwrap();
     let flat = x.to_shape((4, 6)).unwrap();
