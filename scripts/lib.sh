@@ -73,3 +73,13 @@ ensure_python_packages() {
     python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
   fi
 }
+
+# Everything that building the page and driving it in headless Chromium needs.
+ensure_web_setup() {
+  ensure_base
+  ensure_wasm_target
+  ensure_wasm_bindgen
+  ensure_chromium
+  ensure_npm_packages
+  ensure_data
+}

@@ -4,13 +4,8 @@
 # Installs what is missing first. Page screenshots land in test-results/.
 source "$(dirname "$0")/lib.sh"
 
-ensure_base
-ensure_wasm_target
-ensure_wasm_bindgen
-ensure_chromium
-ensure_npm_packages
+ensure_web_setup
 ensure_python_packages
-ensure_data
 
 log "native tests"
 cargo test --release

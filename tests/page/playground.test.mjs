@@ -22,6 +22,7 @@ const steps = (page) => page.evaluate(() => window.ferrograd.state.steps ?? 0);
 
 /** Draws a stroke through `points` (fractions of the pad) with synthesised pointer events. */
 async function draw(page, points) {
+  await page.locator('#pad').scrollIntoViewIfNeeded();
   const box = await page.locator('#pad').boundingBox();
   const at = ([x, y]) => [box.x + x * box.width, box.y + y * box.height];
   await page.mouse.move(...at(points[0]));

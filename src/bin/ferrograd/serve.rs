@@ -1,18 +1,19 @@
 //! `ferrograd serve`: the playground page over HTTP on this machine.
 //!
-//! Serves only what the page needs (index.html, www/, pkg/, data/ and the chart library),
+//! Serves only what the page needs (index.html, www/, pkg/, data/ and the chart library) and
+//! the browser benchmark (bench/),
 //! with `application/wasm` for the module and the cross-origin-isolation headers that let a
 //! browser enable wasm threads. `--throttle` slows the data files down on purpose, to watch
 //! (and test) training start while the data still arrives.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -27,11 +28,14 @@ pub struct ServeArgs {
     /// Serve files under data/ at this many bytes per second.
     #[arg(long)]
     throttle: Option<u64>,
+    /// Leave out the cross-origin-isolation headers, as plain static hosting does.
+    #[arg(long)]
+    no_isolation: bool,
 }
 
 /// Paths the page needs; anything else is a 404, so that the server shows no more of the
 /// folder than the page.
-const SERVED: &[&str] = &["index.html", "www/", "pkg/", "data/", "node_modules/uplot/dist/"];
+const SERVED: &[&str] = &["index.html", "www/", "pkg/", "data/", "node_modules/uplot/dist/", "bench/"];
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     let root = args.root.canonicalize().with_context(|| format!("--root {}", args.root.display()))?;
@@ -41,47 +45,122 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if !root.join("pkg/ferrograd_bg.wasm").is_file() {
         eprintln!("warning: {} has no pkg/ferrograd_bg.wasm; build it with scripts/play.sh", root.display());
     }
-    let server = Server::http((args.host.as_str(), args.port))
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
         .map_err(|e| anyhow!("cannot listen on {}:{}: {e}", args.host, args.port))?;
-    let address = server.server_addr().to_ip().ok_or_else(|| anyhow!("not an IP address"))?;
-    println!("ferrograd playground at http://{address}/");
+    println!("ferrograd playground at http://{}/", listener.local_addr()?);
     io::stdout().flush()?;
-    for request in server.incoming_requests() {
+    let options = Options { throttle: args.throttle, isolation: !args.no_isolation };
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
         let root = root.clone();
-        let throttle = args.throttle;
-        // One thread per request, so that a slow (throttled) download holds up nothing else.
+        // One thread per connection and one request per connection: a slow (throttled)
+        // download holds up nothing else, and no idle keep-alive connection holds a thread
+        // that a new request waits for (tiny_http's pool did exactly that to the page's
+        // first burst of module requests).
         thread::spawn(move || {
-            if let Err(e) = respond(request, &root, throttle) {
-                eprintln!("serve: {e}");
+            if let Err(e) = respond(stream, &root, options) {
+                if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+                    eprintln!("serve: {e}");
+                }
             }
         });
     }
     Ok(())
 }
 
-fn respond(request: Request, root: &Path, throttle: Option<u64>) -> io::Result<()> {
-    if !matches!(request.method(), Method::Get | Method::Head) {
-        return request.respond(text(405, "only GET and HEAD are served"));
+#[derive(Clone, Copy)]
+struct Options {
+    throttle: Option<u64>,
+    isolation: bool,
+}
+
+/// Reads one request's head and answers it; the connection closes afterwards.
+fn respond(stream: TcpStream, root: &Path, options: Options) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.by_ref().take(8192).read_line(&mut request_line)?;
+    // The headers are not needed; read them so the client sees its request consumed.
+    let mut header_bytes = 0;
+    loop {
+        let mut line = String::new();
+        let n = reader.by_ref().take(8192).read_line(&mut line)?;
+        header_bytes += n;
+        if n == 0 || line == "\r\n" || line == "\n" || header_bytes > 65536 {
+            break;
+        }
     }
-    let path = request.url().split(['?', '#']).next().unwrap_or("/").to_owned();
-    let Some(relative) = servable(&path) else {
-        return request.respond(text(404, "not found"));
+    let mut out = stream;
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return reply(&mut out, 400, "text/plain", options, Body::Text("bad request line"), false);
     };
-    let file_path = root.join(&relative);
-    let Ok(file) = File::open(&file_path) else {
-        return request.respond(text(404, "not found"));
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return reply(&mut out, 405, "text/plain", options, Body::Text("only GET and HEAD are served"), false);
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let file = servable(path).and_then(|relative| {
+        let file_path = root.join(&relative);
+        let file = File::open(&file_path).ok().filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?;
+        Some((relative, file_path, file))
+    });
+    let Some((relative, file_path, file)) = file else {
+        return reply(&mut out, 404, "text/plain", options, Body::Text("not found"), head_only);
     };
-    let length = file.metadata()?.len() as usize;
-    let rate = throttle.filter(|_| relative.starts_with("data/"));
-    let body: Box<dyn Read + Send> = match rate {
-        Some(rate) => Box::new(Throttled { inner: file, rate, start: Instant::now(), sent: 0 }),
-        None => Box::new(file),
+    let length = file.metadata()?.len();
+    let rate = options.throttle.filter(|_| relative.starts_with("data/"));
+    let body = match rate {
+        Some(rate) => Body::File(Box::new(Throttled { inner: file, rate, start: Instant::now(), sent: 0 }), length),
+        None => Body::File(Box::new(file), length),
     };
-    let mut headers = isolation_headers();
-    headers.push(header("Content-Type", content_type(&file_path)));
-    headers.push(header("Cache-Control", "no-cache"));
-    let response = Response::new(StatusCode(200), headers, body, Some(length), None);
-    request.respond(response)
+    reply(&mut out, 200, content_type(&file_path), options, body, head_only)
+}
+
+enum Body {
+    Text(&'static str),
+    File(Box<dyn Read + Send>, u64),
+}
+
+fn reply(
+    out: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    options: Options,
+    body: Body,
+    head_only: bool,
+) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    let length = match &body {
+        Body::Text(text) => text.len() as u64,
+        Body::File(_, length) => *length,
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\
+         Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n"
+    );
+    if options.isolation {
+        head.push_str(
+            "Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Embedder-Policy: require-corp\r\n\
+             Cross-Origin-Resource-Policy: same-origin\r\n",
+        );
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    if !head_only {
+        match body {
+            Body::Text(text) => out.write_all(text.as_bytes())?,
+            Body::File(mut reader, _) => {
+                io::copy(&mut reader, out)?;
+            }
+        }
+    }
+    out.flush()
 }
 
 /// The file a URL path names, if it is one the page needs; `..` and the like are refused.
@@ -93,15 +172,6 @@ fn servable(url_path: &str) -> Option<String> {
         .iter()
         .any(|prefix| relative == *prefix || (prefix.ends_with('/') && relative.starts_with(prefix)));
     (clean && allowed).then(|| relative.to_owned())
-}
-
-fn isolation_headers() -> Vec<Header> {
-    vec![
-        header("Cross-Origin-Opener-Policy", "same-origin"),
-        header("Cross-Origin-Embedder-Policy", "require-corp"),
-        header("Cross-Origin-Resource-Policy", "same-origin"),
-        header("X-Content-Type-Options", "nosniff"),
-    ]
 }
 
 fn content_type(path: &Path) -> &'static str {
@@ -116,18 +186,6 @@ fn content_type(path: &Path) -> &'static str {
         "gz" => "application/gzip",
         _ => "application/octet-stream",
     }
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
-}
-
-fn text(status: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {
-    let mut response = Response::from_string(body).with_status_code(status);
-    for h in isolation_headers() {
-        response.add_header(h);
-    }
-    response
 }
 
 /// Reads at no more than `rate` bytes per second on average.

@@ -1,0 +1,90 @@
+// Live line charts with uPlot: training figures per batch, test figures per epoch, against
+// the training step. Redraws at most once per animation frame however fast points arrive.
+
+import uPlot from '../node_modules/uplot/dist/uPlot.esm.js';
+
+const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+export class LiveChart {
+  /**
+   * `container`: the element to draw in; `series`: [{label, colour (a CSS variable name),
+   * points (true for sparse series drawn as dots)}]; `percent`: format the y axis as %.
+   */
+  constructor(container, { series, percent = false, height = 200 }) {
+    this.container = container;
+    this.series = series;
+    this.percent = percent;
+    this.height = height;
+    this.data = [[], ...series.map(() => [])];
+    this.frame = 0;
+    this.build();
+    new ResizeObserver(() => this.plot.setSize(this.size())).observe(container);
+    // Colours come from the theme: follow the system when it switches light and dark.
+    matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => this.build());
+  }
+
+  size() {
+    return { width: Math.max(200, this.container.clientWidth), height: this.height };
+  }
+
+  build() {
+    this.plot?.destroy();
+    const text = css('--text-dim');
+    const grid = css('--grid');
+    const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+    const format = this.percent ? (u, values) => values.map((v) => `${Math.round(v * 100)}%`) : undefined;
+    this.plot = new uPlot({
+      ...this.size(),
+      cursor: { drag: { x: false, y: false } },
+      legend: { live: false },
+      scales: { x: { time: false }, y: this.percent ? { range: [0, 1] } : { auto: true } },
+      axes: [{ ...axis, label: 'step', labelSize: 20 }, { ...axis, values: format, size: 48 }],
+      series: [
+        { label: 'step' },
+        ...this.series.map(({ label, colour, points }) => ({
+          label,
+          stroke: css(colour),
+          width: points ? 2 : 1.5,
+          spanGaps: true,
+          points: { show: Boolean(points), size: 7, fill: css(colour) },
+        })),
+      ],
+    }, this.data, this.container);
+  }
+
+  /** Adds one x with a value (or null) per series. */
+  push(x, values) {
+    this.data[0].push(x);
+    values.forEach((v, i) => this.data[i + 1].push(v ?? null));
+    this.schedule();
+  }
+
+  /** Sets the last value of series `index` at x, adding the point when x is new. */
+  mark(x, index, value) {
+    const last = this.data[0].length - 1;
+    if (last >= 0 && this.data[0][last] === x) {
+      this.data[index + 1][last] = value;
+      this.schedule();
+    } else {
+      this.push(x, this.series.map((_, i) => (i === index ? value : null)));
+    }
+  }
+
+  /** How many values series `index` holds. */
+  count(index = 0) {
+    return this.data[index + 1].filter((v) => v != null).length;
+  }
+
+  clear() {
+    this.data = [[], ...this.series.map(() => [])];
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.plot.setData(this.data);
+    });
+  }
+}

@@ -1,0 +1,370 @@
+// The playground page: wires the controls to the training worker and draws what it reports.
+// The worker owns the model and the data (see the protocol at the top of worker.js); this
+// thread only reads controls and draws, so the page stays responsive while training runs.
+
+import { LiveChart } from './charts.js';
+import { renderInspection } from './inside.js';
+import { DrawingPad, drawDigit } from './pad.js';
+import {
+  configureMessage, dataUrls, DEFAULTS, formatSpec, readSettings, settingsFromQuery, settingsToQuery,
+} from './settings.js';
+import { renderConfusion, renderDigits, renderPerClass, renderProbabilities } from './views.js';
+
+const $ = (id) => document.getElementById(id);
+const INSPECT_EVERY_MS = 600;
+
+// What the page tests (and curious users in the console) read: window.ferrograd.state.
+const state = {
+  ready: false,
+  configured: false,
+  trainState: 'idle',
+  steps: 0,
+  testAccuracy: null,
+  lossPoints: 0,
+  dataComplete: false,
+  firstStepBeforeDataComplete: null,
+};
+const hooks = {
+  state,
+  maxTimerGapMs: 0,
+  resetTimerGap() {
+    hooks.maxTimerGapMs = 0;
+    lastTick = performance.now();
+  },
+};
+window.ferrograd = hooks;
+
+// A 20 ms timer whose longest gap shows whether the main thread ever stalls.
+let lastTick = performance.now();
+setInterval(() => {
+  const now = performance.now();
+  hooks.maxTimerGapMs = Math.max(hooks.maxTimerGapMs, now - lastTick);
+  lastTick = now;
+}, 20);
+
+const lossChart = new LiveChart($('loss-chart'), {
+  series: [{ label: 'training (smoothed)', colour: '--accent' }, { label: 'test', colour: '--accent-2', points: true }],
+});
+const accuracyChart = new LiveChart($('accuracy-chart'), {
+  percent: true,
+  series: [{ label: 'training (smoothed)', colour: '--accent' }, { label: 'test', colour: '--accent-2', points: true }],
+});
+
+/** Exponential moving averages of the noisy per-batch figures, bias-corrected from the start. */
+const smoothing = { loss: 0, accuracy: 0, n: 0 };
+function smooth(loss, accuracy) {
+  const a = 0.9;
+  smoothing.n += 1;
+  smoothing.loss = a * smoothing.loss + (1 - a) * loss;
+  smoothing.accuracy = a * smoothing.accuracy + (1 - a) * accuracy;
+  const correction = 1 - a ** smoothing.n;
+  return [smoothing.loss / correction, smoothing.accuracy / correction];
+}
+
+const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+const send = (message, transfer = []) => worker.postMessage(message, transfer);
+worker.onerror = (event) => showMessage(`The training worker failed: ${event.message ?? 'it could not start'}`);
+
+function showMessage(text) {
+  $('message').textContent = text;
+  $('message').hidden = !text;
+}
+
+// ---- settings -------------------------------------------------------------------------------
+
+let applied = null; // the settings of the model the worker runs
+let pending = null; // settings sent, not yet confirmed
+
+const initial = settingsFromQuery(location.search);
+if (initial.problems.length) showMessage(`Some settings in the address were not usable: ${initial.problems.join('; ')}.`);
+fillForm(initial.settings);
+configure(initial.settings);
+
+function fillForm(settings) {
+  $('model-preset').value = settings.model;
+  if (settings.model === 'custom') $('model-spec').value = settings.spec;
+  $('optimizer').value = settings.optimizer;
+  $('lr').value = settings.lr ?? '';
+  $('batch-size').value = settings.batch;
+  $('epochs').value = settings.epochs;
+  $('seed').value = settings.seed;
+  $('normalize').value = settings.normalize;
+  $('clean').checked = settings.clean;
+  $('augment').checked = settings.augment;
+  $('data-url').value = settings.data;
+}
+
+function readForm() {
+  return readSettings({
+    model: $('model-preset').value,
+    spec: $('model-spec').value,
+    optimizer: $('optimizer').value,
+    lr: $('lr').value,
+    batch: $('batch-size').value,
+    epochs: $('epochs').value,
+    seed: $('seed').value,
+    normalize: $('normalize').value,
+    clean: $('clean').checked,
+    augment: $('augment').checked,
+  }, applied ?? DEFAULTS);
+}
+
+function configure(settings) {
+  pending = settings;
+  send(configureMessage(settings));
+}
+
+$('model-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const { settings, problems } = readForm();
+  if (problems.length) {
+    $('spec-error').textContent = problems.join('; ');
+    return;
+  }
+  configure(settings);
+});
+$('model-preset').addEventListener('change', () => {
+  if ($('model-preset').value !== 'custom') $('model-form').requestSubmit();
+});
+$('model-spec').addEventListener('input', () => {
+  $('model-preset').value = 'custom';
+});
+
+function configured(spec) {
+  const first = !state.configured;
+  applied = { ...pending, data: applied?.data ?? pending.data };
+  state.configured = true;
+  $('spec-error').textContent = '';
+  $('model-spec').value = formatSpec(spec);
+  if (applied.model === 'custom') applied.spec = JSON.stringify(JSON.parse(spec));
+  updateAddress();
+  clearResults();
+  if (first) loadData(applied.data, { initial: true });
+  requestInspection();
+}
+
+function configError(message) {
+  $('spec-error').textContent = message;
+  if (!state.configured) {
+    // The address asked for a model that cannot be built: start with the default one, keeping
+    // the user's spec in the editor to fix.
+    configure({ ...pending, model: DEFAULTS.model });
+  }
+}
+
+function updateAddress() {
+  history.replaceState(null, '', `${location.pathname}${settingsToQuery(applied)}${location.hash}`);
+}
+
+// ---- data -------------------------------------------------------------------------------------
+
+let pendingData = null;
+
+function loadData(source, { initial = false } = {}) {
+  let urls;
+  try {
+    urls = dataUrls(source, location.href);
+  } catch (error) {
+    $('data-message').textContent = `Data source "${source}": ${error.message}.`;
+    if (initial && source !== DEFAULTS.data) loadData(DEFAULTS.data, { initial });
+    return;
+  }
+  pendingData = source;
+  $('data-message').textContent = '';
+  send({ type: 'load', urls });
+}
+
+$('data-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  loadData($('data-url').value.trim() || DEFAULTS.data);
+});
+
+const megabytes = (n) => `${(n / 1e6).toFixed(1)} MB`;
+const count = (n) => n.toLocaleString('en');
+
+function showData(status, received = null, total = null) {
+  state.dataComplete = status.dataComplete;
+  const bar = $('data-bar');
+  if (total) {
+    bar.max = total;
+    bar.value = Math.min(received, total);
+  } else {
+    const declared = (status.trainDeclared ?? 0) + (status.testDeclared ?? 0);
+    bar.max = Math.max(1, declared);
+    bar.value = status.dataComplete ? bar.max : status.trainAvailable + status.testAvailable;
+  }
+  const images = `${count(status.trainAvailable)} of ${status.trainDeclared == null ? '?' : count(status.trainDeclared)} training and `
+    + `${count(status.testAvailable)} of ${status.testDeclared == null ? '?' : count(status.testDeclared)} test images`;
+  const bytes = received == null ? '' : `${megabytes(received)}${total ? ` of ${megabytes(total)}` : ''} · `;
+  $('data-text').textContent = status.dataComplete ? `${images} loaded` : `${bytes}${images}`;
+  const dropped = status.dropped ?? 0;
+  $('dropped').textContent = count(dropped);
+  $('dropped-wrap').hidden = !applied?.clean;
+}
+
+// ---- training ---------------------------------------------------------------------------------
+
+const STATE_TEXT = {
+  idle: 'ready', training: 'training', waiting: 'waiting for data', paused: 'paused', done: 'finished',
+};
+
+function showState(next) {
+  state.trainState = next;
+  $('state').textContent = STATE_TEXT[next] ?? next;
+  const running = next === 'training' || next === 'waiting';
+  $('start').disabled = running;
+  $('pause').disabled = !running;
+  $('start').textContent = next === 'paused' ? 'Resume' : next === 'done' ? 'Train again' : 'Start';
+}
+
+$('start').addEventListener('click', () => send({ type: 'start' }));
+$('pause').addEventListener('click', () => send({ type: 'pause' }));
+$('reset').addEventListener('click', () => {
+  send({ type: 'reset' });
+  clearResults();
+});
+
+function clearResults() {
+  lossChart.clear();
+  accuracyChart.clear();
+  Object.assign(smoothing, { loss: 0, accuracy: 0, n: 0 });
+  Object.assign(state, { steps: 0, testAccuracy: null, lossPoints: 0 });
+  $('steps').textContent = '0';
+  $('test-accuracy').textContent = '–';
+  $('train-bar').value = 0;
+  $('train-text').textContent = 'not started';
+  $('confusion').replaceChildren(Object.assign(document.createElement('p'), { className: 'hint', textContent: 'After the first epoch.' }));
+  $('per-class').replaceChildren();
+  $('digits').replaceChildren();
+}
+
+function duration(seconds) {
+  if (seconds == null || !Number.isFinite(seconds)) return '';
+  const s = Math.round(seconds);
+  return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s left` : `${s} s left`;
+}
+
+function progress({ batches, status, samplesPerSecond, etaSeconds }) {
+  for (const { step, loss, accuracy } of batches) {
+    const [smoothLoss, smoothAccuracy] = smooth(loss, accuracy);
+    lossChart.push(step, [smoothLoss, null]);
+    accuracyChart.push(step, [smoothAccuracy, null]);
+  }
+  if (state.firstStepBeforeDataComplete == null && status.steps >= 1) {
+    state.firstStepBeforeDataComplete = !status.dataComplete;
+  }
+  state.steps = status.steps;
+  state.lossPoints = lossChart.count(0);
+  $('steps').textContent = count(status.steps);
+  const done = status.epoch * status.epochSize + status.epochDone;
+  $('train-bar').max = Math.max(1, status.epochs * status.epochSize);
+  $('train-bar').value = done;
+  const epoch = Math.min(status.epoch + 1, status.epochs);
+  $('train-text').textContent = [`epoch ${epoch} of ${status.epochs}`, `${count(Math.round(samplesPerSecond))} samples/s`,
+    done >= status.epochs * status.epochSize ? 'done' : status.dataComplete ? duration(etaSeconds) : 'data still arriving'].filter(Boolean).join(' · ');
+  showData(status);
+  if (currentPixels && performance.now() - lastInspection > INSPECT_EVERY_MS) requestInspection();
+}
+
+function epochFinished({ evaluation }) {
+  if (!evaluation) return;
+  state.testAccuracy = evaluation.accuracy;
+  $('test-accuracy').textContent = `${(evaluation.accuracy * 100).toFixed(1)}%`;
+  lossChart.mark(state.steps, 1, evaluation.loss);
+  accuracyChart.mark(state.steps, 1, evaluation.accuracy);
+  renderConfusion($('confusion'), evaluation.confusionMatrix);
+  renderPerClass($('per-class'), evaluation.perClass);
+  renderDigits($('digits'), evaluation.showcase);
+}
+
+// ---- the drawing pad and the inside views -----------------------------------------------------
+
+let currentPixels = null;
+let inspecting = false;
+let stale = false;
+let lastInspection = 0;
+let nextId = 0;
+
+const pad = new DrawingPad($('pad'), (pixels) => {
+  currentPixels = pixels;
+  drawDigit($('pad-preview'), pixels);
+  $('pad-add').disabled = !pixels;
+  if (pixels) {
+    requestInspection();
+  } else {
+    renderProbabilities($('pad-probs'), null);
+    $('inside').replaceChildren(Object.assign(document.createElement('p'), { className: 'hint', textContent: 'Draw a digit to see what each layer makes of it.' }));
+  }
+});
+drawDigit($('pad-preview'), null);
+renderProbabilities($('pad-probs'), null);
+
+/** Asks the worker about the pad's digit; one request at a time, the latest drawing wins. */
+function requestInspection() {
+  if (!currentPixels || !state.configured) return;
+  if (inspecting) {
+    stale = true;
+    return;
+  }
+  inspecting = true;
+  stale = false;
+  lastInspection = performance.now();
+  send({ type: 'inspect', id: ++nextId, pixels: currentPixels.slice() });
+}
+
+function inspected({ inspection }) {
+  inspecting = false;
+  if (!currentPixels) return;
+  renderProbabilities($('pad-probs'), inspection.probabilities);
+  renderInspection($('inside'), inspection);
+  if (stale) requestInspection();
+}
+
+$('pad-clear').addEventListener('click', () => pad.clear());
+$('pad-add').addEventListener('click', () => {
+  if (!currentPixels) return;
+  const bytes = Uint8Array.from(currentPixels, (v) => Math.round(v * 255));
+  send({ type: 'add-example', pixels: bytes, label: Number($('pad-label').value) }, [bytes.buffer]);
+});
+$('examples-clear').addEventListener('click', () => send({ type: 'clear-examples' }));
+
+// ---- messages from the worker -----------------------------------------------------------------
+
+const handlers = {
+  ready: () => {
+    state.ready = true;
+    $('backend').textContent = 'CPU · WebAssembly SIMD, one thread';
+  },
+  configured: ({ spec }) => configured(spec),
+  'config-error': ({ message }) => configError(message),
+  state: ({ state: next, status }) => {
+    showState(next);
+    if (status) showData(status);
+  },
+  data: ({ received, total, status }) => showData(status, received, total),
+  'data-loaded': ({ status }) => {
+    showData(status);
+    if (pendingData != null && applied) {
+      applied.data = pendingData;
+      updateAddress();
+    }
+  },
+  'data-error': ({ message, status }) => {
+    $('data-message').textContent = `${message}. The data loaded before is kept.`;
+    showData(status);
+  },
+  progress,
+  epoch: epochFinished,
+  inspection: inspected,
+  prediction: () => {},
+  examples: ({ count: n }) => {
+    $('examples-count').textContent = count(n);
+  },
+  error: ({ message }) => {
+    inspecting = false;
+    showMessage(message);
+  },
+};
+
+worker.onmessage = ({ data }) => handlers[data.type]?.(data);
+

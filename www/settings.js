@@ -1,0 +1,164 @@
+// The playground's settings: read from and written to the URL query (so a setup can be shared
+// by link) and from the page's form, validated the same way in both, and turned into the
+// worker's `configure` message and a data source's four URLs.
+
+export const PRESETS = ['mlp', 'cnn', 'lstm', 'gru'];
+export const DEFAULT_DATA = 'data/mnist/';
+
+/** Every setting with its default; `spec` is the JSON text of a custom model. */
+export const DEFAULTS = Object.freeze({
+  model: 'mlp',
+  spec: '',
+  optimizer: 'adam',
+  lr: null,
+  batch: 64,
+  epochs: 5,
+  seed: 0,
+  normalize: 'unit',
+  clean: false,
+  augment: false,
+  data: DEFAULT_DATA,
+});
+
+const wholeNumber = (min, max) => (raw) => {
+  const text = String(raw).trim();
+  if (!/^\d+$/.test(text)) throw new Error(`"${raw}" is not a whole number`);
+  const value = Number(text);
+  if (value < min || value > max) throw new Error(`${value} is outside ${min} to ${max}`);
+  return value;
+};
+const oneOf = (...choices) => (raw) => {
+  if (!choices.includes(raw)) throw new Error(`"${raw}" is not one of ${choices.join(', ')}`);
+  return raw;
+};
+const flag = (raw) => {
+  if (raw === true || raw === 'true' || raw === '1' || raw === 'on') return true;
+  if (raw === false || raw === 'false' || raw === '0' || raw === '' || raw === 'off') return false;
+  throw new Error(`"${raw}" is not true or false`);
+};
+
+/** How each setting is read from text; each throws an Error saying what is wrong. */
+const READERS = {
+  model: oneOf(...PRESETS, 'custom'),
+  spec: String,
+  optimizer: oneOf('adam', 'sgd'),
+  lr: (raw) => {
+    const text = String(raw ?? '').trim();
+    if (text === '') return null;
+    const value = Number(text);
+    if (!Number.isFinite(value) || value <= 0 || value > 10) throw new Error(`"${raw}" is not a number above 0 and at most 10`);
+    return value;
+  },
+  batch: wholeNumber(1, 4096),
+  epochs: wholeNumber(1, 100),
+  seed: wholeNumber(0, Number.MAX_SAFE_INTEGER),
+  normalize: oneOf('unit', 'standard'),
+  clean: flag,
+  augment: flag,
+  data: (raw) => String(raw).trim() || DEFAULT_DATA,
+};
+
+/** Human names of the settings, for messages. */
+export const LABELS = {
+  model: 'model', spec: 'model spec', optimizer: 'optimizer', lr: 'learning rate', batch: 'batch size',
+  epochs: 'epochs', seed: 'seed', normalize: 'pixels', clean: 'cleaning', augment: 'augmentation', data: 'data source',
+};
+
+/**
+ * Reads settings from raw values (strings from the URL or the form). Returns `{settings,
+ * problems}`: a bad value keeps the value of `base` and adds a message naming the setting.
+ */
+export function readSettings(raw, base = DEFAULTS, where = '') {
+  const settings = { ...base };
+  const problems = [];
+  for (const [key, value] of Object.entries(raw)) {
+    if (!(key in READERS)) {
+      problems.push(`${where}unknown setting "${key}"`);
+      continue;
+    }
+    try {
+      settings[key] = READERS[key](value);
+    } catch (error) {
+      problems.push(`${where}${LABELS[key]} (${key}): ${error.message}; keeping ${JSON.stringify(base[key])}`);
+    }
+  }
+  if (settings.model === 'custom' && !settings.spec.trim()) {
+    problems.push(`${where}model=custom needs a spec; using the mlp preset`);
+    settings.model = 'mlp';
+  }
+  return { settings, problems };
+}
+
+/** Settings from a URL query string such as `?model=cnn&epochs=1`. */
+export function settingsFromQuery(search) {
+  const raw = Object.fromEntries(new URLSearchParams(search));
+  return readSettings(raw, DEFAULTS, 'in the address, ');
+}
+
+/** The query string holding what differs from the defaults. */
+export function settingsToQuery(settings) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(settings)) {
+    if (key === 'spec' && settings.model !== 'custom') continue;
+    if (value !== DEFAULTS[key]) query.set(key, value ?? '');
+  }
+  const text = query.toString();
+  return text ? `?${text}` : '';
+}
+
+/** The worker's `configure` message for `settings`. */
+export function configureMessage(settings) {
+  return {
+    type: 'configure',
+    model: settings.model === 'custom' ? settings.spec : settings.model,
+    settings: {
+      optimizer: settings.optimizer,
+      lr: settings.lr ?? undefined,
+      batchSize: settings.batch,
+      epochs: settings.epochs,
+      seed: settings.seed,
+      normalize: settings.normalize,
+      clean: settings.clean,
+      augment: settings.augment,
+    },
+  };
+}
+
+const FILES = {
+  trainImages: 'train-images-idx3-ubyte.gz',
+  trainLabels: 'train-labels-idx1-ubyte.gz',
+  testImages: 't10k-images-idx3-ubyte.gz',
+  testLabels: 't10k-labels-idx1-ubyte.gz',
+};
+
+/**
+ * The four absolute URLs of a data source: one folder URL (the standard file names are added)
+ * or four URLs in the order training images, training labels, test images, test labels.
+ */
+export function dataUrls(source, base) {
+  const parts = source.trim().split(/\s+/).filter(Boolean);
+  const absolute = (url) => {
+    try {
+      return new URL(url, base).href;
+    } catch {
+      throw new Error(`"${url}" is not a URL`);
+    }
+  };
+  if (parts.length === 1) {
+    const folder = absolute(parts[0].endsWith('/') ? parts[0] : `${parts[0]}/`);
+    return Object.fromEntries(Object.entries(FILES).map(([part, file]) => [part, new URL(file, folder).href]));
+  }
+  if (parts.length === 4) {
+    return Object.fromEntries(Object.keys(FILES).map((part, i) => [part, absolute(parts[i])]));
+  }
+  throw new Error(`give one folder URL or four file URLs (training images, training labels, test images, test labels); got ${parts.length}`);
+}
+
+/** A model spec as JSON text with one layer per line: short enough to read, easy to edit. */
+export function formatSpec(specText) {
+  const spec = JSON.parse(specText);
+  const { layers = [], ...rest } = spec;
+  const head = Object.entries(rest).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)},`);
+  const body = layers.map((layer, i) => `    ${JSON.stringify(layer)}${i + 1 < layers.length ? ',' : ''}`);
+  return ['{', ...head, '  "layers": [', ...body, '  ]', '}'].join('\n');
+}
