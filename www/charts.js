@@ -1,7 +1,10 @@
 // Live line charts with uPlot: training figures per batch, test figures per epoch, against
-// the training step. Redraws at most once per animation frame however fast points arrive.
+// the training step. Redraws a few times a second however fast points arrive: each redraw
+// rasterises the canvas again, and on a two-core laptop that competes with the worker.
 
 import uPlot from '../node_modules/uplot/dist/uPlot.esm.js';
+
+const REDRAW_MS = 200;
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
@@ -16,7 +19,7 @@ export class LiveChart {
     this.percent = percent;
     this.height = height;
     this.data = [[], ...series.map(() => [])];
-    this.frame = 0;
+    this.timer = 0;
     this.build();
     new ResizeObserver(() => this.plot.setSize(this.size())).observe(container);
     // Colours come from the theme: follow the system when it switches light and dark.
@@ -81,10 +84,10 @@ export class LiveChart {
   }
 
   schedule() {
-    if (this.frame) return;
-    this.frame = requestAnimationFrame(() => {
-      this.frame = 0;
+    if (this.timer) return;
+    this.timer = setTimeout(() => requestAnimationFrame(() => {
+      this.timer = 0;
       this.plot.setData(this.data);
-    });
+    }), REDRAW_MS);
   }
 }

@@ -21,9 +21,13 @@ function heatmap(values, width, height, scale, colour, label) {
   }
   const ctx = canvas.getContext('2d');
   const image = ctx.createImageData(width, height);
-  for (let i = 0; i < width * height; i++) {
+  const { data } = image;
+  for (let i = 0, o = 0; i < width * height; i++, o += 4) {
     const [r, g, b] = colour(values[i]);
-    image.data.set([r, g, b, 255], i * 4);
+    data[o] = r;
+    data[o + 1] = g;
+    data[o + 2] = b;
+    data[o + 3] = 255;
   }
   ctx.putImageData(image, 0, 0);
   return canvas;

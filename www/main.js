@@ -8,7 +8,7 @@ import { DrawingPad, drawDigit } from './pad.js';
 import {
   configureMessage, dataUrls, DEFAULTS, formatSpec, readSettings, settingsFromQuery, settingsToQuery,
 } from './settings.js';
-import { renderConfusion, renderDigits, renderPerClass, renderProbabilities } from './views.js';
+import { ConfusionView, DigitGrid, PerClassView, ProbabilityBars } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const INSPECT_EVERY_MS = 600;
@@ -49,6 +49,11 @@ const accuracyChart = new LiveChart($('accuracy-chart'), {
   percent: true,
   series: [{ label: 'training (smoothed)', colour: '--accent' }, { label: 'test', colour: '--accent-2', points: true }],
 });
+
+const confusion = new ConfusionView($('confusion'));
+const perClass = new PerClassView($('per-class'));
+const digitGrid = new DigitGrid($('digits'));
+const probabilityBars = new ProbabilityBars($('pad-probs'));
 
 /** Exponential moving averages of the noisy per-batch figures, bias-corrected from the start. */
 const smoothing = { loss: 0, accuracy: 0, n: 0 };
@@ -227,15 +232,13 @@ $('reset').addEventListener('click', () => {
 function clearResults() {
   lossChart.clear();
   accuracyChart.clear();
+  for (const view of [confusion, perClass, digitGrid]) view.show(false);
   Object.assign(smoothing, { loss: 0, accuracy: 0, n: 0 });
   Object.assign(state, { steps: 0, testAccuracy: null, lossPoints: 0 });
   $('steps').textContent = '0';
   $('test-accuracy').textContent = '–';
   $('train-bar').value = 0;
   $('train-text').textContent = 'not started';
-  $('confusion').replaceChildren(Object.assign(document.createElement('p'), { className: 'hint', textContent: 'After the first epoch.' }));
-  $('per-class').replaceChildren();
-  $('digits').replaceChildren();
 }
 
 function duration(seconds) {
@@ -272,9 +275,9 @@ function epochFinished({ evaluation }) {
   $('test-accuracy').textContent = `${(evaluation.accuracy * 100).toFixed(1)}%`;
   lossChart.mark(state.steps, 1, evaluation.loss);
   accuracyChart.mark(state.steps, 1, evaluation.accuracy);
-  renderConfusion($('confusion'), evaluation.confusionMatrix);
-  renderPerClass($('per-class'), evaluation.perClass);
-  renderDigits($('digits'), evaluation.showcase);
+  confusion.update(evaluation.confusionMatrix);
+  perClass.update(evaluation.perClass);
+  digitGrid.update(evaluation.showcase);
 }
 
 // ---- the drawing pad and the inside views -----------------------------------------------------
@@ -292,12 +295,11 @@ const pad = new DrawingPad($('pad'), (pixels) => {
   if (pixels) {
     requestInspection();
   } else {
-    renderProbabilities($('pad-probs'), null);
+    probabilityBars.update(null);
     $('inside').replaceChildren(Object.assign(document.createElement('p'), { className: 'hint', textContent: 'Draw a digit to see what each layer makes of it.' }));
   }
 });
 drawDigit($('pad-preview'), null);
-renderProbabilities($('pad-probs'), null);
 
 /** Asks the worker about the pad's digit; one request at a time, the latest drawing wins. */
 function requestInspection() {
@@ -315,7 +317,7 @@ function requestInspection() {
 function inspected({ inspection }) {
   inspecting = false;
   if (!currentPixels) return;
-  renderProbabilities($('pad-probs'), inspection.probabilities);
+  probabilityBars.update(inspection.probabilities);
   renderInspection($('inside'), inspection);
   if (stale) requestInspection();
 }

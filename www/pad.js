@@ -158,9 +158,14 @@ export function toMnist(image, source) {
 export function drawDigit(canvas, pixels, { bytes = false } = {}) {
   const ctx = canvas.getContext('2d');
   const image = ctx.createImageData(SIDE, SIDE);
-  for (let i = 0; i < SIDE * SIDE; i++) {
-    const v = pixels ? (bytes ? pixels[i] : pixels[i] * 255) : 0;
-    image.data.set([255 - v, 255 - v, 255 - v, 255], i * 4);
+  const { data } = image;
+  const scale = bytes ? 1 : 255;
+  for (let i = 0, o = 0; i < SIDE * SIDE; i++, o += 4) {
+    const level = pixels ? 255 - pixels[i] * scale : 255;
+    data[o] = level;
+    data[o + 1] = level;
+    data[o + 2] = level;
+    data[o + 3] = 255;
   }
   ctx.putImageData(image, 0, 0);
 }

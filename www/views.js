@@ -1,7 +1,9 @@
 // The result views: the confusion matrix as a heat map, per-class scores, a grid of test
 // digits with the mistakes marked, and the drawing pad's probability bars.
-
-import { drawDigit } from './pad.js';
+//
+// Each view builds its elements once and afterwards only updates them: rebuilding a hundred
+// table cells and fifty canvases at every epoch cost the main thread tens of milliseconds on
+// a two-core machine, while training ran beside it.
 
 const el = (tag, props = {}, children = []) => {
   const element = Object.assign(document.createElement(tag), props);
@@ -10,72 +12,202 @@ const el = (tag, props = {}, children = []) => {
 };
 
 const percent = (v, digits = 1) => `${(v * 100).toFixed(digits)}%`;
+const CLASSES = 10;
+const digits = Array.from({ length: CLASSES }, (_, i) => i);
 
 /** The confusion matrix as a table whose cells are shaded by their share of the row. */
-export function renderConfusion(container, matrix) {
-  const head = el('tr', {}, [el('th', { scope: 'col', textContent: 'true \\ predicted' }),
-    ...matrix.map((_, j) => el('th', { scope: 'col', textContent: String(j) }))]);
-  const rows = matrix.map((row, i) => {
-    const total = row.reduce((a, b) => a + b, 0) || 1;
-    return el('tr', {}, [
-      el('th', { scope: 'row', textContent: String(i) }),
-      ...row.map((count, j) => {
+export class ConfusionView {
+  constructor(container) {
+    this.container = container;
+    this.hint = container.firstElementChild;
+    this.cells = digits.map(() => digits.map(() => el('td')));
+    const head = el('tr', {}, [el('th', { scope: 'col', textContent: 'true \\ predicted' }),
+      ...digits.map((j) => el('th', { scope: 'col', textContent: String(j) }))]);
+    const rows = digits.map((i) => el('tr', {}, [el('th', { scope: 'row', textContent: String(i) }), ...this.cells[i]]));
+    this.table = el('table', { className: 'confusion', hidden: true }, [el('thead', {}, [head]), el('tbody', {}, rows)]);
+    container.append(this.table);
+  }
+
+  update(matrix) {
+    matrix.forEach((row, i) => {
+      const total = row.reduce((a, b) => a + b, 0) || 1;
+      row.forEach((count, j) => {
+        const cell = this.cells[i][j];
         const share = count / total;
-        const cell = el('td', { textContent: String(count), title: `true ${i}, predicted ${j}: ${count} (${percent(share)} of the ${i}s)` });
+        cell.textContent = String(count);
+        cell.title = `true ${i}, predicted ${j}: ${count} (${percent(share)} of the ${i}s)`;
         cell.style.setProperty('--share', share.toFixed(3));
         cell.className = i === j ? 'hit' : count > 0 ? 'miss' : '';
-        return cell;
-      }),
-    ]);
-  });
-  container.replaceChildren(el('table', { className: 'confusion' }, [el('thead', {}, [head]), el('tbody', {}, rows)]));
+      });
+    });
+    this.show(true);
+  }
+
+  show(shown) {
+    this.table.hidden = !shown;
+    if (this.hint) this.hint.hidden = shown;
+  }
 }
 
-/** Precision, recall and F1 per digit, each with a bar. */
-export function renderPerClass(container, perClass) {
-  const bar = (v) => {
-    const cell = el('td', { className: 'bar', textContent: percent(v) });
-    cell.style.setProperty('--value', v.toFixed(3));
-    return cell;
-  };
-  const head = el('tr', {}, ['digit', 'precision', 'recall', 'F1', 'test images'].map((t) => el('th', { scope: 'col', textContent: t })));
-  const rows = perClass.map((scores, digit) => el('tr', {}, [
-    el('th', { scope: 'row', textContent: String(digit) }),
-    bar(scores.precision), bar(scores.recall), bar(scores.f1),
-    el('td', { textContent: String(scores.support) }),
-  ]));
-  container.replaceChildren(el('table', { className: 'per-class' }, [el('thead', {}, [head]), el('tbody', {}, rows)]));
+/** Precision, recall and F1 per digit, each with a bar, and the number of test images. */
+export class PerClassView {
+  constructor(container) {
+    const head = el('tr', {}, ['digit', 'precision', 'recall', 'F1', 'test images'].map((t) => el('th', { scope: 'col', textContent: t })));
+    this.rows = digits.map(() => [el('td', { className: 'bar' }), el('td', { className: 'bar' }), el('td', { className: 'bar' }), el('td')]);
+    const body = digits.map((d) => el('tr', {}, [el('th', { scope: 'row', textContent: String(d) }), ...this.rows[d]]));
+    this.table = el('table', { className: 'per-class', hidden: true }, [el('thead', {}, [head]), el('tbody', {}, body)]);
+    container.append(this.table);
+  }
+
+  update(perClass) {
+    perClass.forEach(({ precision, recall, f1, support }, d) => {
+      const [p, r, f, s] = this.rows[d];
+      for (const [cell, v] of [[p, precision], [r, recall], [f, f1]]) {
+        cell.textContent = percent(v);
+        cell.style.setProperty('--value', v.toFixed(3));
+      }
+      s.textContent = String(support);
+    });
+    this.table.hidden = false;
+  }
+
+  show(shown) {
+    this.table.hidden = !shown;
+  }
 }
 
-/** Test digits as small canvases; a wrong prediction is outlined and shows what was predicted. */
-export function renderDigits(container, { pixels, labels, predicted }) {
-  const size = 28 * 28;
-  const cells = labels.map((label, i) => {
-    const canvas = el('canvas', { width: 28, height: 28 });
-    drawDigit(canvas, pixels.subarray ? pixels.subarray(i * size, (i + 1) * size) : pixels.slice(i * size, (i + 1) * size), { bytes: true });
-    const wrong = predicted[i] !== label;
-    const caption = el('figcaption', { textContent: wrong ? `${predicted[i]} ✗` : String(predicted[i]) });
-    const figure = el('figure', { className: wrong ? 'digit wrong' : 'digit' }, [canvas, caption]);
-    figure.title = wrong ? `a ${label}, predicted ${predicted[i]}` : `a ${label}, predicted correctly`;
-    return figure;
-  });
-  container.replaceChildren(...cells);
+/**
+ * Test digits drawn on one canvas, a wrong prediction outlined in red with what was predicted.
+ * One canvas, not one per digit: fifty small canvases took the page's thread long enough to
+ * stall its timers while the worker trained.
+ */
+export class DigitGrid {
+  static CELL = 44; // CSS pixels per digit: the 28x28 image at 32 px and its caption
+
+  constructor(container) {
+    this.container = container;
+    this.canvas = el('canvas', { hidden: true });
+    this.canvas.setAttribute('role', 'img');
+    this.showcase = null;
+    container.append(this.canvas);
+    this.canvas.addEventListener('pointermove', (event) => this.describe(event));
+    // The width is observed rather than read in update(), where reading it would force a
+    // layout of the whole page in the middle of an epoch's redraw.
+    this.width = 0;
+    new ResizeObserver(([entry]) => {
+      this.width = entry.contentRect.width;
+      if (this.showcase && this.columnsFor(this.width) !== this.columns) this.update(this.showcase);
+    }).observe(container);
+  }
+
+  columnsFor(width) {
+    return Math.max(4, Math.floor(width / DigitGrid.CELL));
+  }
+
+  update(showcase) {
+    this.showcase = showcase;
+    const { pixels, labels, predicted } = showcase;
+    const { CELL } = DigitGrid;
+    const columns = this.columnsFor(this.width);
+    const rows = Math.ceil(labels.length / columns);
+    const scale = devicePixelRatio || 1;
+    this.columns = columns;
+    this.canvas.width = columns * CELL * scale;
+    this.canvas.height = rows * CELL * scale;
+    this.canvas.style.width = `${columns * CELL}px`;
+    this.canvas.style.height = `${rows * CELL}px`;
+    const ctx = this.canvas.getContext('2d');
+    ctx.scale(scale, scale);
+    const style = getComputedStyle(this.container);
+    const [text, bad] = [style.getPropertyValue('--text-dim'), style.getPropertyValue('--bad')];
+    ctx.font = '11px system-ui, sans-serif';
+    ctx.textAlign = 'center';
+    this.paintDigits(ctx, pixels, labels.length, scale);
+    const wrong = [];
+    labels.forEach((label, i) => {
+      const x = (i % columns) * CELL;
+      const y = Math.floor(i / columns) * CELL;
+      const miss = predicted[i] !== label;
+      if (miss) {
+        wrong.push(`a ${label} read as ${predicted[i]}`);
+        ctx.strokeStyle = bad;
+        ctx.lineWidth = 2;
+        ctx.strokeRect(x + 3, y + 1, CELL - 6, CELL - 2);
+      }
+      ctx.fillStyle = miss ? bad : text;
+      ctx.fillText(miss ? `${predicted[i]} ✗` : String(predicted[i]), x + CELL / 2, y + CELL - 3);
+    });
+    this.canvas.setAttribute('aria-label', `${labels.length} test digits, ${labels.length - wrong.length} read right`
+      + (wrong.length ? `; wrong: ${wrong.join(', ')}` : ''));
+    this.canvas.hidden = false;
+  }
+
+  /** Writes every digit, ink dark on light and scaled up to 32 px, in one image. */
+  paintDigits(ctx, pixels, count, scale) {
+    const { CELL } = DigitGrid;
+    const { width } = this.canvas;
+    const image = ctx.createImageData(width, this.canvas.height);
+    const side = Math.round(32 * scale);
+    for (let i = 0; i < count; i++) {
+      const left = Math.round(((i % this.columns) * CELL + 6) * scale);
+      const top = Math.round((Math.floor(i / this.columns) * CELL + 2) * scale);
+      for (let y = 0; y < side; y++) {
+        const row = i * 784 + Math.floor((y * 28) / side) * 28;
+        let o = ((top + y) * width + left) * 4;
+        for (let x = 0; x < side; x++, o += 4) {
+          const level = 255 - pixels[row + Math.floor((x * 28) / side)];
+          image.data[o] = level;
+          image.data[o + 1] = level;
+          image.data[o + 2] = level;
+          image.data[o + 3] = 255;
+        }
+      }
+    }
+    ctx.putImageData(image, 0, 0);
+  }
+
+  /** The tooltip names the digit under the pointer and its prediction. */
+  describe(event) {
+    if (!this.showcase) return;
+    const rect = this.canvas.getBoundingClientRect();
+    const { CELL } = DigitGrid;
+    const i = Math.floor((event.clientY - rect.top) / CELL) * this.columns + Math.floor((event.clientX - rect.left) / CELL);
+    const { labels, predicted } = this.showcase;
+    this.canvas.title = i < labels.length
+      ? (predicted[i] === labels[i] ? `a ${labels[i]}, read right` : `a ${labels[i]}, read as ${predicted[i]}`) : '';
+  }
+
+  show(shown) {
+    this.canvas.hidden = !shown;
+  }
 }
 
 /** Ten probability bars; each `.prob` carries its digit and probability as data attributes. */
-export function renderProbabilities(container, probs) {
-  const best = probs ? probs.indexOf(Math.max(...probs)) : -1;
-  const bars = Array.from({ length: 10 }, (_, digit) => {
-    const p = probs ? probs[digit] : 0;
-    const row = el('div', { className: digit === best ? 'prob best' : 'prob' }, [
-      el('span', { className: 'digit', textContent: String(digit) }),
-      el('span', { className: 'track' }, [el('span', { className: 'fill' })]),
-      el('span', { className: 'value', textContent: probs ? percent(p, 0) : '–' }),
-    ]);
-    row.dataset.digit = String(digit);
-    row.dataset.prob = String(p);
-    row.style.setProperty('--value', p.toFixed(4));
-    return row;
-  });
-  container.replaceChildren(...bars);
+export class ProbabilityBars {
+  constructor(container) {
+    this.rows = digits.map((digit) => {
+      const value = el('span', { className: 'value' });
+      const row = el('div', { className: 'prob' }, [
+        el('span', { className: 'digit', textContent: String(digit) }),
+        el('span', { className: 'track' }, [el('span', { className: 'fill' })]),
+        value,
+      ]);
+      row.dataset.digit = String(digit);
+      return { row, value };
+    });
+    container.replaceChildren(...this.rows.map(({ row }) => row));
+    this.update(null);
+  }
+
+  /** `probs`: ten probabilities, or null for none. */
+  update(probs) {
+    const best = probs ? probs.indexOf(Math.max(...probs)) : -1;
+    this.rows.forEach(({ row, value }, digit) => {
+      const p = probs ? probs[digit] : 0;
+      row.className = digit === best ? 'prob best' : 'prob';
+      row.dataset.prob = String(p);
+      row.style.setProperty('--value', p.toFixed(4));
+      value.textContent = probs ? percent(p, 0) : '–';
+    });
+  }
 }

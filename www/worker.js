@@ -82,7 +82,13 @@ async function trainLoop() {
     throughput.ms += performance.now() - start;
     const status = session.status();
     if (batches.length) post({ type: 'progress', batches, status, ...speed(status) });
-    if (evaluation) post({ type: 'epoch', epoch: status.epoch, evaluation });
+    if (evaluation) {
+      // A typed array crosses to the page as one copy; a plain array of 37,000 numbers
+      // would be cloned and rebuilt element by element on the page's thread.
+      const pixels = Uint8Array.from(evaluation.showcase.pixels);
+      evaluation.showcase.pixels = pixels;
+      post({ type: 'epoch', epoch: status.epoch, evaluation }, [pixels.buffer]);
+    }
     if (outcome === 'done') {
       setState('done');
       return;
