@@ -64,10 +64,12 @@ export async function open(browser, url, { expectFailures = [], viewport, colorS
   return { page, context, problems };
 }
 
-export async function screenshot(page, name) {
+/** Saves a screenshot of the whole page, or of one element when `selector` is given. */
+export async function screenshot(page, name, selector) {
   mkdirSync(ARTIFACTS, { recursive: true });
   const path = join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
+  if (selector) await page.locator(selector).screenshot({ path });
+  else await page.screenshot({ path, fullPage: true });
   return path;
 }
 
