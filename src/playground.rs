@@ -10,6 +10,7 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint;
 use crate::data::{preprocess, Dataset, DatasetBuilder};
 use crate::nn::ModelSpec;
 use crate::optim::OptimizerSpec;
@@ -226,6 +227,38 @@ impl Playground {
         self.configure(spec, config).expect("the current settings were valid");
     }
 
+    /// The model, the optimizer's state and the progress of training, as a safetensors file
+    /// that [`restore`](Self::restore) continues from.
+    pub fn save(&self) -> Vec<u8> {
+        checkpoint::save_trainer(&self.trainer)
+    }
+
+    /// Continues training from a file saved by [`save`](Self::save): its model, optimizer
+    /// and progress replace the current ones; the data, batch size and epoch count stay. The
+    /// epoch that was under way when the file was saved starts over.
+    ///
+    /// # Errors
+    /// When the file is not a ferrograd training file (truncated, foreign, tensors that do
+    /// not match its spec) or its model does not fit the data; nothing changes then.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let trainer = checkpoint::load_trainer(bytes)?;
+        let spec = trainer.model().spec();
+        if let Some(size) = self.data.as_ref().and_then(|d| d.train.image_size()) {
+            check_fits(spec, size)?;
+        }
+        let (rows, cols) = image_size(spec);
+        if self.examples.image_size() != (rows, cols) {
+            self.examples = Dataset::empty(rows, cols);
+        }
+        self.config.optimizer = trainer.optimizer_spec().clone();
+        self.config.augment = trainer.augment();
+        self.config.clip_norm = trainer.clip_norm();
+        self.restart_epochs();
+        self.epoch = trainer.epochs().min(self.config.epochs);
+        self.trainer = trainer;
+        Ok(())
+    }
+
     pub fn trainer(&self) -> &Trainer {
         &self.trainer
     }
@@ -355,6 +388,7 @@ impl Playground {
         let epoch_finished = complete && self.position == self.order.len();
         if epoch_finished {
             self.epoch += 1;
+            self.trainer.finish_epoch();
             self.order.clear();
             self.position = 0;
         }
@@ -414,7 +448,11 @@ impl Playground {
         let evaluation = self.trainer.evaluate(&test)?;
         let shown: Vec<usize> = (0..showcase.min(test.len())).collect();
         let (images, labels) = test.batch(&shown);
-        let predicted = argmax_rows(&self.trainer.predict(images)?).into_iter().map(|p| p as u8).collect();
+        let predicted = if shown.is_empty() {
+            Vec::new()
+        } else {
+            argmax_rows(&self.trainer.predict(images)?).into_iter().map(|p| p as u8).collect()
+        };
         let pixels = shown.iter().flat_map(|&i| test.image(i).iter().copied()).collect();
         Ok((evaluation, Showcase { pixels, labels, predicted }))
     }

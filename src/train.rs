@@ -38,6 +38,9 @@ pub struct TrainingState {
     pub optimizer: OptimizerSpec,
     pub optimizer_step: u64,
     pub steps: u64,
+    /// Whole passes over the training data finished (files saved before it was kept read 0).
+    #[serde(default)]
+    pub epochs: usize,
     /// The generator for shuffling, dropout and augmentation, mid-stream.
     pub rng: Pcg64,
     pub augment: bool,
@@ -51,6 +54,7 @@ pub struct Trainer {
     optimizer: Optimizer,
     rng: Pcg64,
     steps: u64,
+    epochs: usize,
     augment: bool,
     clip_norm: Option<f32>,
 }
@@ -88,7 +92,16 @@ impl Trainer {
         let optimizer = Optimizer::new(optimizer, model.params())?;
         // A stream apart from the weights' so that changing the architecture keeps the data order.
         let rng = Pcg64::seed_from_u64(seed ^ 0x5eed_da7a);
-        Ok(Trainer { model, optimizer_spec, optimizer, rng, steps: 0, augment: false, clip_norm: None })
+        Ok(Trainer {
+            model,
+            optimizer_spec,
+            optimizer,
+            rng,
+            steps: 0,
+            epochs: 0,
+            augment: false,
+            clip_norm: None,
+        })
     }
 
     /// Training picked up where [`Trainer::training_state`] left it.
@@ -101,6 +114,7 @@ impl Trainer {
         trainer.optimizer.restore(OptimizerState { step: state.optimizer_step, ..optimizer })?;
         trainer.rng = state.rng;
         trainer.steps = state.steps;
+        trainer.epochs = state.epochs;
         trainer.augment = state.augment;
         trainer.set_clip_norm(state.clip_norm)?;
         Ok(trainer)
@@ -113,6 +127,7 @@ impl Trainer {
             optimizer: self.optimizer_spec.clone(),
             optimizer_step: optimizer.step,
             steps: self.steps,
+            epochs: self.epochs,
             rng: self.rng.clone(),
             augment: self.augment,
             clip_norm: self.clip_norm,
@@ -149,6 +164,30 @@ impl Trainer {
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Epochs finished so far.
+    pub fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    /// Counts an epoch as finished, for trainers driven batch by batch.
+    pub fn finish_epoch(&mut self) {
+        self.epochs += 1;
+    }
+
+    /// The optimizer and its settings.
+    pub fn optimizer_spec(&self) -> &OptimizerSpec {
+        &self.optimizer_spec
+    }
+
+    /// Whether training images are augmented, and the gradient clipping norm.
+    pub fn augment(&self) -> bool {
+        self.augment
+    }
+
+    pub fn clip_norm(&self) -> Option<f32> {
+        self.clip_norm
     }
 
     /// One optimizer step on a batch of `images` shaped `[batch, ..input]` with `labels`.
@@ -213,6 +252,7 @@ impl Trainer {
             correct += stats.accuracy * stats.samples as f32;
             on_step(&stats);
         }
+        self.epochs += 1;
         let samples = data.len().max(1) as f32;
         Ok(StepStats { loss: loss / samples, accuracy: correct / samples, samples: data.len() })
     }

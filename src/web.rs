@@ -229,6 +229,24 @@ impl Session {
     }
 
     /// The model spec as JSON.
+    /// The model, optimizer state and progress as a safetensors file to keep or download.
+    pub fn save(&self) -> Vec<u8> {
+        self.inner.save()
+    }
+
+    /// Continues from a file made by `save`; on error (a truncated, foreign or mismatched
+    /// file) the current model stays.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        Ok(self.inner.restore(bytes)?)
+    }
+
+    /// The model as an ONNX file: raw pixels in [0, 1] shaped `[N, 1, 28, 28]` in, `[N, 10]`
+    /// logits out.
+    #[wasm_bindgen(js_name = exportOnnx)]
+    pub fn export_onnx(&self) -> Result<Vec<u8>, JsError> {
+        Ok(crate::export::onnx::export(self.inner.trainer().model())?)
+    }
+
     #[wasm_bindgen(js_name = specJson)]
     pub fn spec_json(&self) -> String {
         self.inner.trainer().model().spec().to_json()
@@ -239,4 +257,26 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// Two square matrices whose product JavaScript times, for the benchmark's GFLOP/s.
+#[wasm_bindgen]
+pub struct MatmulBench {
+    a: ndarray::Array2<f32>,
+    b: ndarray::Array2<f32>,
+}
+
+#[wasm_bindgen]
+impl MatmulBench {
+    #[wasm_bindgen(constructor)]
+    pub fn new(size: usize) -> MatmulBench {
+        let a = ndarray::Array2::from_shape_fn((size, size), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0);
+        let b = a.t().to_owned();
+        MatmulBench { a, b }
+    }
+
+    /// One product; returns an element of it so that the work cannot be skipped.
+    pub fn run(&self) -> f32 {
+        crate::backend::cpu::matmul(&self.a.view(), &self.b.view())[[0, 0]]
+    }
 }

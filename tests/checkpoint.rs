@@ -70,7 +70,10 @@ fn a_model_alone_loads_for_inference_but_does_not_resume() {
     let model_only = save(trainer.model());
     assert_eq!(load(&model_only).unwrap().spec(), trainer.model().spec());
     let err = load_trainer(&model_only).err().unwrap().to_string();
-    assert_eq!(err, "checkpoint: the file holds a model but no training state, so training cannot resume from it");
+    assert_eq!(
+        err,
+        "checkpoint: the file holds a model but no training state, so training cannot resume from it"
+    );
     // A full training file loads as a model too.
     assert_eq!(load(&save_trainer(&trainer)).unwrap().params().len(), trainer.model().params().len());
 }
@@ -95,7 +98,8 @@ fn malformed_files_are_refused_clearly() {
     // A spec that does not match the tensors: the metadata says 12 filters, the file has 3.
     let other_spec = spec().to_json().replace("\"filters\":3", "\"filters\":12");
     let mismatched = replace_metadata(&bytes, "ferrograd.spec", &other_spec);
-    assert!(err(&mismatched).contains("tensor `layers.0.weight` is F32 [3, 1, 5, 5], the spec needs F32 [12, 1, 5, 5]"));
+    assert!(err(&mismatched)
+        .contains("tensor `layers.0.weight` is F32 [3, 1, 5, 5], the spec needs F32 [12, 1, 5, 5]"));
 
     // A training state that does not parse.
     let broken = replace_metadata(&bytes, "ferrograd.training", "{\"optimizer\": 3}");

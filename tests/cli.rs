@@ -51,7 +51,8 @@ fn the_default_model_reaches_93_percent_in_5_epochs_and_repeats_exactly() {
     assert!(first["samples_per_second"].as_f64().unwrap() > 0.0);
     assert!(first["test_loss"].as_f64().unwrap() < 0.35);
     let confusion = first["confusion_matrix"].as_array().unwrap();
-    let total: u64 = confusion.iter().flat_map(|row| row.as_array().unwrap()).map(|n| n.as_u64().unwrap()).sum();
+    let total: u64 =
+        confusion.iter().flat_map(|row| row.as_array().unwrap()).map(|n| n.as_u64().unwrap()).sum();
     assert_eq!((confusion.len(), total), (10, 2000));
 
     let second = json_of(&ferrograd(&args));
@@ -64,10 +65,27 @@ fn a_saved_model_evaluates_to_the_same_scores() {
     let data = data_dir();
     let path = temp("saved.safetensors");
     let trained = json_of(&ferrograd(&[
-        "train", "--data", data.to_str().unwrap(), "--epochs", "1", "--optimizer", "sgd", "--lr", "0.05",
-        "--save", path.to_str().unwrap(), "--json",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--save",
+        path.to_str().unwrap(),
+        "--json",
     ]));
-    let evaluated = json_of(&ferrograd(&["eval", "--data", data.to_str().unwrap(), "--load", path.to_str().unwrap(), "--json"]));
+    let evaluated = json_of(&ferrograd(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--load",
+        path.to_str().unwrap(),
+        "--json",
+    ]));
     assert_eq!(trained["test_accuracy"], evaluated["test_accuracy"]);
     assert_eq!(trained["confusion_matrix"], evaluated["confusion_matrix"]);
     assert_eq!(trained["model"], evaluated["model"]);
@@ -82,7 +100,16 @@ fn a_json_spec_file_trains() {
         r#"{"layers":[{"type":"flatten"},{"type":"dense","units":32,"activation":"tanh"},{"type":"dropout","rate":0.1},{"type":"dense","units":10}]}"#,
     )
     .unwrap();
-    let report = json_of(&ferrograd(&["train", "--data", data.to_str().unwrap(), "--model", spec.to_str().unwrap(), "--epochs", "1", "--json"]));
+    let report = json_of(&ferrograd(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        spec.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--json",
+    ]));
     assert!(report["test_accuracy"].as_f64().unwrap() > 0.8);
 }
 
@@ -100,7 +127,10 @@ fn bad_input_gives_a_clear_error_naming_what_and_where() {
     assert!(err.contains(spec.to_str().unwrap()) && err.contains("layers[1] (dense)"), "{err}");
 
     let err = failure(&["train", "--data", data, "--model", "resnet"]);
-    assert!(err.contains("--model resnet: neither a preset (mlp, cnn, lstm, gru) nor an existing JSON file"), "{err}");
+    assert!(
+        err.contains("--model resnet: neither a preset (mlp, cnn, lstm, gru) nor an existing JSON file"),
+        "{err}"
+    );
 
     let wrong_output = temp("wrong-output.json");
     std::fs::write(&wrong_output, r#"{"layers":[{"type":"flatten"},{"type":"dense","units":3}]}"#).unwrap();
@@ -126,7 +156,16 @@ fn bad_input_gives_a_clear_error_naming_what_and_where() {
 fn a_truncated_checkpoint_is_refused() {
     let data = data_dir();
     let path = temp("truncated.safetensors");
-    json_of(&ferrograd(&["train", "--data", data.to_str().unwrap(), "--epochs", "1", "--save", path.to_str().unwrap(), "--json"]));
+    json_of(&ferrograd(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--save",
+        path.to_str().unwrap(),
+        "--json",
+    ]));
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = failure(&["eval", "--data", data.to_str().unwrap(), "--load", path.to_str().unwrap()]);
@@ -136,7 +175,16 @@ fn a_truncated_checkpoint_is_refused() {
 /// Trains a preset for 5 epochs (batch 64, Adam 1e-3, seed 0) and returns its test accuracy.
 fn preset_accuracy(preset: &str) -> f64 {
     let data = data_dir();
-    let report = json_of(&ferrograd(&["train", "--data", data.to_str().unwrap(), "--model", preset, "--epochs", "5", "--json"]));
+    let report = json_of(&ferrograd(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        preset,
+        "--epochs",
+        "5",
+        "--json",
+    ]));
     report["test_accuracy"].as_f64().unwrap()
 }
 

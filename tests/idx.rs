@@ -46,7 +46,8 @@ fn each_item_is_handed_out_as_soon_as_its_last_byte_arrives() {
     let stream = encode(&[3, 2, 2], &pixels(1)[..12]);
     let (_, _, counts) = decode_in_chunks(&stream, 1);
     let header = 4 + 3 * 4;
-    let completed_at: Vec<usize> = counts.iter().enumerate().filter(|(_, &n)| n == 1).map(|(i, _)| i).collect();
+    let completed_at: Vec<usize> =
+        counts.iter().enumerate().filter(|(_, &n)| n == 1).map(|(i, _)| i).collect();
     // Items of 4 bytes end at stream offsets header+3, header+7 and header+11.
     assert_eq!(completed_at, vec![header + 3, header + 7, header + 11]);
 }
@@ -118,7 +119,10 @@ fn rejects_a_stream_that_stops_inside_the_header() {
 fn rejects_bytes_after_the_last_item() {
     let mut stream = encode(&[2], &[1, 2]);
     stream.push(3);
-    assert_eq!(error_of(&stream), "test.idx: unexpected bytes after the last of the 2 items the header declares");
+    assert_eq!(
+        error_of(&stream),
+        "test.idx: unexpected bytes after the last of the 2 items the header declares"
+    );
 }
 
 #[test]
@@ -175,7 +179,9 @@ fn write_split(dir: &std::path::Path, gzip: bool, train: usize, test: usize) {
     use std::io::Write;
     for (n, (images, labels)) in [train, test].into_iter().zip(ferrograd::data::FILE_NAMES) {
         let label_bytes: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        for (name, bytes) in [(images, encode(&[n as u32, 28, 28], &pixels(n))), (labels, encode(&[n as u32], &label_bytes))] {
+        for (name, bytes) in
+            [(images, encode(&[n as u32, 28, 28], &pixels(n))), (labels, encode(&[n as u32], &label_bytes))]
+        {
             if gzip {
                 let file = std::fs::File::create(dir.join(format!("{name}.gz"))).unwrap();
                 let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());

@@ -14,7 +14,8 @@ use serde_json::Value;
 /// Trains `spec` for `steps` batches, exports it and compares onnxruntime with ferrograd.
 fn check(name: &str, spec: ModelSpec, steps: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mnist = load_mnist(&root.join("data/mnist")).expect("the bundled sample (node scripts/fetch-mnist.mjs)");
+    let mnist =
+        load_mnist(&root.join("data/mnist")).expect("the bundled sample (node scripts/fetch-mnist.mjs)");
     let mut trainer = Trainer::new(spec, &OptimizerSpec::adam(1e-3), 3).unwrap();
     let order: Vec<usize> = (0..mnist.train.len()).collect();
     for batch in order.chunks(64).take(steps) {
@@ -36,7 +37,8 @@ fn check(name: &str, spec: ModelSpec, steps: usize) {
         let bytes: Vec<u8> = values.flat_map(f32::to_le_bytes).collect();
         std::fs::write(dir.join(file), bytes).unwrap();
     };
-    std::fs::write(dir.join("model.onnx"), ferrograd::export::onnx::export(trainer.model()).unwrap()).unwrap();
+    std::fs::write(dir.join("model.onnx"), ferrograd::export::onnx::export(trainer.model()).unwrap())
+        .unwrap();
     write_f32("images.f32", &mut images.iter().copied());
     write_f32("logits.f32", &mut logits.iter().copied());
 
@@ -47,7 +49,10 @@ fn check(name: &str, spec: ModelSpec, steps: usize) {
         .output()
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{name}: the ONNX check failed (is `pip install onnx onnxruntime` done?):\n{stderr}");
+    assert!(
+        output.status.success(),
+        "{name}: the ONNX check failed (is `pip install onnx onnxruntime` done?):\n{stderr}"
+    );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let agreement = report["agreement"].as_f64().unwrap();
     let diff = report["max_abs_diff"].as_f64().unwrap();

@@ -7,7 +7,15 @@ use ferrograd::optim::OptimizerSpec;
 use ferrograd::playground::{Part, Playground, Progress, TrainingConfig};
 
 fn config(batch_size: usize, epochs: usize) -> TrainingConfig {
-    TrainingConfig { optimizer: OptimizerSpec::adam(1e-3), batch_size, epochs, seed: 1, clean: false, augment: false, clip_norm: None }
+    TrainingConfig {
+        optimizer: OptimizerSpec::adam(1e-3),
+        batch_size,
+        epochs,
+        seed: 1,
+        clean: false,
+        augment: false,
+        clip_norm: None,
+    }
 }
 
 /// `count` images where class `c` lights its own 7x7 block; `blank` of them (the last ones)
@@ -132,7 +140,10 @@ fn a_good_replacement_source_takes_over_once_whole() {
     p.feed(Part::TestLabels, &vl).unwrap();
     p.end_load().unwrap();
     let status = p.status();
-    assert_eq!((status.train_available, status.test_available, status.epoch, status.epoch_size), (50, 20, 0, 50));
+    assert_eq!(
+        (status.train_available, status.test_available, status.epoch, status.epoch_size),
+        (50, 20, 0, 50)
+    );
 }
 
 #[test]
@@ -163,7 +174,8 @@ fn bad_settings_leave_the_model_as_it_was() {
     assert_eq!(p.config(), &config(10, 5));
 
     // A good configuration starts over.
-    let other = ModelSpec::from_json(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":10}]}"#).unwrap();
+    let other =
+        ModelSpec::from_json(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":10}]}"#).unwrap();
     p.configure(other.clone(), config(15, 2)).unwrap();
     assert_eq!((p.trainer().steps(), p.trainer().model().spec()), (0, &other));
     assert_eq!(p.status().epoch_done, 0);
@@ -171,11 +183,15 @@ fn bad_settings_leave_the_model_as_it_was() {
 
 #[test]
 fn cleaning_drops_blank_images_and_counts_them() {
-    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), TrainingConfig { clean: true, ..config(10, 1) }).unwrap();
+    let mut p =
+        Playground::new(ModelSpec::preset("mlp").unwrap(), TrainingConfig { clean: true, ..config(10, 1) })
+            .unwrap();
     p.begin_load(names());
     let (ti, tl) = images(30, 5);
     let (vi, vl) = images(10, 0);
-    for (part, bytes) in [(Part::TrainImages, ti), (Part::TrainLabels, tl), (Part::TestImages, vi), (Part::TestLabels, vl)] {
+    for (part, bytes) in
+        [(Part::TrainImages, ti), (Part::TrainLabels, tl), (Part::TestImages, vi), (Part::TestLabels, vl)]
+    {
         p.feed(part, &bytes).unwrap();
     }
     p.end_load().unwrap();
@@ -210,5 +226,60 @@ fn evaluation_scores_the_test_images_that_arrived() {
     let (evaluation, showcase) = p.evaluate(4).unwrap();
     // Each class has its own block of ink: easy once trained.
     assert!(evaluation.accuracy > 0.9, "{}", evaluation.accuracy);
-    assert_eq!((showcase.pixels.len(), showcase.labels, showcase.predicted.len()), (4 * 784, vec![0, 1, 2, 3], 4));
+    assert_eq!(
+        (showcase.pixels.len(), showcase.labels, showcase.predicted.len()),
+        (4 * 784, vec![0, 1, 2, 3], 4)
+    );
+    let (_, none) = p.evaluate(0).unwrap();
+    assert!(none.labels.is_empty() && none.predicted.is_empty());
+}
+
+#[test]
+fn a_saved_playground_resumes_exactly_and_bad_files_change_nothing() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 3)).unwrap();
+    load_whole(&mut p, 30, 10);
+    // One whole epoch (three batches) and one step into the next.
+    for _ in 0..4 {
+        assert!(trained(p.step().unwrap()));
+    }
+    let saved = p.save();
+    let status = p.status();
+    assert_eq!((status.epoch, status.steps), (1, 4));
+
+    let mut resumed = Playground::new(ModelSpec::preset("cnn").unwrap(), config(10, 3)).unwrap();
+    load_whole(&mut resumed, 30, 10);
+    resumed.restore(&saved).unwrap();
+    assert_eq!(resumed.trainer().model().spec(), p.trainer().model().spec());
+    let status = resumed.status();
+    // The finished epoch counts; the one under way starts over.
+    assert_eq!((status.epoch, status.epoch_done, status.steps), (1, 0, 4));
+    let (a, b) = (p.evaluate(0).unwrap().0, resumed.evaluate(0).unwrap().0);
+    assert_eq!(a.loss, b.loss, "the same weights give the same test loss");
+
+    let before = (
+        resumed.evaluate(0).unwrap().0.loss,
+        resumed.status().steps,
+        resumed.trainer().model().spec().clone(),
+    );
+    for (bytes, expected) in [
+        (&saved[..saved.len() - 10], "checkpoint"),
+        (&b"<!doctype html><html></html>"[..], "not a safetensors file"),
+        (&ferrograd::checkpoint::save(p.trainer().model())[..], "no training state"),
+    ] {
+        let err = resumed.restore(bytes).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+        let after = (
+            resumed.evaluate(0).unwrap().0.loss,
+            resumed.status().steps,
+            resumed.trainer().model().spec().clone(),
+        );
+        assert!(after == before, "a bad file must leave the model as it was");
+    }
+
+    // A model for other images than the data's is refused.
+    let mut other = ModelSpec::preset("mlp").unwrap();
+    other.input = vec![1, 14, 14];
+    let small = Playground::new(other, config(10, 3)).unwrap();
+    let err = resumed.restore(&small.save()).unwrap_err().to_string();
+    assert!(err.contains("14"), "{err}");
 }

@@ -43,10 +43,20 @@ fn message(err: wasm_bindgen::JsError) -> String {
 }
 
 fn load(session: &mut Session, train: usize, test: usize, chunk: usize) {
-    session.begin_load("train-images".into(), "train-labels".into(), "test-images".into(), "test-labels".into());
+    session.begin_load(
+        "train-images".into(),
+        "train-labels".into(),
+        "test-images".into(),
+        "test-labels".into(),
+    );
     let (train_images, train_labels) = synthetic(train, 0);
     let (test_images, test_labels) = synthetic(test, 3);
-    for (part, bytes) in [("trainLabels", train_labels), ("trainImages", train_images), ("testLabels", test_labels), ("testImages", test_images)] {
+    for (part, bytes) in [
+        ("trainLabels", train_labels),
+        ("trainImages", train_images),
+        ("testLabels", test_labels),
+        ("testImages", test_images),
+    ] {
         for piece in bytes.chunks(chunk) {
             session.feed(part, piece).unwrap();
         }
@@ -79,7 +89,12 @@ fn the_mlp_preset_trains_and_its_loss_falls() {
 fn data_fed_one_byte_at_a_time_trains_while_it_arrives() {
     let mut session = Session::new("mlp", settings(r#"{"batchSize": 16}"#)).unwrap();
     assert_eq!(get(&session.step().unwrap(), &["status"]), "waiting");
-    session.begin_load("train-images".into(), "train-labels".into(), "test-images".into(), "test-labels".into());
+    session.begin_load(
+        "train-images".into(),
+        "train-labels".into(),
+        "test-images".into(),
+        "test-labels".into(),
+    );
     let (images, labels) = synthetic(40, 0);
     session.feed("trainLabels", &labels).unwrap();
     // Sixteen whole images and one byte of the next: the first batch can run.

@@ -144,7 +144,16 @@ function configured(spec) {
   if (applied.model === 'custom') applied.spec = JSON.stringify(JSON.parse(spec));
   updateAddress();
   clearResults();
-  if (first) loadData(applied.data, { initial: true });
+  if (first) {
+    loadData(applied.data, { initial: true });
+    // Carry on with what was trained here before, on a reload or a plain visit; a shared
+    // link with settings starts what it describes.
+    send({ type: 'keep', enabled: true });
+    const reload = performance.getEntriesByType('navigation')[0]?.type === 'reload';
+    if (reload || !location.search) send({ type: 'resume-kept' });
+  } else {
+    $('kept-message').hidden = true;
+  }
   requestInspection();
 }
 
@@ -220,6 +229,52 @@ function showState(next) {
   $('start').disabled = running;
   $('pause').disabled = !running;
   $('start').textContent = next === 'paused' ? 'Resume' : next === 'done' ? 'Train again' : 'Start';
+}
+
+// ---- keeping, sharing and exporting the model ---------------------------------------------------
+
+/** Offers `bytes` to the user as a download called `name`. */
+function download(bytes, name, type = 'application/octet-stream') {
+  const url = URL.createObjectURL(new Blob([bytes], { type }));
+  const link = Object.assign(document.createElement('a'), { href: url, download: name });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+const fileStem = () => `ferrograd-${applied?.model === 'custom' ? 'model' : applied?.model ?? 'model'}-step${state.steps}`;
+
+$('save-model').addEventListener('click', () => send({ type: 'save' }));
+$('export-onnx').addEventListener('click', () => send({ type: 'export-onnx' }));
+$('load-model').addEventListener('click', () => $('load-file').click());
+$('load-file').addEventListener('change', async () => {
+  const [file] = $('load-file').files;
+  $('load-file').value = '';
+  if (!file) return;
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  send({ type: 'restore', bytes, source: file.name }, [bytes.buffer]);
+});
+$('forget-kept').addEventListener('click', () => {
+  $('kept-message').hidden = true;
+  fillForm({ ...initial.settings, data: applied?.data ?? initial.settings.data });
+  configure({ ...initial.settings, data: applied?.data ?? initial.settings.data });
+});
+
+function restored({ spec, status, source }) {
+  const text = JSON.stringify(JSON.parse(spec));
+  applied = { ...applied, model: 'custom', spec: text };
+  $('model-preset').value = 'custom';
+  $('model-spec').value = formatSpec(spec);
+  $('spec-error').textContent = '';
+  $('file-message').textContent = '';
+  updateAddress();
+  clearResults();
+  state.steps = status.steps;
+  $('steps').textContent = count(status.steps);
+  const where = source === 'kept' ? 'the training kept in this browser' : source;
+  $('kept-text').textContent = `Continuing from ${where}: ${count(status.steps)} steps, epoch ${Math.min(status.epoch + 1, status.epochs)} of ${status.epochs}.`;
+  $('kept-message').hidden = false;
+  $('forget-kept').hidden = source !== 'kept';
+  requestInspection();
 }
 
 $('start').addEventListener('click', () => send({ type: 'start' }));
@@ -359,6 +414,12 @@ const handlers = {
   epoch: epochFinished,
   inspection: inspected,
   prediction: () => {},
+  saved: ({ bytes }) => download(bytes, `${fileStem()}.safetensors`),
+  onnx: ({ bytes }) => download(bytes, `${fileStem()}.onnx`, 'application/onnx'),
+  restored,
+  'restore-error': ({ message, source }) => {
+    $('file-message').textContent = `${source}: ${message}. The current model is unchanged.`;
+  },
   examples: ({ count: n }) => {
     $('examples-count').textContent = count(n);
   },

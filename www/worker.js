@@ -17,6 +17,14 @@
 //        units, hidden[steps*units], gates: [[name, values[steps*units]]]}]}
 //   {type: 'add-example', pixels: Uint8Array(784), label}    answers 'examples'
 //   {type: 'clear-examples'}                                 answers 'examples'
+//   {type: 'save'}                      answers 'saved': {bytes} (a safetensors training file)
+//   {type: 'restore', bytes, source}    continues from such a file; answers 'restored':
+//        {spec, status, source} or 'restore-error': {message, source}
+//   {type: 'export-onnx'}               answers 'onnx': {bytes}
+//   {type: 'keep', enabled}             keep the training in IndexedDB (after each epoch, on
+//        pause and every few seconds of training) so that a reload resumes it
+//   {type: 'resume-kept'}               restores what IndexedDB kept, if anything: answers
+//        'restored' (source 'kept') or nothing
 // Worker -> page:
 //   {type: 'ready'}
 //   {type: 'configured', spec}                 spec: the model spec as JSON text
@@ -28,13 +36,16 @@
 //   {type: 'epoch', epoch, evaluation: {loss, accuracy, confusionMatrix, perClass, showcase}}
 //   {type: 'prediction', id, probs} | {type: 'inspection', id, inspection} | {type: 'examples', count}
 //   {type: 'error', message}                   anything else that went wrong
+//   {type: 'saved', bytes} | {type: 'onnx', bytes} | {type: 'restored', ...} | {type: 'restore-error', ...}
 // `status` is the Session's status object (epoch, epochs, epochDone, epochSize, steps,
 // trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples).
 
 import init, { Session } from '../pkg/ferrograd.js';
+import { forget, keep, kept } from './store.js';
 import { streamUrl } from './stream.js';
 
 const SLICE_MS = 25;
+const KEEP_EVERY_MS = 15_000;
 const SHOWCASE = 48;
 const PARTS = ['trainLabels', 'testLabels', 'trainImages', 'testImages'];
 
@@ -43,6 +54,8 @@ let state = 'idle';
 let load = null; // {controller, generation}
 let generation = 0;
 const throughput = { samples: 0, ms: 0 };
+let keeping = false;
+let lastKept = 0;
 
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 const errorText = (error) => String(error?.message ?? error);
@@ -50,6 +63,35 @@ const errorText = (error) => String(error?.message ?? error);
 function setState(next) {
   state = next;
   post({ type: 'state', state, status: session?.status() ?? null });
+  if (next === 'paused' || next === 'done') keepTraining();
+}
+
+/** Stores the training in IndexedDB when the page asked for it; failures are reported. */
+function keepTraining() {
+  if (!keeping || !session) return;
+  lastKept = performance.now();
+  const status = session.status();
+  if (status.steps === 0) return;
+  keep({ bytes: session.save(), steps: status.steps, epoch: status.epoch, savedAt: Date.now() })
+    .catch((error) => post({ type: 'error', message: `could not keep the training in this browser: ${errorText(error)}` }));
+}
+
+function forgetKept() {
+  if (keeping) forget().catch(() => {});
+}
+
+function restore(bytes, source) {
+  try {
+    session.restore(bytes);
+  } catch (error) {
+    post({ type: 'restore-error', message: errorText(error), source });
+    return false;
+  }
+  throughput.samples = 0;
+  throughput.ms = 0;
+  post({ type: 'restored', spec: session.specJson(), status: session.status(), source });
+  setState(state === 'training' || state === 'waiting' ? state : 'paused');
+  return true;
 }
 
 // Lets queued messages run between slices; a MessageChannel hop avoids setTimeout's clamping.
@@ -82,6 +124,7 @@ async function trainLoop() {
     throughput.ms += performance.now() - start;
     const status = session.status();
     if (batches.length) post({ type: 'progress', batches, status, ...speed(status) });
+    if (evaluation || performance.now() - lastKept > KEEP_EVERY_MS) keepTraining();
     if (evaluation) {
       // A typed array crosses to the page as one copy; a plain array of 37,000 numbers
       // would be cloned and rebuilt element by element on the page's thread.
@@ -168,6 +211,7 @@ function configure(model, settings) {
   }
   throughput.samples = 0;
   throughput.ms = 0;
+  forgetKept();
   post({ type: 'configured', spec: session.specJson() });
   if (state === 'done') setState('idle');
   else post({ type: 'state', state, status: session.status() });
@@ -187,6 +231,7 @@ const handlers = {
   },
   reset: () => {
     session.reset();
+    forgetKept();
     throughput.samples = 0;
     throughput.ms = 0;
     setState('idle');
@@ -194,6 +239,22 @@ const handlers = {
   predict: ({ id, pixels }) => post({ type: 'prediction', id, probs: session.predict(pixels) }),
   inspect: ({ id, pixels }) => post({ type: 'inspection', id, inspection: session.inspect(pixels) }),
   'add-example': ({ pixels, label }) => post({ type: 'examples', count: session.addExample(pixels, label) }),
+  save: () => {
+    const bytes = session.save();
+    post({ type: 'saved', bytes }, [bytes.buffer]);
+  },
+  restore: ({ bytes, source }) => restore(bytes, source),
+  'export-onnx': () => {
+    const bytes = session.exportOnnx();
+    post({ type: 'onnx', bytes }, [bytes.buffer]);
+  },
+  keep: ({ enabled }) => {
+    keeping = Boolean(enabled);
+  },
+  'resume-kept': async () => {
+    const record = await kept();
+    if (record?.bytes) restore(record.bytes, 'kept');
+  },
   'clear-examples': () => {
     session.clearExamples();
     post({ type: 'examples', count: 0 });

@@ -97,7 +97,14 @@ fn respond(stream: TcpStream, root: &Path, options: Options) -> io::Result<()> {
     };
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        return reply(&mut out, 405, "text/plain", options, Body::Text("only GET and HEAD are served"), false);
+        return reply(
+            &mut out,
+            405,
+            "text/plain",
+            options,
+            Body::Text("only GET and HEAD are served"),
+            false,
+        );
     }
     let path = target.split(['?', '#']).next().unwrap_or("/");
     let file = servable(path).and_then(|relative| {
@@ -111,7 +118,9 @@ fn respond(stream: TcpStream, root: &Path, options: Options) -> io::Result<()> {
     let length = file.metadata()?.len();
     let rate = options.throttle.filter(|_| relative.starts_with("data/"));
     let body = match rate {
-        Some(rate) => Body::File(Box::new(Throttled { inner: file, rate, start: Instant::now(), sent: 0 }), length),
+        Some(rate) => {
+            Body::File(Box::new(Throttled { inner: file, rate, start: Instant::now(), sent: 0 }), length)
+        }
         None => Body::File(Box::new(file), length),
     };
     reply(&mut out, 200, content_type(&file_path), options, body, head_only)
