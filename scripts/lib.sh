@@ -4,6 +4,8 @@
 
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The guide builder, pinned like the wasm-bindgen CLI.
+MDBOOK_VERSION=0.4.52
 cd "$ROOT"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -82,4 +84,22 @@ ensure_web_setup() {
   ensure_chromium
   ensure_npm_packages
   ensure_data
+}
+
+ensure_mdbook() {
+  if ! command -v mdbook >/dev/null || [ "$(mdbook --version)" != "mdbook v$MDBOOK_VERSION" ]; then
+    log "installing mdbook $MDBOOK_VERSION (the guide's builder)"
+    cargo install mdbook --version "$MDBOOK_VERSION" --locked --no-default-features --features search --quiet
+  fi
+}
+
+# The guide into book/ (beside index.html, so its live examples find www/ and the data), with
+# the crate's rustdoc reference in book/api/.
+build_guide() {
+  ensure_mdbook
+  log "building the guide"
+  mdbook build guide --dest-dir ../book >/dev/null
+  cargo doc --no-deps --lib --quiet
+  rm -rf book/api
+  cp -r target/doc book/api
 }

@@ -10,6 +10,7 @@ ensure_wasm_bindgen
 ensure_npm_packages
 ensure_data
 build_web
+build_guide
 log "building the CLI"
 cargo build --release --quiet
 exec target/release/ferrograd serve "$@"

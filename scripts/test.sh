@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the native suite (unit, gradient checks, parser, playground engine, CLI
-# accuracy), the wasm build in headless Chromium, and the page in headless Chromium.
+# accuracy), the wasm build in headless Chromium, and the page, the guide and the embeds in
+# headless Chromium.
 # Installs what is missing first. Page screenshots land in test-results/.
 source "$(dirname "$0")/lib.sh"
 
@@ -14,5 +15,6 @@ log "wasm tests in headless Chromium"
 CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test web
 
 build_web
+build_guide
 log "page tests in headless Chromium"
 node --test --test-concurrency=1 tests/page/

@@ -50,7 +50,7 @@ pub enum Error {
     Checkpoint(String),
 }
 
-/// Result with the crate's [`Error`].
+/// Result with the crate's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -6,7 +6,6 @@ import uPlot from '../node_modules/uplot/dist/uPlot.esm.js';
 
 const REDRAW_MS = 200;
 
-const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
 export class LiveChart {
   /**
@@ -32,6 +31,10 @@ export class LiveChart {
 
   build() {
     this.plot?.destroy();
+    // Colours from the theme's custom properties, as they reach the container (which may sit
+    // in an embedded element's shadow root).
+    const style = getComputedStyle(this.container);
+    const css = (name) => style.getPropertyValue(name).trim();
     const text = css('--text-dim');
     const grid = css('--grid');
     const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };

@@ -126,7 +126,7 @@ impl IdxDecoder {
             return Err(self.error(format!("the header declares a zero dimension: {dims:?}")));
         }
         let item_bytes = dims[1..].iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if !item_bytes.is_some_and(|n| n <= MAX_ITEM_BYTES) {
+        if item_bytes.is_none_or(|n| n > MAX_ITEM_BYTES) {
             return Err(self.error(format!(
                 "the header declares items of {:?} bytes each, more than the {MAX_ITEM_BYTES} supported",
                 &dims[1..]

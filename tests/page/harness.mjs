@@ -18,10 +18,14 @@ const FLAGS = [
   '--disable-dev-shm-usage',
 ];
 
-/** Starts `ferrograd serve` on a free port; resolves with {url, close}. */
-export function serve({ throttle } = {}) {
+/**
+ * Starts `ferrograd serve` on a free port; resolves with {url, close}. `isolation: false`
+ * leaves out the cross-origin-isolation headers, as plain static hosting does.
+ */
+export function serve({ throttle, isolation = true } = {}) {
   const args = ['serve', '--root', ROOT, '--port', '0'];
   if (throttle) args.push('--throttle', String(throttle));
+  if (!isolation) args.push('--no-isolation');
   const child = spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';

@@ -1,7 +1,7 @@
 //! `ferrograd serve`: the playground page over HTTP on this machine.
 //!
-//! Serves only what the page needs (index.html, www/, pkg/, data/ and the chart library) and
-//! the browser benchmark (bench/),
+//! Serves only what the page needs (index.html, embed.html, www/, pkg/, data/ and the chart
+//! library), the guide (book/) and the browser benchmark (bench/),
 //! with `application/wasm` for the module and the cross-origin-isolation headers that let a
 //! browser enable wasm threads. `--throttle` slows the data files down on purpose, to watch
 //! (and test) training start while the data still arrives.
@@ -35,7 +35,8 @@ pub struct ServeArgs {
 
 /// Paths the page needs; anything else is a 404, so that the server shows no more of the
 /// folder than the page.
-const SERVED: &[&str] = &["index.html", "www/", "pkg/", "data/", "node_modules/uplot/dist/", "bench/"];
+const SERVED: &[&str] =
+    &["index.html", "embed.html", "www/", "pkg/", "data/", "node_modules/uplot/dist/", "book/", "bench/"];
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     let root = args.root.canonicalize().with_context(|| format!("--root {}", args.root.display()))?;
@@ -174,8 +175,11 @@ fn reply(
 
 /// The file a URL path names, if it is one the page needs; `..` and the like are refused.
 fn servable(url_path: &str) -> Option<String> {
-    let decoded = url_path.trim_start_matches('/');
-    let relative = if decoded.is_empty() { "index.html" } else { decoded };
+    let path = url_path.trim_start_matches('/');
+    // A folder's address serves its index.html, as static hosting does.
+    let relative =
+        if path.is_empty() || path.ends_with('/') { format!("{path}index.html") } else { path.to_owned() };
+    let relative = relative.as_str();
     let clean = Path::new(relative).components().all(|c| matches!(c, Component::Normal(_)));
     let allowed = SERVED
         .iter()
@@ -193,6 +197,11 @@ fn content_type(path: &Path) -> &'static str {
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "gz" => "application/gzip",
+        "woff2" => "font/woff2",
+        "woff" => "font/woff",
+        "ttf" => "font/ttf",
+        "ico" => "image/x-icon",
+        "txt" | "md" => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
 }
@@ -226,6 +235,7 @@ mod tests {
     fn only_the_page_and_its_parts_are_served() {
         assert_eq!(servable("/").as_deref(), Some("index.html"));
         assert_eq!(servable("/www/main.js").as_deref(), Some("www/main.js"));
+        assert_eq!(servable("/book/").as_deref(), Some("book/index.html"));
         assert_eq!(
             servable("/data/mnist/t10k-labels-idx1-ubyte.gz").as_deref(),
             Some("data/mnist/t10k-labels-idx1-ubyte.gz")

@@ -1,0 +1,201 @@
+// One benchmark configuration, chosen by the query string; the result is left in
+// `window.benchResult` (and shown on the page) for bench/run.mjs to collect.
+//
+// Training: samples/s at batch 64 with Adam 1e-3 on the bundled MNIST sample (median of three
+// windows), test accuracy after one epoch, time from navigation to the first finished
+// training step. Matmul: GFLOP/s of square products. Both: JavaScript and wasm bytes downloaded.
+
+const query = new URLSearchParams(location.search);
+const lib = query.get('lib') ?? 'ferrograd';
+const backend = query.get('backend') ?? 'wasm';
+const task = query.get('task') ?? 'train';
+const model = query.get('model') ?? 'mlp';
+const seconds = Number(query.get('seconds') ?? 5);
+const WINDOWS = 3;
+const BATCH = 64;
+const DATA = '../data/mnist/';
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function gunzip(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: ${response.status}`);
+  return new Uint8Array(await new Response(response.body.pipeThrough(new DecompressionStream('gzip'))).arrayBuffer());
+}
+
+/** The bundled sample as raw IDX streams and as decoded pixels in [0, 1] and labels. */
+async function loadData() {
+  const names = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
+  const [trainImages, trainLabels, testImages, testLabels] = await Promise.all(names.map((n) => gunzip(`${DATA}${n}.gz`)));
+  const pixels = (idx) => Float32Array.from(idx.subarray(16), (v) => v / 255);
+  return {
+    raw: { trainImages, trainLabels, testImages, testLabels },
+    train: { x: pixels(trainImages), y: trainLabels.subarray(8) },
+    test: { x: pixels(testImages), y: testLabels.subarray(8) },
+  };
+}
+
+/** Bytes of JavaScript and wasm the page fetched, the benchmark's own files excepted. */
+function codeBytes() {
+  return performance.getEntriesByType('resource')
+    .filter((e) => /\.(m?js|wasm)(\?|$)/.test(e.name) && !e.name.includes('/bench/bench.js'))
+    .reduce((sum, e) => sum + (e.encodedBodySize || e.transferSize || 0), 0);
+}
+
+/** Runs `step()` (returning samples done) in windows; returns the median samples/s. */
+async function throughput(step) {
+  const rates = [];
+  for (let w = 0; w < WINDOWS; w++) {
+    const start = performance.now();
+    let samples = 0;
+    while (performance.now() - start < seconds * 1000) samples += await step();
+    rates.push((samples * 1000) / (performance.now() - start));
+  }
+  return median(rates);
+}
+
+async function matmulGflops(run) {
+  const result = {};
+  for (const size of [256, 1024]) {
+    const product = await run(size);
+    await product();
+    const rates = [];
+    for (let w = 0; w < WINDOWS; w++) {
+      const start = performance.now();
+      let count = 0;
+      while (count === 0 || performance.now() - start < (seconds * 1000) / 2) {
+        await product();
+        count++;
+      }
+      rates.push((2 * size ** 3 * count) / ((performance.now() - start) / 1000) / 1e9);
+    }
+    result[`gflops${size}`] = median(rates);
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- ferrograd
+
+async function ferrograd() {
+  const { default: init, Session, MatmulBench } = await import('../pkg/ferrograd.js');
+  await init();
+  if (task === 'matmul') {
+    return matmulGflops(async (size) => {
+      const bench = new MatmulBench(size);
+      return () => bench.run();
+    });
+  }
+  const data = await loadData();
+  const session = (epochs) => {
+    const s = new Session(model, { batchSize: BATCH, epochs });
+    s.beginLoad('train-images', 'train-labels', 'test-images', 'test-labels');
+    for (const [part, bytes] of Object.entries(data.raw)) s.feed(part, bytes);
+    s.endLoad();
+    return s;
+  };
+  const timed = session(1000);
+  const first = timed.step();
+  if (first.status !== 'trained') throw new Error(`first step: ${first.status}`);
+  const firstStepMs = performance.now();
+  const samplesPerSecond = await throughput(() => timed.step().stats.samples);
+
+  const epoch = session(1);
+  while (epoch.step().status === 'trained');
+  const accuracy = epoch.evaluate(0).accuracy;
+  return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
+}
+
+// ---------------------------------------------------------------- TensorFlow.js
+
+function script(src) {
+  return new Promise((resolve, reject) => {
+    const el = document.createElement('script');
+    el.src = src;
+    el.onload = resolve;
+    el.onerror = () => reject(new Error(`could not load ${src}`));
+    document.head.append(el);
+  });
+}
+
+async function tfjs() {
+  const base = 'node_modules/@tensorflow/';
+  await script(`${base}tfjs/dist/tf.min.js`);
+  const tf = window.tf;
+  if (backend === 'wasm') {
+    await script(`${base}tfjs-backend-wasm/dist/tf-backend-wasm.min.js`);
+    tf.wasm.setWasmPaths(`${base}tfjs-backend-wasm/dist/`);
+  }
+  if (backend === 'webgpu') await script(`${base}tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js`);
+  if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} is not available`);
+  await tf.ready();
+
+  if (task === 'matmul') {
+    return matmulGflops(async (size) => {
+      const a = tf.randomUniform([size, size]);
+      const b = tf.randomUniform([size, size]);
+      return async () => {
+        const c = tf.matMul(a, b);
+        await c.data();
+        c.dispose();
+      };
+    });
+  }
+
+  const data = await loadData();
+  const build = () => {
+    const m = tf.sequential();
+    if (model === 'mlp') {
+      m.add(tf.layers.flatten({ inputShape: [28, 28, 1] }));
+      m.add(tf.layers.dense({ units: 128, activation: 'relu' }));
+    } else if (model === 'cnn') {
+      m.add(tf.layers.conv2d({ inputShape: [28, 28, 1], kernelSize: 5, filters: 8, strides: 1, activation: 'relu' }));
+      m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+      m.add(tf.layers.conv2d({ kernelSize: 5, filters: 16, strides: 1, activation: 'relu' }));
+      m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+      m.add(tf.layers.flatten());
+    } else {
+      m.add(tf.layers.reshape({ inputShape: [28, 28, 1], targetShape: [28, 28] }));
+      m.add(tf.layers.lstm({ units: 64 }));
+    }
+    m.add(tf.layers.dense({ units: 10, activation: 'softmax' }));
+    m.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
+    return m;
+  };
+  const count = data.train.y.length;
+  const batch = (b) => {
+    const start = (b * BATCH) % (count - BATCH);
+    return tf.tidy(() => [
+      tf.tensor4d(data.train.x.subarray(start * 784, (start + BATCH) * 784), [BATCH, 28, 28, 1]),
+      tf.oneHot(tf.tensor1d(Array.from(data.train.y.subarray(start, start + BATCH)), 'int32'), 10),
+    ]);
+  };
+  const trainStep = async (m, b) => {
+    const [x, y] = batch(b);
+    await m.trainOnBatch(x, y);
+    tf.dispose([x, y]);
+    return BATCH;
+  };
+
+  const timed = build();
+  await trainStep(timed, 0);
+  const firstStepMs = performance.now();
+  let b = 1;
+  const samplesPerSecond = await throughput(() => trainStep(timed, b++));
+  timed.dispose();
+
+  const epoch = build();
+  for (let i = 0; i < Math.floor(count / BATCH); i++) await trainStep(epoch, i);
+  const predicted = tf.tidy(() => epoch.predict(tf.tensor4d(data.test.x, [data.test.y.length, 28, 28, 1])).argMax(1));
+  const labels = await predicted.data();
+  const accuracy = labels.reduce((hits, p, i) => hits + (p === data.test.y[i] ? 1 : 0), 0) / labels.length;
+  return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
+}
+
+const config = { lib, backend: lib === 'ferrograd' ? backend : backend, task, model: task === 'train' ? model : null };
+try {
+  const result = await (lib === 'ferrograd' ? ferrograd() : tfjs());
+  window.benchResult = { ...config, ...result, codeBytes: codeBytes() };
+} catch (error) {
+  window.benchResult = { ...config, error: String(error?.message ?? error) };
+}
+document.getElementById('out').textContent = JSON.stringify(window.benchResult, null, 2);

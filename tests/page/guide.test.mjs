@@ -1,0 +1,91 @@
+// The guide and the embeddable playground, served as plain static hosting would (no
+// cross-origin-isolation headers): its pages open, two embedded playgrounds on one page train
+// at the same time, each with its own progress, and the iframe form follows its hash.
+
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { launch, open, ROOT, screenshot, serve } from './harness.mjs';
+
+let browser;
+let server;
+
+before(async () => {
+  assert.ok(existsSync(join(ROOT, 'book/index.html')), 'the guide is built (scripts/test.sh builds it into book/)');
+  browser = await launch();
+  server = await serve({ isolation: false });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+const embedState = (page) => page.$$eval('ferrograd-playground', (elements) => elements.map((e) => ({ ...e.state })));
+
+describe('the guide', () => {
+  test('opens without isolation headers, with the API reference beside it', async () => {
+    const { page, context, problems } = await open(browser, `${server.url}book/`);
+    const response = await page.request.get(`${server.url}book/index.html`);
+    assert.equal(response.headers()['cross-origin-embedder-policy'], undefined);
+    assert.match(await page.title(), /Introduction/);
+    await page.click('a[href="tensors.html"]');
+    await page.waitForURL(/tensors\.html/);
+    assert.match(await page.locator('main h1').first().textContent(), /Tensors/);
+    const api = await page.request.get(`${server.url}book/api/ferrograd/index.html`);
+    assert.equal(api.status(), 200);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('two embedded playgrounds on one page train at the same time, each with its own progress', async () => {
+    const { page, context, problems } = await open(browser, `${server.url}book/models.html`);
+    assert.equal(await page.evaluate(() => crossOriginIsolated), false);
+    await page.waitForFunction(() => {
+      const all = [...document.querySelectorAll('ferrograd-playground')];
+      return all.length === 2 && all.every((e) => e.state?.configured && e.state?.dataComplete);
+    }, null, { timeout: 30_000 });
+    const playgrounds = page.locator('ferrograd-playground');
+    assert.equal(await playgrounds.nth(0).locator('select').inputValue(), 'mlp');
+    assert.equal(await playgrounds.nth(1).locator('select').inputValue(), 'cnn');
+    await playgrounds.nth(0).locator('button.start').click();
+    await playgrounds.nth(1).locator('button.start').click();
+    // Both at work at once: each has stepped while the other is still training.
+    await page.waitForFunction(() => {
+      const all = [...document.querySelectorAll('ferrograd-playground')].map((e) => e.state);
+      return all.every((s) => s.steps > 5 && s.trainState === 'training');
+    }, null, { timeout: 60_000, polling: 50 });
+    const [mlp, cnn] = await embedState(page);
+    assert.notEqual(mlp.steps, cnn.steps, 'each element reports its own progress');
+    const texts = await Promise.all([0, 1].map((i) => playgrounds.nth(i).locator('.train-text').textContent()));
+    assert.ok(texts.every((t) => /steps/.test(t)), `progress shown: ${texts}`);
+    await screenshot(page, 'guide-two-playgrounds');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('the iframe form takes its setup from the hash', async () => {
+    const { page, context, problems } = await open(browser, `${server.url}embed.html#model=gru&epochs=1&compact`);
+    const element = page.locator('ferrograd-playground');
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground')?.state?.dataComplete, null, { timeout: 30_000 });
+    assert.equal(await element.locator('select').inputValue(), 'gru');
+    await element.locator('button.start').click();
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground').state.steps > 3, null, { timeout: 30_000 });
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('a bad attribute is shown in the element, which still trains with the default', async () => {
+    const { page, context } = await open(browser, `${server.url}embed.html#model=${encodeURIComponent('{"layers": [}')}&epochs=zero`);
+    const element = page.locator('ferrograd-playground');
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground')?.state?.dataComplete, null, { timeout: 30_000 });
+    const error = await element.locator('.error').textContent();
+    assert.match(error, /epochs/);
+    assert.match(error, /model: .*(line|column)/);
+    await element.locator('button.start').click();
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground').state.steps > 3, null, { timeout: 30_000 });
+    await context.close();
+  });
+});

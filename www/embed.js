@@ -1,0 +1,260 @@
+// <ferrograd-playground>: a compact trainer for any documentation page. One script tag
+//
+//   <script type="module" src="/www/embed.js"></script>
+//   <ferrograd-playground model="cnn" epochs="1" compact></ferrograd-playground>
+//
+// Attributes: model (a preset name or a JSON model spec), epochs, batch-size, lr, optimizer,
+// seed, data (a folder URL or four file URLs, as in the playground; by default the bundled
+// sample next to this script), compact (a smaller layout). Each element runs its own worker,
+// so several train side by side; none needs cross-origin-isolation headers. Its progress is
+// readable as `element.state`, like the page's `window.ferrograd.state`.
+
+import { LiveChart } from './charts.js';
+import { DrawingPad } from './pad.js';
+import { configureMessage, dataUrls, DEFAULTS, PRESETS, readSettings } from './settings.js';
+import { ProbabilityBars } from './views.js';
+
+const here = (path) => new URL(path, import.meta.url).href;
+const DEFAULT_DATA = here('../data/mnist/');
+const STYLESHEETS = [here('theme.css'), here('embed.css'), here('../node_modules/uplot/dist/uPlot.min.css')];
+
+const TEMPLATE = `
+  ${STYLESHEETS.map((href) => `<link rel="stylesheet" href="${href}">`).join('')}
+  <section class="card" aria-label="ferrograd playground">
+    <header>
+      <strong>ferrograd</strong>
+      <label class="model">model
+        <select part="model" aria-label="Model">
+          ${PRESETS.map((p) => `<option value="${p}">${p.toUpperCase()}</option>`).join('')}
+          <option value="custom" hidden>custom</option>
+        </select>
+      </label>
+      <span class="backend">CPU · WebAssembly</span>
+    </header>
+    <div class="controls">
+      <button class="start" part="button" disabled>Train</button>
+      <button class="pause" part="button" disabled>Pause</button>
+      <button class="reset" part="button" disabled>Reset</button>
+      <output class="state">loading</output>
+    </div>
+    <progress class="data-bar" value="0" max="1" aria-label="Data downloaded"></progress>
+    <progress class="train-bar" value="0" max="1" aria-label="Training progress"></progress>
+    <p class="figures"><span class="train-text">loading the data…</span> · test accuracy <output class="accuracy">–</output></p>
+    <p class="error" role="alert"></p>
+    <div class="chart" aria-label="Training loss per batch"></div>
+    <div class="pad-row">
+      <canvas class="pad" width="280" height="280" tabindex="0" aria-label="Drawing pad: draw a digit"></canvas>
+      <div class="probs" aria-label="Probability of each digit"></div>
+    </div>
+    <button class="clear" part="button">Clear the pad</button>
+  </section>`;
+
+const ATTRIBUTES = { model: 'model', epochs: 'epochs', 'batch-size': 'batch', lr: 'lr', optimizer: 'optimizer', seed: 'seed' };
+
+class FerrogradPlayground extends HTMLElement {
+  connectedCallback() {
+    if (this.shadowRoot) return;
+    const root = this.attachShadow({ mode: 'open' });
+    root.innerHTML = TEMPLATE;
+    this.$ = (selector) => root.querySelector(selector);
+    this.state = { ready: false, configured: false, trainState: 'idle', steps: 0, dataComplete: false, testAccuracy: null, error: null };
+    this.classList.toggle('compact', this.hasAttribute('compact'));
+    root.querySelector('.card').classList.toggle('compact', this.hasAttribute('compact'));
+
+    // The chart takes its colours from the stylesheets, which load after the element exists.
+    this.chart = null;
+    this.early = [];
+    const sheets = [...root.querySelectorAll('link[rel=stylesheet]')];
+    Promise.all(sheets.map((link) => new Promise((done) => { link.onload = done; link.onerror = done; }))).then(() => {
+      this.chart = new LiveChart(this.$('.chart'), {
+        height: this.hasAttribute('compact') ? 120 : 170,
+        series: [{ label: 'training loss', colour: '--accent' }, { label: 'test loss', colour: '--accent-2', points: true }],
+      });
+      for (const [x, values] of this.early.splice(0)) this.chart.push(x, values);
+    });
+    this.bars = new ProbabilityBars(this.$('.probs'));
+    this.pixels = null;
+    this.asking = false;
+    this.pad = new DrawingPad(this.$('.pad'), (pixels) => {
+      this.pixels = pixels;
+      if (pixels) this.ask();
+      else this.bars.update(null);
+    });
+
+    this.worker = new Worker(here('worker.js'), { type: 'module' });
+    this.worker.onmessage = ({ data }) => this.handle(data);
+    this.worker.onerror = (event) => this.fail(`the training worker failed: ${event.message ?? 'it could not start'}`);
+    this.$('.start').onclick = () => this.worker.postMessage({ type: 'start' });
+    this.$('.pause').onclick = () => this.worker.postMessage({ type: 'pause' });
+    this.$('.reset').onclick = () => {
+      this.worker.postMessage({ type: 'reset' });
+      this.clearProgress();
+    };
+    this.$('.clear').onclick = () => this.pad.clear();
+    this.$('select').onchange = () => {
+      this.clearErrors();
+      this.configure({ ...this.settings, model: this.$('select').value });
+    };
+    this.errors = [];
+
+    const { settings, problems } = this.readAttributes();
+    if (problems.length) this.fail(problems.join('; '));
+    this.configure(settings);
+  }
+
+  disconnectedCallback() {
+    // Removed from the page: stop its worker, which frees the model and the data with it.
+    this.worker?.terminate();
+  }
+
+  /** Settings from the attributes; a bad one keeps its default and is reported. */
+  readAttributes() {
+    const raw = {};
+    for (const [attribute, key] of Object.entries(ATTRIBUTES)) {
+      if (this.hasAttribute(attribute)) raw[key] = this.getAttribute(attribute);
+    }
+    // A model attribute that is not a preset name is a JSON spec.
+    if (raw.model != null && !PRESETS.includes(raw.model.trim())) {
+      raw.spec = raw.model;
+      raw.model = 'custom';
+    }
+    return readSettings(raw, DEFAULTS, '<ferrograd-playground> ');
+  }
+
+  configure(settings) {
+    this.settings = settings;
+    this.worker.postMessage(configureMessage(settings));
+  }
+
+  ask() {
+    if (!this.pixels || !this.state.configured) return;
+    if (this.asking) {
+      this.askAgain = true;
+      return;
+    }
+    this.asking = true;
+    this.askAgain = false;
+    this.lastAsked = performance.now();
+    this.worker.postMessage({ type: 'predict', id: 0, pixels: this.pixels.slice() });
+  }
+
+  /** Shows a problem in the element (and in `state.error`), beside any shown before. */
+  fail(message) {
+    this.errors.push(message);
+    this.state.error = this.errors.join('\n');
+    this.$('.error').textContent = this.state.error;
+  }
+
+  clearErrors() {
+    this.errors = [];
+    this.state.error = null;
+    this.$('.error').textContent = '';
+  }
+
+  clearProgress() {
+    this.chart?.clear();
+    this.early = [];
+    Object.assign(this.state, { steps: 0, testAccuracy: null });
+    this.$('.accuracy').textContent = '–';
+    this.$('.train-bar').value = 0;
+  }
+
+  handle(message) {
+    const { state } = this;
+    switch (message.type) {
+      case 'ready':
+        state.ready = true;
+        break;
+      case 'configured': {
+        const first = !state.configured;
+        state.configured = true;
+        this.$('select').value = this.settings.model;
+        for (const button of ['.start', '.reset']) this.$(button).disabled = false;
+        this.clearProgress();
+        if (first) this.load();
+        this.ask();
+        break;
+      }
+      case 'config-error':
+        this.fail(`model: ${message.message}`);
+        if (!state.configured) this.configure({ ...this.settings, model: DEFAULTS.model });
+        break;
+      case 'data':
+      case 'data-loaded':
+        this.showData(message);
+        break;
+      case 'data-error':
+        this.fail(message.message);
+        break;
+      case 'state': {
+        state.trainState = message.state;
+        const running = message.state === 'training' || message.state === 'waiting';
+        this.$('.start').disabled = running;
+        this.$('.pause').disabled = !running;
+        this.$('.start').textContent = message.state === 'paused' ? 'Resume' : message.state === 'done' ? 'Again' : 'Train';
+        this.$('.state').textContent = message.state === 'waiting' ? 'waiting for data' : message.state;
+        break;
+      }
+      case 'progress':
+        this.progress(message);
+        break;
+      case 'epoch':
+        if (!message.evaluation) break;
+        state.testAccuracy = message.evaluation.accuracy;
+        this.$('.accuracy').textContent = `${(message.evaluation.accuracy * 100).toFixed(1)}%`;
+        this.chart?.mark(state.steps, 1, message.evaluation.loss);
+        break;
+      case 'prediction':
+        this.asking = false;
+        if (this.pixels) this.bars.update(message.probs);
+        if (this.askAgain) this.ask();
+        break;
+      case 'error':
+        this.asking = false;
+        this.fail(message.message);
+        break;
+      default:
+        break;
+    }
+  }
+
+  load() {
+    const source = this.getAttribute('data');
+    try {
+      const urls = dataUrls(source?.trim() ? source : DEFAULT_DATA, document.baseURI);
+      this.worker.postMessage({ type: 'load', urls });
+    } catch (error) {
+      this.fail(`data="${source}": ${error.message}`);
+    }
+  }
+
+  showData({ status, received, total }) {
+    this.state.dataComplete = status.dataComplete;
+    const bar = this.$('.data-bar');
+    if (total) {
+      bar.max = total;
+      bar.value = received;
+    } else {
+      bar.max = Math.max(1, (status.trainDeclared ?? 0) + (status.testDeclared ?? 0));
+      bar.value = status.dataComplete ? bar.max : status.trainAvailable + status.testAvailable;
+    }
+    bar.hidden = status.dataComplete;
+    if (!this.state.steps) this.$('.train-text').textContent = `${status.trainAvailable.toLocaleString('en')} training images ready`;
+  }
+
+  progress({ batches, status, samplesPerSecond }) {
+    for (const { step, loss } of batches) {
+      if (this.chart) this.chart.push(step, [loss, null]);
+      else this.early.push([step, [loss, null]]);
+    }
+    this.state.steps = status.steps;
+    this.$('.train-bar').max = Math.max(1, status.epochs * status.epochSize);
+    this.$('.train-bar').value = status.epoch * status.epochSize + status.epochDone;
+    this.$('.train-text').textContent = `epoch ${Math.min(status.epoch + 1, status.epochs)}/${status.epochs} · `
+      + `${status.steps} steps · ${Math.round(samplesPerSecond).toLocaleString('en')} samples/s`;
+    this.showData({ status });
+    if (this.pixels && performance.now() - (this.lastAsked ?? 0) > 500) this.ask();
+  }
+}
+
+customElements.define('ferrograd-playground', FerrogradPlayground);
