@@ -119,6 +119,50 @@ describe('the playground page', () => {
   });
 });
 
+describe('the playground page: your own digits and preprocessing', () => {
+  test('a drawn digit, labelled, joins the training data; the examples can be cleared', async () => {
+    const { page, context, problems } = await open(browser, server.url);
+    await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
+    assert.equal(await page.locator('#pad-add').isDisabled(), true, 'nothing drawn, nothing to add');
+    await draw(page, [[0.5, 0.15], [0.5, 0.85]]);
+    await page.selectOption('#pad-label', '1');
+    await page.click('#pad-add');
+    await page.waitForFunction(() => document.querySelector('#examples-count').textContent === '1');
+    await page.click('#pad-add');
+    await page.waitForFunction(() => document.querySelector('#examples-count').textContent === '2');
+    await page.click('#examples-clear');
+    await page.waitForFunction(() => document.querySelector('#examples-count').textContent === '0');
+    await page.click('#pad-clear');
+    await page.waitForFunction(() => [...document.querySelectorAll('#pad-probs .prob')].every((el) => el.dataset.prob === '0'));
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('standardised pixels, cleaning and augmentation from the address train, and the dropped count shows', async () => {
+    const { page, context, problems } = await open(browser, `${server.url}?normalize=standard&clean=true&augment=true&epochs=1`);
+    await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
+    assert.equal(await page.locator('#normalize').inputValue(), 'standard');
+    assert.equal(await page.locator('#clean').isChecked(), true);
+    assert.equal(await page.locator('#augment').isChecked(), true);
+    assert.equal(await page.locator('#dropped-wrap').isHidden(), false, 'cleaning shows how many samples it dropped');
+    assert.match(await page.locator('#dropped').textContent(), /^\d[\d,]*$/);
+    await page.click('#start');
+    await waitForState(page, (s) => (s.steps ?? 0) > 10, 30_000);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('a bad setting in the address is reported and the default used', async () => {
+    const { page, context } = await open(browser, `${server.url}?epochs=many&optimizer=rmsprop`);
+    await waitForState(page, (s) => s.configured === true, 30_000);
+    const message = await page.locator('#message').textContent();
+    assert.match(message, /epochs \(epochs\): "many" is not a whole number/);
+    assert.match(message, /optimizer \(optimizer\): "rmsprop" is not one of adam, sgd/);
+    assert.equal(await page.locator('#epochs').inputValue(), '5');
+    await context.close();
+  });
+});
+
 describe('the playground page on a slow connection', () => {
   let slow;
   before(async () => {
