@@ -1,7 +1,7 @@
 // Runs every benchmark configuration, each in a fresh page of headless Chromium served by
 // `ferrograd serve` (cross-origin isolated), and writes bench/results/results.{json,md}.
 //
-// Usage: node bench/run.mjs [--seconds 5] [--only ferrograd|tfjs]
+// Usage: node bench/run.mjs [--seconds 5] [--epoch-budget 120] [--only ferrograd|tfjs]
 // (scripts/bench.sh installs TensorFlow.js and builds first.)
 
 import { spawn } from 'node:child_process';
@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { values: options } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, only: { type: 'string' } } });
+const { values: options } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, 'epoch-budget': { type: 'string', default: '120' }, only: { type: 'string' } } });
 
 const MODELS = ['mlp', 'cnn', 'lstm'];
 const TFJS_BACKENDS = ['cpu', 'wasm', 'webgl', 'webgpu'];
@@ -50,7 +50,7 @@ const results = [];
 try {
   for (const config of configs.filter((c) => !options.only || c.lib === options.only)) {
     const page = await browser.newPage();
-    const query = new URLSearchParams({ ...config, seconds: options.seconds });
+    const query = new URLSearchParams({ ...config, seconds: options.seconds, epochBudget: options['epoch-budget'] });
     const label = `${config.lib}/${config.backend} ${config.task}${config.model ? ` ${config.model}` : ''}`;
     process.stderr.write(`${label} … `);
     let result;
@@ -83,9 +83,9 @@ for (const r of train.filter((r) => r.lib === 'ferrograd')) {
 }
 const matmul = results.filter((r) => r.task === 'matmul');
 const lines = [
-  '| library/backend | model | samples/s | ratio to best tfjs | test acc. after 1 epoch | first step (ms) | JS+wasm bytes | error |',
+  '| library/backend | model | samples/s | ratio to best tfjs | test acc. after 1 epoch | first step (ms) | JS+wasm bytes | error or note |',
   '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |',
-  ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.model} | ${fmt(r.samplesPerSecond)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${fmt(r.firstStepMs)} | ${fmt(r.codeBytes)} | ${r.error ?? ''} |`),
+  ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.model} | ${fmt(r.samplesPerSecond)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${fmt(r.firstStepMs)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
   '',
   '| library/backend | matmul 256 GFLOP/s | matmul 1024 GFLOP/s | JS+wasm bytes | error |',
   '| --- | ---: | ---: | ---: | --- |',
