@@ -104,7 +104,7 @@ ensure_mdbook() {
 build_guide() {
   ensure_mdbook
   log "building the guide"
-  mdbook build guide --dest-dir ../book >/dev/null
+  RUST_LOG=warn mdbook build guide --dest-dir ../book
   cargo doc --no-deps --lib --quiet
   rm -rf book/api
   cp -r target/doc book/api
