@@ -204,19 +204,27 @@ impl Playground {
     /// # Errors
     /// When the spec or the settings are invalid, or the model's input does not fit the data.
     pub fn configure(&mut self, spec: ModelSpec, config: TrainingConfig) -> Result<()> {
-        let trainer = Self::build_trainer(spec.clone(), &config)?;
+        let trainer = Self::build_trainer(spec, &config)?;
+        self.install(trainer)?;
+        self.rng = Pcg64::seed_from_u64(config.seed ^ 0x0bde_c0de);
+        self.config = config;
+        self.recheck_cleaning();
+        Ok(())
+    }
+
+    /// Puts `trainer` in place with its epochs starting over, if its model fits the data;
+    /// on error nothing changes.
+    fn install(&mut self, trainer: Trainer) -> Result<()> {
+        let spec = trainer.model().spec();
         if let Some(size) = self.data.as_ref().and_then(|d| d.train.image_size()) {
-            check_fits(&spec, size)?;
+            check_fits(spec, size)?;
         }
-        let (rows, cols) = image_size(&spec);
+        let (rows, cols) = image_size(spec);
         if self.examples.image_size() != (rows, cols) {
             self.examples = Dataset::empty(rows, cols);
         }
         self.trainer = trainer;
-        self.rng = Pcg64::seed_from_u64(config.seed ^ 0x0bde_c0de);
-        self.config = config;
         self.restart_epochs();
-        self.recheck_cleaning();
         Ok(())
     }
 
@@ -242,20 +250,13 @@ impl Playground {
     /// not match its spec) or its model does not fit the data; nothing changes then.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let trainer = checkpoint::load_trainer(bytes)?;
-        let spec = trainer.model().spec();
-        if let Some(size) = self.data.as_ref().and_then(|d| d.train.image_size()) {
-            check_fits(spec, size)?;
-        }
-        let (rows, cols) = image_size(spec);
-        if self.examples.image_size() != (rows, cols) {
-            self.examples = Dataset::empty(rows, cols);
-        }
-        self.config.optimizer = trainer.optimizer_spec().clone();
-        self.config.augment = trainer.augment();
-        self.config.clip_norm = trainer.clip_norm();
-        self.restart_epochs();
-        self.epoch = trainer.epochs().min(self.config.epochs);
-        self.trainer = trainer;
+        let (optimizer, augment, clip_norm) =
+            (trainer.optimizer_spec().clone(), trainer.augment(), trainer.clip_norm());
+        self.install(trainer)?;
+        self.config.optimizer = optimizer;
+        self.config.augment = augment;
+        self.config.clip_norm = clip_norm;
+        self.epoch = self.trainer.epochs().min(self.config.epochs);
         Ok(())
     }
 

@@ -252,7 +252,7 @@ impl Trainer {
             correct += stats.accuracy * stats.samples as f32;
             on_step(&stats);
         }
-        self.epochs += 1;
+        self.finish_epoch();
         let samples = data.len().max(1) as f32;
         Ok(StepStats { loss: loss / samples, accuracy: correct / samples, samples: data.len() })
     }

@@ -228,7 +228,6 @@ impl Session {
         self.inner.clear_examples();
     }
 
-    /// The model spec as JSON.
     /// The model, optimizer state and progress as a safetensors file to keep or download.
     pub fn save(&self) -> Vec<u8> {
         self.inner.save()
@@ -247,6 +246,7 @@ impl Session {
         Ok(crate::export::onnx::export(self.inner.trainer().model())?)
     }
 
+    /// The model spec as JSON.
     #[wasm_bindgen(js_name = specJson)]
     pub fn spec_json(&self) -> String {
         self.inner.trainer().model().spec().to_json()
