@@ -12,7 +12,7 @@
 import { LiveChart } from './charts.js';
 import { DrawingPad } from './pad.js';
 import { configureMessage, dataUrls, DEFAULTS, PRESETS, readSettings } from './settings.js';
-import { ProbabilityBars } from './views.js';
+import { ProbabilityBars, showDataProgress } from './views.js';
 
 const here = (path) => new URL(path, import.meta.url).href;
 const DEFAULT_DATA = here('../data/mnist/');
@@ -231,13 +231,7 @@ class FerrogradPlayground extends HTMLElement {
   showData({ status, received, total }) {
     this.state.dataComplete = status.dataComplete;
     const bar = this.$('.data-bar');
-    if (total) {
-      bar.max = total;
-      bar.value = received;
-    } else {
-      bar.max = Math.max(1, (status.trainDeclared ?? 0) + (status.testDeclared ?? 0));
-      bar.value = status.dataComplete ? bar.max : status.trainAvailable + status.testAvailable;
-    }
+    showDataProgress(bar, status, received, total);
     bar.hidden = status.dataComplete;
     if (!this.state.steps) this.$('.train-text').textContent = `${status.trainAvailable.toLocaleString('en')} training images ready`;
   }

@@ -8,7 +8,7 @@ import { DrawingPad, drawDigit } from './pad.js';
 import {
   configureMessage, dataUrls, DEFAULTS, formatSpec, readSettings, settingsFromQuery, settingsToQuery,
 } from './settings.js';
-import { ConfusionView, DigitGrid, PerClassView, ProbabilityBars } from './views.js';
+import { ConfusionView, DigitGrid, PerClassView, ProbabilityBars, showDataProgress } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const INSPECT_EVERY_MS = 600;
@@ -198,15 +198,7 @@ const count = (n) => n.toLocaleString('en');
 
 function showData(status, received = null, total = null) {
   state.dataComplete = status.dataComplete;
-  const bar = $('data-bar');
-  if (total) {
-    bar.max = total;
-    bar.value = Math.min(received, total);
-  } else {
-    const declared = (status.trainDeclared ?? 0) + (status.testDeclared ?? 0);
-    bar.max = Math.max(1, declared);
-    bar.value = status.dataComplete ? bar.max : status.trainAvailable + status.testAvailable;
-  }
+  showDataProgress($('data-bar'), status, received, total);
   const images = `${count(status.trainAvailable)} of ${status.trainDeclared == null ? '?' : count(status.trainDeclared)} training and `
     + `${count(status.testAvailable)} of ${status.testDeclared == null ? '?' : count(status.testDeclared)} test images`;
   const bytes = received == null ? '' : `${megabytes(received)}${total ? ` of ${megabytes(total)}` : ''} · `;

@@ -154,14 +154,13 @@ export function toMnist(image, source) {
   return pixels;
 }
 
-/** Draws 28x28 pixels in [0, 1] (or bytes when `bytes`) on a canvas, ink dark on light. */
-export function drawDigit(canvas, pixels, { bytes = false } = {}) {
+/** Draws 28x28 pixels in [0, 1] (or a blank field for null) on a canvas, ink dark on light. */
+export function drawDigit(canvas, pixels) {
   const ctx = canvas.getContext('2d');
   const image = ctx.createImageData(SIDE, SIDE);
   const { data } = image;
-  const scale = bytes ? 1 : 255;
   for (let i = 0, o = 0; i < SIDE * SIDE; i++, o += 4) {
-    const level = pixels ? 255 - pixels[i] * scale : 255;
+    const level = pixels ? 255 - pixels[i] * 255 : 255;
     data[o] = level;
     data[o + 1] = level;
     data[o + 2] = level;

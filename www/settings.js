@@ -3,7 +3,7 @@
 // worker's `configure` message and a data source's four URLs.
 
 export const PRESETS = ['mlp', 'cnn', 'lstm', 'gru'];
-export const DEFAULT_DATA = 'data/mnist/';
+const DEFAULT_DATA = 'data/mnist/';
 
 /** Every setting with its default; `spec` is the JSON text of a custom model. */
 export const DEFAULTS = Object.freeze({
@@ -59,7 +59,7 @@ const READERS = {
 };
 
 /** Human names of the settings, for messages. */
-export const LABELS = {
+const LABELS = {
   model: 'model', spec: 'model spec', optimizer: 'optimizer', lr: 'learning rate', batch: 'batch size',
   epochs: 'epochs', seed: 'seed', normalize: 'pixels', clean: 'cleaning', augment: 'augmentation', data: 'data source',
 };

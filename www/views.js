@@ -15,6 +15,20 @@ const percent = (v, digits = 1) => `${(v * 100).toFixed(digits)}%`;
 const CLASSES = 10;
 const digits = Array.from({ length: CLASSES }, (_, i) => i);
 
+/**
+ * Fills a data progress bar: bytes when the server announced the total, otherwise images
+ * arrived out of those the IDX headers declared.
+ */
+export function showDataProgress(bar, status, received = null, total = null) {
+  if (total) {
+    bar.max = total;
+    bar.value = Math.min(received, total);
+  } else {
+    bar.max = Math.max(1, (status.trainDeclared ?? 0) + (status.testDeclared ?? 0));
+    bar.value = status.dataComplete ? bar.max : status.trainAvailable + status.testAvailable;
+  }
+}
+
 /** The confusion matrix as a table whose cells are shaded by their share of the row. */
 export class ConfusionView {
   constructor(container) {

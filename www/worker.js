@@ -54,6 +54,7 @@ let state = 'idle';
 let load = null; // {controller, generation}
 let generation = 0;
 const throughput = { samples: 0, ms: 0 };
+const restartThroughput = () => Object.assign(throughput, { samples: 0, ms: 0 });
 let keeping = false;
 let lastKept = 0;
 
@@ -85,13 +86,11 @@ function restore(bytes, source) {
     session.restore(bytes);
   } catch (error) {
     post({ type: 'restore-error', message: errorText(error), source });
-    return false;
+    return;
   }
-  throughput.samples = 0;
-  throughput.ms = 0;
+  restartThroughput();
   post({ type: 'restored', spec: session.specJson(), status: session.status(), source });
   setState(state === 'training' || state === 'waiting' ? state : 'paused');
-  return true;
 }
 
 // Lets queued messages run between slices; a MessageChannel hop avoids setTimeout's clamping.
@@ -209,8 +208,7 @@ function configure(model, settings) {
     post({ type: 'config-error', message: errorText(error) });
     return;
   }
-  throughput.samples = 0;
-  throughput.ms = 0;
+  restartThroughput();
   forgetKept();
   post({ type: 'configured', spec: session.specJson() });
   if (state === 'done') setState('idle');
@@ -232,8 +230,7 @@ const handlers = {
   reset: () => {
     session.reset();
     forgetKept();
-    throughput.samples = 0;
-    throughput.ms = 0;
+    restartThroughput();
     setState('idle');
   },
   predict: ({ id, pixels }) => post({ type: 'prediction', id, probs: session.predict(pixels) }),

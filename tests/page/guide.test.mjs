@@ -5,43 +5,35 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 
-import { launch, open, ROOT, screenshot, serve } from './harness.mjs';
+import { browserAndServer, open, ROOT, screenshot } from './harness.mjs';
 
-let browser;
-let server;
-
-before(async () => {
+before(() => {
   assert.ok(existsSync(join(ROOT, 'book/index.html')), 'the guide is built (scripts/test.sh builds it into book/)');
-  browser = await launch();
-  server = await serve({ isolation: false });
 });
 
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const env = browserAndServer({ isolation: false });
 
 const embedState = (page) => page.$$eval('ferrograd-playground', (elements) => elements.map((e) => ({ ...e.state })));
 
 describe('the guide', () => {
   test('opens without isolation headers, with the API reference beside it', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}book/`);
-    const response = await page.request.get(`${server.url}book/index.html`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}book/`);
+    const response = await page.request.get(`${env.server.url}book/index.html`);
     assert.equal(response.headers()['cross-origin-embedder-policy'], undefined);
     assert.match(await page.title(), /Introduction/);
     await page.click('a[href="tensors.html"]');
     await page.waitForURL(/tensors\.html/);
     assert.match(await page.locator('main h1').first().textContent(), /Tensors/);
-    const api = await page.request.get(`${server.url}book/api/ferrograd/index.html`);
+    const api = await page.request.get(`${env.server.url}book/api/ferrograd/index.html`);
     assert.equal(api.status(), 200);
     assert.deepEqual(problems, []);
     await context.close();
   });
 
   test('two embedded playgrounds on one page train at the same time, each with its own progress', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}book/models.html`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}book/models.html`);
     assert.equal(await page.evaluate(() => crossOriginIsolated), false);
     await page.waitForFunction(() => {
       const all = [...document.querySelectorAll('ferrograd-playground')];
@@ -67,7 +59,7 @@ describe('the guide', () => {
   });
 
   test('the iframe form takes its setup from the hash', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}embed.html#model=gru&epochs=1&compact`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}embed.html#model=gru&epochs=1&compact`);
     const element = page.locator('ferrograd-playground');
     await page.waitForFunction(() => document.querySelector('ferrograd-playground')?.state?.dataComplete, null, { timeout: 30_000 });
     assert.equal(await element.locator('select').inputValue(), 'gru');
@@ -78,7 +70,7 @@ describe('the guide', () => {
   });
 
   test('a bad attribute is shown in the element, which still trains with the default', async () => {
-    const { page, context } = await open(browser, `${server.url}embed.html#model=${encodeURIComponent('{"layers": [}')}&epochs=zero`);
+    const { page, context } = await open(env.browser, `${env.server.url}embed.html#model=${encodeURIComponent('{"layers": [}')}&epochs=zero`);
     const element = page.locator('ferrograd-playground');
     await page.waitForFunction(() => document.querySelector('ferrograd-playground')?.state?.dataComplete, null, { timeout: 30_000 });
     const error = await element.locator('.error').textContent();

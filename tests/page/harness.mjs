@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -41,6 +42,34 @@ export function serve({ throttle, isolation = true } = {}) {
 
 export async function launch() {
   return chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+}
+
+/**
+ * Registers hooks that start Chromium and `ferrograd serve` (with `serveOptions`) before the
+ * file's tests and stop them after; returns `{browser, server}`, filled in once started.
+ */
+export function browserAndServer(serveOptions) {
+  const env = {};
+  before(async () => {
+    env.browser = await launch();
+    env.server = await serve(serveOptions);
+  });
+  after(async () => {
+    await env.browser?.close();
+    env.server?.close();
+  });
+  return env;
+}
+
+/** Draws a stroke through `points` (fractions of the pad) with synthesised pointer events. */
+export async function draw(page, points, pad = '#pad') {
+  await page.locator(pad).scrollIntoViewIfNeeded();
+  const box = await page.locator(pad).boundingBox();
+  const at = ([x, y]) => [box.x + x * box.width, box.y + y * box.height];
+  await page.mouse.move(...at(points[0]));
+  await page.mouse.down();
+  for (const point of points.slice(1)) await page.mouse.move(...at(point), { steps: 8 });
+  await page.mouse.up();
 }
 
 /**

@@ -3,22 +3,11 @@
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { launch, open, serve, waitForState } from './harness.mjs';
+import { browserAndServer, open, waitForState } from './harness.mjs';
 
-let browser;
-let server;
-
-before(async () => {
-  browser = await launch();
-  server = await serve();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const env = browserAndServer();
 
 async function downloadOf(page, button) {
   const [download] = await Promise.all([page.waitForEvent('download'), page.click(button)]);
@@ -37,7 +26,7 @@ const loadFile = (page, name, buffer) => page.setInputFiles('#load-file', { name
 
 describe('keeping a model', () => {
   test('save, refuse truncated and foreign files with the model intact, load back, export ONNX', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}?model=cnn&epochs=1`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?model=cnn&epochs=1`);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     const steps = await trainSome(page, 8);
 
@@ -70,7 +59,7 @@ describe('keeping a model', () => {
   });
 
   test('a reload carries on from the training kept in the browser', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}?epochs=1`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=1`);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     const steps = await trainSome(page, 10);
     // Pausing keeps the training in IndexedDB; give the write a moment.

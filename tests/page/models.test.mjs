@@ -2,34 +2,14 @@
 // page also works in the dark theme, at phone width and from the keyboard.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { launch, open, screenshot, serve, waitForState } from './harness.mjs';
+import { browserAndServer, draw, open, screenshot, waitForState } from './harness.mjs';
 
-let browser;
-let server;
+const env = browserAndServer();
 
-before(async () => {
-  browser = await launch();
-  server = await serve();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
-
-/** Draws a "2" on the pad with synthesised pointer events. */
-async function drawTwo(page) {
-  await page.locator('#pad').scrollIntoViewIfNeeded();
-  const box = await page.locator('#pad').boundingBox();
-  const at = ([x, y]) => [box.x + x * box.width, box.y + y * box.height];
-  const points = [[0.3, 0.3], [0.5, 0.18], [0.7, 0.3], [0.65, 0.5], [0.3, 0.82], [0.75, 0.82]];
-  await page.mouse.move(...at(points[0]));
-  await page.mouse.down();
-  for (const point of points.slice(1)) await page.mouse.move(...at(point), { steps: 6 });
-  await page.mouse.up();
-}
+/** A "2": a hook at the top, a diagonal down to the left, a bar along the bottom. */
+const TWO = [[0.3, 0.3], [0.5, 0.18], [0.7, 0.3], [0.65, 0.5], [0.3, 0.82], [0.75, 0.82]];
 
 /**
  * For every canvas under `selector`: how many distinct colours it shows. A view drawn from
@@ -53,7 +33,7 @@ const SPEC_MARK = { mlp: '"dense"', cnn: '"conv2d"', lstm: '"lstm"', gru: '"gru"
 describe('the presets in the page', () => {
   for (const preset of Object.keys(VIEWS)) {
     test(`${preset}: chosen from the list, it trains and its inside views render`, async () => {
-      const { page, context, problems } = await open(browser, `${server.url}?epochs=1`);
+      const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=1`);
       await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
       if (preset !== 'mlp') {
         await page.selectOption('#model-preset', preset);
@@ -62,7 +42,7 @@ describe('the presets in the page', () => {
       }
       await page.click('#start');
       await waitForState(page, (s) => (s.steps ?? 0) > 10, 60_000);
-      await drawTwo(page);
+      await draw(page, TWO);
       for (const view of VIEWS[preset]) {
         await page.waitForSelector(`#inside ${view} canvas`, { timeout: 20_000 });
         const colours = await canvasColours(page, `#inside ${view}`);
@@ -78,7 +58,7 @@ describe('the presets in the page', () => {
 
 describe('the page for every user', () => {
   test('dark theme at phone width: no sideways scrolling, and it trains', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}?epochs=1`, {
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=1`, {
       viewport: { width: 390, height: 844 }, colorScheme: 'dark',
     });
     await waitForState(page, (s) => s.dataComplete === true, 30_000);
@@ -94,7 +74,7 @@ describe('the page for every user', () => {
   });
 
   test('every control is reached and used from the keyboard', async () => {
-    const { page, context } = await open(browser, server.url);
+    const { page, context } = await open(env.browser, env.server.url);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     // Tab through the page: every button, field and the pad must take the focus on the way.
     const reached = new Set();

@@ -3,37 +3,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { launch, open, screenshot, serve, waitForState } from './harness.mjs';
+import { browserAndServer, draw, open, screenshot, serve, waitForState } from './harness.mjs';
 
-let browser;
-let server;
-
-before(async () => {
-  browser = await launch();
-  server = await serve();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const env = browserAndServer();
 
 const steps = (page) => page.evaluate(() => window.ferrograd.state.steps ?? 0);
 
-/** Draws a stroke through `points` (fractions of the pad) with synthesised pointer events. */
-async function draw(page, points) {
-  await page.locator('#pad').scrollIntoViewIfNeeded();
-  const box = await page.locator('#pad').boundingBox();
-  const at = ([x, y]) => [box.x + x * box.width, box.y + y * box.height];
-  await page.mouse.move(...at(points[0]));
-  await page.mouse.down();
-  for (const point of points.slice(1)) await page.mouse.move(...at(point), { steps: 8 });
-  await page.mouse.up();
-}
-
 describe('the playground page', () => {
   test('loads with no console errors or failed requests', async () => {
-    const { page, context, problems } = await open(browser, server.url);
+    const { page, context, problems } = await open(env.browser, env.server.url);
     await waitForState(page, (s) => s.dataComplete === true, 30_000);
     await page.waitForTimeout(300);
     assert.deepEqual(problems, []);
@@ -42,7 +20,7 @@ describe('the playground page', () => {
   });
 
   test('trains to over 85% test accuracy with a loss curve, and the main thread stays responsive', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}?epochs=1`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=1`);
     await waitForState(page, (s) => s.dataComplete === true, 30_000);
     await page.click('#start');
     await waitForState(page, (s) => (s.steps ?? 0) > 20);
@@ -65,7 +43,7 @@ describe('the playground page', () => {
   });
 
   test('drawing a digit shows probabilities that sum to 1', async () => {
-    const { page, context } = await open(browser, server.url);
+    const { page, context } = await open(env.browser, env.server.url);
     await waitForState(page, (s) => s.ready === true && s.configured === true, 30_000);
     // A "7": a bar across the top, then a stroke down to the lower left.
     await draw(page, [[0.25, 0.2], [0.75, 0.2], [0.45, 0.85]]);
@@ -80,14 +58,14 @@ describe('the playground page', () => {
   });
 
   test('a bad data URL and bytes that are not IDX show a clear message and keep the data', async () => {
-    const { page, context } = await open(browser, server.url, { expectFailures: ['data/missing/'] });
+    const { page, context } = await open(env.browser, env.server.url, { expectFailures: ['data/missing/'] });
     await waitForState(page, (s) => s.dataComplete === true, 30_000);
     await page.fill('#data-url', 'data/missing/');
     await page.click('#load-data');
     await page.waitForFunction(() => /404/.test(document.querySelector('#data-message').textContent));
     assert.match(await page.locator('#data-message').textContent(), /data\/missing\/.*404/);
 
-    const notIdx = ['index.html', 'index.html', 'index.html', 'index.html'].map((f) => server.url + f).join(' ');
+    const notIdx = ['index.html', 'index.html', 'index.html', 'index.html'].map((f) => env.server.url + f).join(' ');
     await page.fill('#data-url', notIdx);
     await page.click('#load-data');
     await page.waitForFunction(() => /not an IDX stream/.test(document.querySelector('#data-message').textContent));
@@ -99,7 +77,7 @@ describe('the playground page', () => {
   });
 
   test('a malformed JSON spec shows an inline error, and training starts once it is fixed', async () => {
-    const { page, context } = await open(browser, server.url);
+    const { page, context } = await open(env.browser, env.server.url);
     await waitForState(page, (s) => s.configured === true, 30_000);
     await page.fill('#model-spec', '{"layers": [{"type": "flatten"}, {"type": "dense", "units": 10,}]}');
     await page.click('#apply');
@@ -121,7 +99,7 @@ describe('the playground page', () => {
 
 describe('the playground page: your own digits and preprocessing', () => {
   test('a drawn digit, labelled, joins the training data; the examples can be cleared', async () => {
-    const { page, context, problems } = await open(browser, server.url);
+    const { page, context, problems } = await open(env.browser, env.server.url);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     assert.equal(await page.locator('#pad-add').isDisabled(), true, 'nothing drawn, nothing to add');
     await draw(page, [[0.5, 0.15], [0.5, 0.85]]);
@@ -139,7 +117,7 @@ describe('the playground page: your own digits and preprocessing', () => {
   });
 
   test('standardised pixels, cleaning and augmentation from the address train, and the dropped count shows', async () => {
-    const { page, context, problems } = await open(browser, `${server.url}?normalize=standard&clean=true&augment=true&epochs=1`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?normalize=standard&clean=true&augment=true&epochs=1`);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     assert.equal(await page.locator('#normalize').inputValue(), 'standard');
     assert.equal(await page.locator('#clean').isChecked(), true);
@@ -153,7 +131,7 @@ describe('the playground page: your own digits and preprocessing', () => {
   });
 
   test('a bad setting in the address is reported and the default used', async () => {
-    const { page, context } = await open(browser, `${server.url}?epochs=many&optimizer=rmsprop`);
+    const { page, context } = await open(env.browser, `${env.server.url}?epochs=many&optimizer=rmsprop`);
     await waitForState(page, (s) => s.configured === true, 30_000);
     const message = await page.locator('#message').textContent();
     assert.match(message, /epochs \(epochs\): "many" is not a whole number/);
@@ -172,7 +150,7 @@ describe('the playground page on a slow connection', () => {
   after(() => slow?.close());
 
   test('the first training step completes before the download does', async () => {
-    const { page, context, problems } = await open(browser, slow.url);
+    const { page, context, problems } = await open(env.browser, slow.url);
     await waitForState(page, (s) => s.configured === true, 30_000);
     await page.click('#start');
     const state = await waitForState(page, (s) => (s.steps ?? 0) >= 1, 30_000);
