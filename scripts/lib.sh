@@ -50,6 +50,18 @@ ensure_chromium() {
   fi
 }
 
+# Mesa's lavapipe, a Vulkan driver that runs on the CPU: the GPU backend's tests need an
+# adapter, and a machine without a GPU has none otherwise.
+ensure_vulkan() {
+  if ! dpkg -s libvulkan1 mesa-vulkan-drivers >/dev/null 2>&1; then
+    log "installing Vulkan and Mesa's CPU driver (lavapipe) from Debian"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1 mesa-vulkan-drivers >/dev/null
+  fi
+  # Vulkan's loader warns without one.
+  export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+}
+
 ensure_data() {
   node scripts/fetch-mnist.mjs data/mnist
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: the native suite (unit, gradient checks, parser, playground engine, CLI
-# accuracy), the wasm build in headless Chromium, and the page, the guide and the embeds in
-# headless Chromium.
+# accuracy, the GPU kernels and training against the CPU through Vulkan), the wasm build in
+# headless Chromium, and the page, the guide and the embeds in headless Chromium.
 # Installs what is missing first. Page screenshots land in test-results/.
 source "$(dirname "$0")/lib.sh"
 
 ensure_web_setup
 ensure_python_packages
+ensure_vulkan
 
 log "native tests"
 cargo test --release

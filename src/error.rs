@@ -48,6 +48,10 @@ pub enum Error {
     /// A saved model that cannot be read back.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+
+    /// No usable GPU, a lost device, or a model the GPU backend cannot run.
+    #[error("gpu: {0}")]
+    Gpu(String),
 }
 
 /// Result with the crate's [`Error`](enum@Error).

@@ -57,6 +57,11 @@ pub struct Trainer {
     epochs: usize,
     augment: bool,
     clip_norm: Option<f32>,
+    /// Training on the GPU, when moved there with [`Trainer::use_gpu`].
+    #[cfg(gpu)]
+    engine: Option<crate::backend::gpu::Engine>,
+    /// Whether the GPU holds newer weights than `model`, until [`Trainer::sync`].
+    stale: bool,
 }
 
 /// The batch size for evaluation and prediction: large enough to amortise per-batch work,
@@ -101,7 +106,60 @@ impl Trainer {
             epochs: 0,
             augment: false,
             clip_norm: None,
+            #[cfg(gpu)]
+            engine: None,
+            stale: false,
         })
+    }
+
+    /// Moves training onto `gpu`: later steps run there, with the same results as on the CPU
+    /// up to rounding. The step is compiled for `batch_size` at once, so that a model the GPU
+    /// cannot run is refused here, with training left on the CPU.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the model has an op without a GPU kernel, or the weights cannot be
+    /// brought back from a GPU in use before.
+    #[cfg(gpu)]
+    pub fn use_gpu(&mut self, gpu: crate::backend::gpu::Gpu, batch_size: usize) -> Result<()> {
+        self.sync()?;
+        let state = self.optimizer.state();
+        let mut engine =
+            crate::backend::gpu::Engine::new(gpu, &self.model, &self.optimizer_spec, &state, self.clip_norm)?;
+        engine.prepare(&self.model, batch_size.max(1))?;
+        self.engine = Some(engine);
+        Ok(())
+    }
+
+    /// Where training steps run: `cpu`, or the GPU adapter's name.
+    pub fn backend(&self) -> String {
+        #[cfg(gpu)]
+        if let Some(engine) = &self.engine {
+            return format!("gpu: {}", engine.adapter());
+        }
+        "cpu".into()
+    }
+
+    /// Brings the model and optimizer state back from the GPU after GPU steps, so that
+    /// evaluation, prediction and saving see them. Does nothing when training on the CPU.
+    ///
+    /// # Errors
+    /// When the device is lost.
+    pub fn sync(&mut self) -> Result<()> {
+        #[cfg(gpu)]
+        if let (true, Some(engine)) = (self.stale, &self.engine) {
+            let state = engine.download(&mut self.model)?;
+            self.optimizer.restore(state)?;
+        }
+        self.stale = false;
+        Ok(())
+    }
+
+    /// An error when the GPU holds newer weights than the model.
+    fn check_synced(&self, op: &'static str) -> Result<()> {
+        if self.stale {
+            return Err(Error::invalid(op, "the newest weights are on the GPU; call Trainer::sync first"));
+        }
+        Ok(())
     }
 
     /// Training picked up where [`Trainer::training_state`] left it.
@@ -158,6 +216,10 @@ impl Trainer {
             });
         }
         self.clip_norm = max_norm;
+        #[cfg(gpu)]
+        if let Some(engine) = &mut self.engine {
+            engine.set_clip_norm(max_norm);
+        }
         Ok(())
     }
 
@@ -201,6 +263,13 @@ impl Trainer {
             for image in pixels.chunks_exact_mut(rows * cols) {
                 preprocess::augment(image, rows, cols, &mut self.rng);
             }
+        }
+        #[cfg(gpu)]
+        if let Some(engine) = &mut self.engine {
+            let stats = engine.step(&self.model, &images, labels, &mut self.rng)?;
+            self.stale = true;
+            self.steps += 1;
+            return Ok(stats);
         }
         let (loss, accuracy, grads, buffers) = {
             let mut tape = Tape::new(self.model.params());
@@ -261,8 +330,9 @@ impl Trainer {
     /// mode.
     ///
     /// # Errors
-    /// When the images do not fit the model.
+    /// When the images do not fit the model, or after GPU steps without [`Trainer::sync`].
     pub fn predict(&self, images: Tensor) -> Result<Tensor> {
+        self.check_synced("predict")?;
         let mut tape = Tape::inference(self.model.params());
         let x = tape.input(images);
         let logits = self.model.forward(&mut tape, x, Mode::Eval)?;
@@ -273,8 +343,10 @@ impl Trainer {
     /// Mean loss, accuracy and the confusion matrix over `data`, in inference mode.
     ///
     /// # Errors
-    /// When the images do not fit the model or `data` is empty.
+    /// When the images do not fit the model or `data` is empty, or after GPU steps without
+    /// [`Trainer::sync`].
     pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation> {
+        self.check_synced("evaluate")?;
         if data.is_empty() {
             return Err(Error::Data("cannot evaluate on an empty data set".into()));
         }

@@ -145,7 +145,7 @@ impl Tape<'_> {
                     send(*b, -&d);
                     send(*a, d);
                 }
-                Op::Dropout { x, mask } => send(*x, g * mask),
+                Op::Dropout { x, mask, .. } => send(*x, g * mask),
                 Op::Pow { x, exponent } => {
                     // d(x^p)/dx = p x^(p-1)
                     let base = self.value(*x);
@@ -187,7 +187,7 @@ impl Tape<'_> {
                     let input = as4("conv2d backward", self.value(*x))?;
                     send(*x, conv::col2im(&dcols, input.dim(), window).into_dyn());
                 }
-                Op::MaxPool2d { x, argmax } => {
+                Op::MaxPool2d { x, argmax, .. } => {
                     let mut dx = Tensor::zeros(IxDyn(self.value(*x).shape()));
                     let flat = dx.as_slice_mut().expect("fresh tensors are contiguous");
                     for (&at, &v) in argmax.iter().zip(g.iter()) {

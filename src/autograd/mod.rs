@@ -14,6 +14,8 @@ mod ops;
 mod params;
 
 pub use backward::Gradients;
+#[cfg(gpu)]
+pub(crate) use ops::Op;
 pub use params::{ParamId, Parameter, Params};
 
 use crate::tensor::Tensor;
@@ -21,6 +23,19 @@ use crate::tensor::Tensor;
 /// A handle to a value recorded on a [`Tape`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
+
+#[cfg(gpu)]
+impl Var {
+    /// The position of the value on its tape, in recording order.
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
+
+    /// The value at position `i` of a tape.
+    pub(crate) fn at(i: usize) -> Var {
+        Var(i)
+    }
+}
 
 /// The record of one forward pass.
 pub struct Tape<'p> {
@@ -30,6 +45,9 @@ pub struct Tape<'p> {
     /// weight at every time step) is one node whose gradient sums all its uses.
     param_nodes: Vec<Option<Var>>,
     recording: bool,
+    /// Keep every op, even those no gradient flows through, so that the whole computation
+    /// can be replayed elsewhere (the GPU backend's plans).
+    keep_ops: bool,
     /// New values for buffers (batch-norm running statistics) computed in a training forward
     /// pass, applied by the trainer once the step is done.
     buffer_updates: Vec<(ParamId, Tensor)>,
@@ -58,14 +76,40 @@ impl<'p> Tape<'p> {
         Self::with_recording(params, false)
     }
 
+    /// A recording tape that also keeps the ops of values needing no gradient, for the GPU
+    /// backend to compile the whole step from.
+    #[cfg(gpu)]
+    pub(crate) fn tracing(params: &'p Params) -> Self {
+        Tape { keep_ops: true, ..Self::with_recording(params, true) }
+    }
+
     fn with_recording(params: &'p Params, recording: bool) -> Self {
         Tape {
             params,
             nodes: Vec::new(),
             param_nodes: vec![None; params.len()],
             recording,
+            keep_ops: false,
             buffer_updates: Vec::new(),
         }
+    }
+
+    /// How many values are on the tape.
+    #[cfg(gpu)]
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The value of `var` if it is on this tape.
+    #[cfg(gpu)]
+    pub(crate) fn node_checked(&self, var: Var) -> Option<&Tensor> {
+        (var.0 < self.nodes.len()).then(|| self.value(var))
+    }
+
+    /// The op that made value `i` and whether a gradient flows back through it.
+    #[cfg(gpu)]
+    pub(crate) fn node(&self, i: usize) -> (&ops::Op, bool) {
+        (&self.nodes[i].op, self.nodes[i].needs_grad)
     }
 
     /// Whether this tape records a graph for [`Tape::backward`].
@@ -138,7 +182,7 @@ impl<'p> Tape<'p> {
     /// operand needs a gradient, the op's saved state is dropped on the spot.
     fn push(&mut self, value: Tensor, op: ops::Op, inputs: &[Var]) -> Var {
         let needs_grad = self.recording && inputs.iter().any(|v| self.nodes[v.0].needs_grad);
-        let op = if needs_grad { op } else { ops::Op::Input };
+        let op = if needs_grad || self.keep_ops { op } else { ops::Op::Input };
         self.push_leaf(Value::Owned(value), op, needs_grad)
     }
 }

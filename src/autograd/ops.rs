@@ -51,6 +51,8 @@ pub(crate) enum Op {
     /// Saves the mask, already scaled by `1 / (1 - rate)`.
     Dropout {
         x: Var,
+        #[cfg_attr(not(gpu), allow(dead_code))]
+        rate: f32,
         mask: Tensor,
     },
     Pow {
@@ -76,6 +78,8 @@ pub(crate) enum Op {
     /// Saves the flat input index of each output's maximum.
     MaxPool2d {
         x: Var,
+        #[cfg_attr(not(gpu), allow(dead_code))]
+        window: Window,
         argmax: Vec<usize>,
     },
     AvgPool2d {
@@ -303,7 +307,7 @@ impl Tape<'_> {
         let scale = 1.0 / (1.0 - rate);
         let mask = self.value(x).mapv(|_| if keep() { scale } else { 0.0 });
         let value = self.value(x) * &mask;
-        Ok(self.push(value, Op::Dropout { x, mask }, &[x]))
+        Ok(self.push(value, Op::Dropout { x, rate, mask }, &[x]))
     }
 }
 
@@ -405,7 +409,7 @@ impl Tape<'_> {
     pub fn max_pool2d(&mut self, x: Var, kernel: (usize, usize), stride: (usize, usize)) -> Result<Var> {
         let window = self.pool_window("max_pool2d", x, kernel, stride)?;
         let (value, argmax) = conv::max_pool(&as4("max_pool2d", self.value(x))?, &window);
-        Ok(self.push(value.into_dyn(), Op::MaxPool2d { x, argmax }, &[x]))
+        Ok(self.push(value.into_dyn(), Op::MaxPool2d { x, window, argmax }, &[x]))
     }
 
     /// Average pooling over `kernel` windows moved by `stride`, without padding.

@@ -1,3 +1,5 @@
 //! Compute backends. The CPU backend is the reference that every other backend is tested against.
 
 pub mod cpu;
+#[cfg(gpu)]
+pub mod gpu;

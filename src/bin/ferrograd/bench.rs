@@ -1,5 +1,6 @@
-//! `ferrograd bench`: training throughput of the presets and matmul speed, natively. The
-//! browser benchmark (bench/) measures the same in the page.
+//! `ferrograd bench`: training throughput of the presets and matmul speed, natively, on the
+//! CPU and on the GPU when wgpu finds an adapter (a software one included, named as such).
+//! The browser benchmark (bench/) measures the same in the page.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -28,6 +29,8 @@ pub struct BenchArgs {
 
 #[derive(Serialize)]
 struct Report {
+    /// The GPU adapter measured, or why there is none.
+    gpu: String,
     training: Vec<Training>,
     matmul: Vec<Matmul>,
 }
@@ -35,6 +38,7 @@ struct Report {
 #[derive(Serialize)]
 struct Training {
     model: &'static str,
+    backend: &'static str,
     batch_size: usize,
     samples_per_second: f64,
 }
@@ -42,6 +46,7 @@ struct Training {
 #[derive(Serialize)]
 struct Matmul {
     size: usize,
+    backend: &'static str,
     gflops: f64,
 }
 
@@ -50,42 +55,139 @@ const BATCH: usize = 64;
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     let mnist = data::load_mnist(&args.data)?;
+    let gpu = gpu::adapter();
     let mut training = Vec::new();
+    let mut matmul = Vec::new();
     for model in ["mlp", "cnn", "lstm"] {
-        let spec = ModelSpec::preset(model).expect("a preset");
-        let mut trainer = Trainer::new(spec, &OptimizerSpec::adam(1e-3), 0)?;
-        let order: Vec<usize> = (0..mnist.train.len()).collect();
+        for backend in ["cpu", "gpu"] {
+            let mut trainer =
+                Trainer::new(ModelSpec::preset(model).expect("a preset"), &OptimizerSpec::adam(1e-3), 0)?;
+            if backend == "gpu" && !gpu::train_on_gpu(&mut trainer, BATCH)? {
+                continue;
+            }
+            let samples_per_second = throughput(&mut trainer, &mnist.train, args.seconds)?;
+            training.push(Training { model, backend, batch_size: BATCH, samples_per_second });
+        }
+    }
+    for size in [256, 1024, 2048] {
+        matmul.push(Matmul { size, backend: "cpu", gflops: matmul_gflops(size, args.seconds) });
+        if let Some(gflops) = gpu::matmul_gflops(size, args.seconds)? {
+            matmul.push(Matmul { size, backend: "gpu", gflops });
+        }
+    }
+    let report = Report { gpu, training, matmul };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!("gpu: {}\n", report.gpu);
+    println!("{:<6} {:>14} {:>14} {:>8}", "model", "cpu samples/s", "gpu samples/s", "gpu/cpu");
+    for model in ["mlp", "cnn", "lstm"] {
+        let rate = |backend| report.training.iter().find(|t| t.model == model && t.backend == backend);
+        let (cpu, gpu) =
+            (rate("cpu").map(|t| t.samples_per_second), rate("gpu").map(|t| t.samples_per_second));
+        let ratio = cpu.zip(gpu).map_or("-".into(), |(c, g)| format!("{:.2}x", g / c));
+        let gpu = gpu.map_or("-".into(), |g| format!("{g:.0}"));
+        println!("{model:<6} {:>14.0} {gpu:>14} {ratio:>8}", cpu.unwrap_or(f64::NAN));
+    }
+    println!("\n{:<6} {:>12} {:>12}", "matmul", "cpu GFLOP/s", "gpu GFLOP/s");
+    for size in [256, 1024, 2048] {
+        let rate =
+            |backend| report.matmul.iter().find(|m| m.size == size && m.backend == backend).map(|m| m.gflops);
+        let gpu = rate("gpu").map_or("-".into(), |g| format!("{g:.1}"));
+        println!("{size:<6} {:>12.1} {gpu:>12}", rate("cpu").unwrap_or(f64::NAN));
+    }
+    Ok(())
+}
+
+/// Median training samples/s over three windows of `seconds`, after one warm-up step (which
+/// allocates, and on the GPU compiles the step).
+fn throughput(trainer: &mut Trainer, train: &data::Dataset, seconds: f64) -> Result<f64> {
+    {
+        let order: Vec<usize> = (0..train.len()).collect();
         let mut batches = order.chunks(BATCH).cycle();
-        // One warm-up step, so allocation of the first step is not measured.
-        let (images, labels) = mnist.train.batch(batches.next().expect("data"));
+        let (images, labels) = train.batch(batches.next().expect("data"));
         trainer.step(images, &labels)?;
         let mut rates = Vec::with_capacity(WINDOWS);
         for _ in 0..WINDOWS {
             let (start, mut samples) = (Instant::now(), 0);
-            while start.elapsed().as_secs_f64() < args.seconds {
-                let (images, labels) = mnist.train.batch(batches.next().expect("cycles"));
+            while start.elapsed().as_secs_f64() < seconds {
+                let (images, labels) = train.batch(batches.next().expect("cycles"));
                 samples += trainer.step(images, &labels)?.samples;
             }
             rates.push(samples as f64 / start.elapsed().as_secs_f64());
         }
-        training.push(Training { model, batch_size: BATCH, samples_per_second: median(rates) });
+        Ok(median(rates))
     }
-    let matmul =
-        [256, 1024, 2048].map(|size| Matmul { size, gflops: matmul_gflops(size, args.seconds) }).into();
-    let report = Report { training, matmul };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!("{:<6} {:>14}", "model", "samples/s");
-        for t in &report.training {
-            println!("{:<6} {:>14.0}", t.model, t.samples_per_second);
-        }
-        println!("\n{:<6} {:>14}", "matmul", "GFLOP/s");
-        for m in &report.matmul {
-            println!("{:<6} {:>14.1}", m.size, m.gflops);
+}
+
+#[cfg(gpu)]
+mod gpu {
+    use std::time::Instant;
+
+    use anyhow::Result;
+    use ferrograd::backend::gpu::{Gpu, Kernel};
+    use ferrograd::train::Trainer;
+
+    /// The adapter, or why there is none.
+    pub fn adapter() -> String {
+        match Gpu::blocking() {
+            Ok(gpu) if gpu.is_software() => {
+                format!("{} (software: says nothing of a real GPU)", gpu.adapter())
+            }
+            Ok(gpu) => gpu.adapter().to_string(),
+            Err(e) => e.to_string(),
         }
     }
-    Ok(())
+
+    /// Moves `trainer` onto the GPU; false when there is none.
+    pub fn train_on_gpu(trainer: &mut Trainer, batch: usize) -> Result<bool> {
+        let Ok(gpu) = Gpu::blocking() else { return Ok(false) };
+        trainer.use_gpu(gpu, batch)?;
+        Ok(true)
+    }
+
+    /// Median GFLOP/s of the matmul kernel on `size` x `size` matrices, None without a GPU.
+    pub fn matmul_gflops(size: usize, seconds: f64) -> Result<Option<f64>> {
+        let Ok(gpu) = Gpu::blocking() else { return Ok(None) };
+        let a: Vec<f32> = (0..size * size).map(|i| (i % 11) as f32 / 11.0).collect();
+        let (a, b, c) = (gpu.upload(&a), gpu.upload(&a), gpu.zeros(size * size));
+        let n = size as u32;
+        let groups = (n.div_ceil(32), n.div_ceil(32));
+        let product = gpu.dispatch_groups(Kernel::MatMul, &[n, n, n, n, 1, n, 1, 0], &[&a, &b, &c], groups);
+        gpu.run(&[], &[&product]);
+        gpu.wait()?;
+        let rates = (0..super::WINDOWS)
+            .map(|_| {
+                let (start, mut products) = (Instant::now(), 0u32);
+                while products == 0 || start.elapsed().as_secs_f64() < seconds / 2.0 {
+                    gpu.run(&[], &[&product]);
+                    gpu.wait()?;
+                    products += 1;
+                }
+                Ok(2.0 * (size as f64).powi(3) * f64::from(products) / start.elapsed().as_secs_f64() / 1e9)
+            })
+            .collect::<Result<Vec<f64>, ferrograd::Error>>()?;
+        Ok(Some(super::median(rates)))
+    }
+}
+
+#[cfg(not(gpu))]
+mod gpu {
+    use anyhow::Result;
+    use ferrograd::train::Trainer;
+
+    pub fn adapter() -> String {
+        "none: built without the `webgpu` feature".into()
+    }
+
+    pub fn train_on_gpu(_: &mut Trainer, _: usize) -> Result<bool> {
+        Ok(false)
+    }
+
+    pub fn matmul_gflops(_: usize, _: f64) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// Median GFLOP/s of `size` x `size` products (2 n^3 flops each) over three windows.

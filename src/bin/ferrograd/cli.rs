@@ -77,9 +77,20 @@ struct TrainArgs {
     /// --optimizer, --lr, --normalize, --augment and --clip-norm).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Where training steps run: auto takes a hardware GPU when wgpu finds one (through
+    /// Vulkan) and the CPU otherwise; gpu takes any adapter, a software one included.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
     /// Print one JSON object on stdout instead of progress and tables.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Auto,
+    Cpu,
+    Gpu,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +140,7 @@ struct EpochRecord {
 
 #[derive(Serialize)]
 struct TrainReport<'a> {
+    backend: &'a str,
     model: &'a ModelSpec,
     optimizer: &'a OptimizerSpec,
     epochs: usize,
@@ -191,6 +203,8 @@ fn train(args: TrainArgs) -> Result<()> {
             trainer
         }
     };
+    choose_backend(&mut trainer, args.backend, args.batch_size, args.json)?;
+    let backend = trainer.backend();
     let spec = trainer.model().spec().clone();
     let optimizer = trainer.training_state().0.optimizer;
     let mut history = Vec::with_capacity(args.epochs);
@@ -207,6 +221,7 @@ fn train(args: TrainArgs) -> Result<()> {
         let seconds = epoch_start.elapsed().as_secs_f64();
         trained_samples += mnist.train.len();
         bar.finish_and_clear();
+        trainer.sync()?;
         let test = trainer.evaluate(&mnist.test)?;
         if !args.json {
             eprintln!(
@@ -236,6 +251,7 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     if args.json {
         let report = TrainReport {
+            backend: &backend,
             model: &spec,
             optimizer: &optimizer,
             epochs: args.epochs,
@@ -258,6 +274,50 @@ fn train(args: TrainArgs) -> Result<()> {
         if let Some(path) = &args.save {
             println!("saved to {}", path.display());
         }
+    }
+    Ok(())
+}
+
+/// Moves training onto the GPU as `--backend` asks, saying where it runs and why.
+#[cfg(gpu)]
+fn choose_backend(trainer: &mut Trainer, backend: Backend, batch_size: usize, quiet: bool) -> Result<()> {
+    use ferrograd::backend::gpu::Gpu;
+    let note = |message: String| {
+        if !quiet {
+            eprintln!("{message}");
+        }
+    };
+    if backend == Backend::Cpu {
+        return Ok(());
+    }
+    let gpu = match (Gpu::blocking(), backend) {
+        (Ok(gpu), Backend::Gpu) => gpu,
+        (Ok(gpu), _) if !gpu.is_software() => gpu,
+        (Ok(gpu), _) => {
+            note(format!(
+                "training on the CPU: the only GPU is {}, a software one (--backend gpu takes it)",
+                gpu.adapter()
+            ));
+            return Ok(());
+        }
+        (Err(e), Backend::Gpu) => return Err(e).context("--backend gpu"),
+        (Err(e), _) => {
+            note(format!("training on the CPU: {e}"));
+            return Ok(());
+        }
+    };
+    match trainer.use_gpu(gpu, batch_size) {
+        Ok(()) => note(format!("training on the {}", trainer.backend())),
+        Err(e) if backend == Backend::Gpu => return Err(e).context("--backend gpu"),
+        Err(e) => note(format!("training on the CPU: {e}")),
+    }
+    Ok(())
+}
+
+#[cfg(not(gpu))]
+fn choose_backend(_: &mut Trainer, backend: Backend, _: usize, _: bool) -> Result<()> {
+    if backend == Backend::Gpu {
+        bail!("--backend gpu: this build has no GPU backend (build with the `webgpu` feature)");
     }
     Ok(())
 }

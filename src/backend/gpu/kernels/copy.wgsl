@@ -1,0 +1,32 @@
+// dst[view] = src[view] (or +=) between two strided views of up to four axes: slices,
+// concatenation, axis permutations and their gradients are all this one copy.
+//
+// p: element count, accumulate (1: +=), shape [4], src offset, src strides [4], dst offset,
+//    dst strides [4].
+
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = id.x + id.y * groups.x * 64u;
+    if (i >= p[0]) {
+        return;
+    }
+    var rest = i;
+    var read_at = p[6];
+    var write_at = p[11];
+    for (var axis = 3; axis >= 0; axis--) {
+        let size = p[2u + u32(axis)];
+        let at = rest % size;
+        rest /= size;
+        read_at += at * p[7u + u32(axis)];
+        write_at += at * p[12u + u32(axis)];
+    }
+    if (p[1] == 1u) {
+        dst[write_at] += src[read_at];
+    } else {
+        dst[write_at] = src[read_at];
+    }
+}

@@ -1,0 +1,40 @@
+// Receptive fields as rows, as the CPU's im2col: cols [batch * oh * ow, channels * kh * kw],
+// rows in (batch, y, x) order, columns in (channel, ky, kx) order, zero where the window
+// hangs over the padding.
+//
+// p: batch, channels, h, w, kh, kw, stride y, stride x, pad top, pad left, oh, ow.
+
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cols: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = id.x + id.y * groups.x * 64u;
+    let c = p[1];
+    let h = p[2];
+    let w = p[3];
+    let kh = p[4];
+    let kw = p[5];
+    let oh = p[10];
+    let ow = p[11];
+    let width = c * kh * kw;
+    if (i >= p[0] * oh * ow * width) {
+        return;
+    }
+    let row = i / width;
+    let col = i % width;
+    let b = row / (oh * ow);
+    let oy = (row / ow) % oh;
+    let ox = row % ow;
+    let ch = col / (kh * kw);
+    let ky = (col / kw) % kh;
+    let kx = col % kw;
+    let iy = i32(oy * p[6] + ky) - i32(p[8]);
+    let ix = i32(ox * p[7] + kx) - i32(p[9]);
+    var v = 0.0;
+    if (iy >= 0 && ix >= 0 && iy < i32(h) && ix < i32(w)) {
+        v = x[((b * c + ch) * h + u32(iy)) * w + u32(ix)];
+    }
+    cols[i] = v;
+}

@@ -1,0 +1,58 @@
+// c = a · b for a [m, k] and b [k, n], each operand read through (row, column) strides so
+// that the backward pass's transposed products need no copy. Each invocation computes a 4 x 4
+// block of c in registers, so every value it loads is used four times; a workgroup of 8 x 8
+// covers 32 x 32. No workgroup memory or barriers: software Vulkan (lavapipe, SwiftShader)
+// runs barriers slowly, and hardware caches serve the repeated loads.
+//
+// p: m, n, k, a row stride, a column stride, b row stride, b column stride, accumulate (1: c += a · b).
+
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let m = p[0];
+    let n = p[1];
+    let k = p[2];
+    let row0 = id.y * 4u;
+    let col0 = id.x * 4u;
+    if (row0 >= m || col0 >= n) {
+        return;
+    }
+    // Rows and columns past the edge repeat the last one; their results are not written.
+    var rows: array<u32, 4>;
+    var cols: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        rows[i] = min(row0 + i, m - 1u) * p[3];
+        cols[i] = min(col0 + i, n - 1u) * p[6];
+    }
+    var sum: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < k; kk++) {
+        let ka = kk * p[4];
+        let kb = kk * p[5];
+        let bv = vec4<f32>(b[kb + cols[0]], b[kb + cols[1]], b[kb + cols[2]], b[kb + cols[3]]);
+        sum[0] += a[rows[0] + ka] * bv;
+        sum[1] += a[rows[1] + ka] * bv;
+        sum[2] += a[rows[2] + ka] * bv;
+        sum[3] += a[rows[3] + ka] * bv;
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + i;
+        if (row >= m) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + j;
+            if (col < n) {
+                let at = row * n + col;
+                if (p[7] == 1u) {
+                    c[at] += sum[i][j];
+                } else {
+                    c[at] = sum[i][j];
+                }
+            }
+        }
+    }
+}

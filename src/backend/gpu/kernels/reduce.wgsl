@@ -1,0 +1,24 @@
+// out[i, j] = scale * sum over k of x[i, k, j]: a sum or mean over one axis of x seen as
+// [before, axis, after].
+//
+// p: before, axis length, after, scale (f32 bits).
+
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let o = id.x + id.y * groups.x * 64u;
+    let len = p[1];
+    let after = p[2];
+    if (o >= p[0] * after) {
+        return;
+    }
+    let start = (o / after) * len * after + o % after;
+    var sum = 0.0;
+    for (var k = 0u; k < len; k++) {
+        sum += x[start + k * after];
+    }
+    out[o] = sum * bitcast<f32>(p[3]);
+}

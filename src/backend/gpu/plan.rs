@@ -1,0 +1,626 @@
+//! A training step compiled for the GPU.
+//!
+//! The model runs once on the CPU on a [`Tape::tracing`] tape; [`Plan::compile`] turns each
+//! recorded op into the dispatches of its forward kernel and, in reverse order, of its
+//! backward rule (the same rules as `autograd/backward.rs`). Every value, gradient and scratch
+//! buffer is allocated here, once, so a step only writes the batch, runs the dispatches and
+//! reads back two numbers. A reshape shares its input's buffers; gradients accumulate with `+=`
+//! into buffers zeroed at the start of each step.
+
+use std::rc::Rc;
+
+use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
+use crate::autograd::{Op, Tape, Var};
+use crate::backend::cpu::conv::Window;
+use crate::backend::cpu::Activation;
+use crate::{Error, Result};
+
+/// The dispatches and buffers of one training step at one batch size.
+pub struct Plan {
+    pub(super) batch: usize,
+    pub(super) image: Rc<Buffer>,
+    pub(super) labels: Buffer,
+    /// `[loss, accuracy]` of the last step; the loss is also the value of the loss.
+    pub(super) stats: Rc<Buffer>,
+    pub(super) stats_readback: Readback,
+    /// The tape position and drop rate of each dropout, in forward order; its mask is the
+    /// first scratch buffer there, drawn and written before each step.
+    pub(super) dropouts: Vec<(usize, f32)>,
+    /// Buffers an op needs besides its value and gradient, per tape position: im2col matrices,
+    /// pooling argmaxes, dropout masks, and temporaries of backward rules.
+    pub(super) scratch: Vec<Vec<Buffer>>,
+    /// Gradient buffers to zero before each step.
+    pub(super) zero: Vec<Rc<Buffer>>,
+    /// Forward, then backward.
+    pub(super) dispatches: Vec<Dispatch>,
+    /// The value and gradient buffers of every tape position.
+    slots: Slots,
+}
+
+/// Where the plan's values and gradients live, per tape position.
+struct Slots {
+    values: Vec<Rc<Buffer>>,
+    grads: Vec<Option<Rc<Buffer>>>,
+}
+
+impl Plan {
+    /// Compiles the step recorded on `tape`: `image`, if any, is the input batch, written before
+    /// every step, and `loss` the one-element value differentiated: the softmax cross-entropy
+    /// of training (its gradient fused into its kernel) or any other (seeded with 1). `params`
+    /// and `grads` are the buffers of the model's parameters, indexed by
+    /// [`crate::autograd::ParamId`]. Labels and dropout masks start as recorded on the tape.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] naming the first op the GPU backend cannot run.
+    pub(crate) fn compile(
+        gpu: &Gpu,
+        tape: &Tape,
+        image: Option<Var>,
+        loss: Var,
+        params: &[Rc<Buffer>],
+        grads: &[Rc<Buffer>],
+    ) -> Result<Plan> {
+        let image = image.unwrap_or(Var::at(usize::MAX));
+        let (batch, image_len) = match tape.node_checked(image) {
+            Some(value) => (value.shape().first().copied().unwrap_or(1), value.len()),
+            None => (0, 0),
+        };
+        let image_buffer = Rc::new(gpu.zeros(image_len));
+        let mut plan = Plan {
+            batch,
+            image: image_buffer.clone(),
+            labels: gpu.zeros(batch),
+            stats: Rc::new(gpu.zeros(2)),
+            stats_readback: gpu.readback(2),
+            dropouts: Vec::new(),
+            scratch: (0..tape.len()).map(|_| Vec::new()).collect(),
+            zero: Vec::new(),
+            dispatches: Vec::new(),
+            slots: Slots { values: Vec::new(), grads: Vec::new() },
+        };
+        let mut slots =
+            Slots { values: Vec::with_capacity(tape.len()), grads: Vec::with_capacity(tape.len()) };
+        // Forward: a value buffer per op (shared by reshapes), its kernel, and a gradient buffer
+        // where one flows back.
+        for i in 0..tape.len() {
+            let (op, needs_grad) = tape.node(i);
+            let len = tape.value(Var::at(i)).len();
+            let value = match op {
+                Op::Input | Op::Variable if i == image.index() => image_buffer.clone(),
+                Op::Input | Op::Variable => {
+                    let constant = tape.value(Var::at(i));
+                    Rc::new(gpu.upload(&constant.iter().copied().collect::<Vec<f32>>()))
+                }
+                Op::Param(id) => params[id.index()].clone(),
+                Op::Reshape(x) => slots.values[x.index()].clone(),
+                Op::SoftmaxCrossEntropy { .. } if i != loss.index() => {
+                    return Err(Error::Gpu("softmax cross-entropy is only compiled as the loss".into()));
+                }
+                Op::SoftmaxCrossEntropy { .. } => plan.stats.clone(),
+                _ => Rc::new(gpu.zeros(len)),
+            };
+            slots.values.push(value);
+            let grad = match op {
+                _ if !needs_grad => None,
+                Op::Param(id) => Some(grads[id.index()].clone()),
+                Op::Reshape(x) => slots.grads[x.index()].clone(),
+                _ => Some(Rc::new(gpu.zeros(len))),
+            };
+            if let Some(g) = &grad {
+                if i == loss.index() && !matches!(op, Op::SoftmaxCrossEntropy { .. }) {
+                    // The seed of the backward pass, never accumulated into.
+                    gpu.write(g, &[1.0f32]);
+                } else if !plan.zero.iter().any(|z| Rc::ptr_eq(z, g)) {
+                    plan.zero.push(g.clone());
+                }
+            }
+            slots.grads.push(grad);
+            plan.forward(gpu, tape, i, &slots)?;
+        }
+        for i in (0..tape.len()).rev() {
+            if slots.grads[i].is_some() {
+                plan.backward(gpu, tape, i, &slots)?;
+            }
+        }
+        plan.slots = slots;
+        Ok(plan)
+    }
+
+    fn forward(&mut self, gpu: &Gpu, tape: &Tape, i: usize, slots: &Slots) -> Result<()> {
+        let (op, _) = tape.node(i);
+        let out = &*slots.values[i];
+        let shape = |v: Var| tape.value(v).shape();
+        let value = |v: Var| &*slots.values[v.index()];
+        let out_shape = tape.value(Var::at(i)).shape();
+        let n = out.len();
+        match op {
+            Op::Input | Op::Variable | Op::Param(_) | Op::Reshape(_) => {}
+            Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => {
+                let code = match op {
+                    Op::Add(..) => 0,
+                    Op::Sub(..) => 1,
+                    Op::Mul(..) => 2,
+                    _ => 3,
+                };
+                let out4 = pad4("binary op", out_shape)?;
+                let params =
+                    words(&[&[code, n as u32], &out4, &bcast(shape(*a), &out4)?, &bcast(shape(*b), &out4)?]);
+                self.push(gpu.dispatch(Kernel::Binary, &params, &[value(*a), value(*b), out], n));
+            }
+            Op::MatMul(a, b) => {
+                let (m, k, cols) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
+                self.push(matmul(gpu, (m, cols, k), (k, 1), (cols, 1), false, value(*a), value(*b), out));
+            }
+            Op::Sum { x, axis } | Op::Mean { x, axis } => {
+                let params = reduction(shape(*x), *axis, matches!(op, Op::Mean { .. }));
+                self.push(gpu.dispatch(Kernel::Reduce, &params, &[value(*x), out], n));
+            }
+            Op::Permute { x, axes } => {
+                let input = contiguous(shape(*x));
+                let from: Vec<usize> = axes.iter().map(|&a| input[a]).collect();
+                let params = copy_params(out_shape, (0, &from), (0, &contiguous(out_shape)), false)?;
+                self.push(gpu.dispatch(Kernel::Copy, &params, &[value(*x), out], n));
+            }
+            Op::Activation { x, act } => {
+                let (code, k) = activation_code(*act);
+                self.push(gpu.dispatch(Kernel::Unary, &[code, n as u32, k.to_bits()], &[value(*x), out], n));
+            }
+            Op::Pow { x, exponent } => {
+                self.push(gpu.dispatch(
+                    Kernel::Unary,
+                    &[4, n as u32, exponent.to_bits()],
+                    &[value(*x), out],
+                    n,
+                ));
+            }
+            Op::Dropout { x, rate, mask } => {
+                let mask = gpu.upload(&mask.iter().copied().collect::<Vec<f32>>());
+                let out4 = pad4("dropout", out_shape)?;
+                let strides = bcast(out_shape, &out4)?;
+                let params = words(&[&[2, n as u32], &out4, &strides, &strides]);
+                self.push(gpu.dispatch(Kernel::Binary, &params, &[value(*x), &mask, out], n));
+                self.dropouts.push((i, *rate));
+                self.scratch[i].push(mask);
+            }
+            Op::Slice { x, axis, start } => {
+                let input = contiguous(shape(*x));
+                let params = copy_params(
+                    out_shape,
+                    (start * input[*axis], &input),
+                    (0, &contiguous(out_shape)),
+                    false,
+                )?;
+                self.push(gpu.dispatch(Kernel::Copy, &params, &[value(*x), out], n));
+            }
+            Op::Concat { inputs, axis } => {
+                let whole = contiguous(out_shape);
+                let mut start = 0;
+                for &input in inputs {
+                    let part = shape(input);
+                    let params =
+                        copy_params(part, (0, &contiguous(part)), (start * whole[*axis], &whole), false)?;
+                    self.push(gpu.dispatch(Kernel::Copy, &params, &[value(input), out], value(input).len()));
+                    start += part[*axis];
+                }
+            }
+            Op::Conv2d { x, w, window, .. } => {
+                let conv = Conv::new(shape(*x), shape(*w), window);
+                let cols = gpu.zeros(conv.rows * conv.width);
+                let out_mat = gpu.zeros(n);
+                self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], cols.len()));
+                // [rows, filters] = cols · W^T, W read as [filters, width].
+                let dims = (conv.rows, conv.filters, conv.width);
+                self.push(matmul(
+                    gpu,
+                    dims,
+                    (conv.width, 1),
+                    (1, conv.width),
+                    false,
+                    &cols,
+                    value(*w),
+                    &out_mat,
+                ));
+                // Rows are (batch, y, x): move the filters ahead of the positions.
+                let (b, f, s) = (conv.batch, conv.filters, conv.positions);
+                let params = copy_params(&[b, f, s], (0, &[s * f, 1, f]), (0, &[f * s, s, 1]), false)?;
+                self.push(gpu.dispatch(Kernel::Copy, &params, &[&out_mat, out], n));
+                self.scratch[i] = vec![cols, out_mat];
+            }
+            Op::MaxPool2d { x, window, .. } | Op::AvgPool2d { x, window } => {
+                let mode = u32::from(matches!(op, Op::AvgPool2d { .. }));
+                let params = pool_params(mode, shape(*x), out_shape, window);
+                let argmax = gpu.zeros(if mode == 0 { n } else { 1 });
+                self.push(gpu.dispatch(Kernel::Pool, &params, &[value(*x), out, &argmax], n));
+                self.scratch[i].push(argmax);
+            }
+            Op::SoftmaxCrossEntropy { logits, labels, .. } => {
+                let (batch, classes) = (shape(*logits)[0], shape(*logits)[1]);
+                if self.labels.len() != batch {
+                    self.labels = gpu.zeros(batch);
+                }
+                gpu.write(&self.labels, &labels.iter().map(|&l| u32::from(l)).collect::<Vec<u32>>());
+                let dummy;
+                let grad = match &slots.grads[logits.index()] {
+                    Some(g) => &**g,
+                    None => {
+                        dummy = gpu.zeros(batch * classes);
+                        &dummy
+                    }
+                };
+                let params = [batch as u32, classes as u32];
+                self.push(gpu.dispatch_groups(
+                    Kernel::SoftmaxCrossEntropy,
+                    &params,
+                    &[value(*logits), &self.labels, grad, out],
+                    (1, 1),
+                ));
+            }
+            Op::Softmax(_) | Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
+                return Err(Error::Gpu(format!(
+                    "{} has no GPU kernel; train this model on the CPU",
+                    op_name(op)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the gradient of value `i` into the gradient of each operand that takes one.
+    fn backward(&mut self, gpu: &Gpu, tape: &Tape, i: usize, slots: &Slots) -> Result<()> {
+        let (op, _) = tape.node(i);
+        let g = &**slots.grads[i].as_ref().expect("called for values with a gradient");
+        let shape = |v: Var| tape.value(v).shape();
+        let value = |v: Var| &*slots.values[v.index()];
+        let grad = |v: Var| slots.grads[v.index()].as_deref();
+        let out_shape = tape.value(Var::at(i)).shape();
+        match op {
+            // Leaves; a reshape's gradient is its input's buffer; the loss's is fused into its
+            // forward kernel.
+            Op::Input | Op::Variable | Op::Param(_) | Op::Reshape(_) | Op::SoftmaxCrossEntropy { .. } => {}
+            Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => {
+                // The term of binary_grad.wgsl for each operand.
+                let (ta, tb) = match op {
+                    Op::Add(..) => (0, 0),
+                    Op::Sub(..) => (0, 1),
+                    Op::Mul(..) => (2, 3),
+                    _ => (4, 5),
+                };
+                let out4 = pad4("binary op", out_shape)?;
+                let (sa, sb) = (bcast(shape(*a), &out4)?, bcast(shape(*b), &out4)?);
+                for (operand, term) in [(*a, ta), (*b, tb)] {
+                    if let Some(target) = grad(operand) {
+                        let target4 = pad4("binary op", shape(operand))?;
+                        let params = words(&[&[term, target.len() as u32], &out4, &target4, &sa, &sb]);
+                        let buffers = [g, value(*a), value(*b), target];
+                        self.push(gpu.dispatch(Kernel::BinaryGrad, &params, &buffers, target.len()));
+                    }
+                }
+            }
+            Op::MatMul(a, b) => {
+                let (m, k, n) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
+                if let Some(ga) = grad(*a) {
+                    // dA [m, k] += dC · B^T
+                    self.push(matmul(gpu, (m, k, n), (n, 1), (1, n), true, g, value(*b), ga));
+                }
+                if let Some(gb) = grad(*b) {
+                    // dB [k, n] += A^T · dC
+                    self.push(matmul(gpu, (k, n, m), (1, k), (n, 1), true, value(*a), g, gb));
+                }
+            }
+            Op::Sum { x, axis } | Op::Mean { x, axis } => {
+                if let Some(gx) = grad(*x) {
+                    let params = reduction(shape(*x), *axis, matches!(op, Op::Mean { .. }));
+                    self.push(gpu.dispatch(Kernel::ReduceGrad, &params, &[g, gx], gx.len()));
+                }
+            }
+            Op::Permute { x, axes } => {
+                if let Some(gx) = grad(*x) {
+                    let input = contiguous(shape(*x));
+                    let to: Vec<usize> = axes.iter().map(|&a| input[a]).collect();
+                    let params = copy_params(out_shape, (0, &contiguous(out_shape)), (0, &to), true)?;
+                    self.push(gpu.dispatch(Kernel::Copy, &params, &[g, gx], g.len()));
+                }
+            }
+            Op::Activation { x, act } => {
+                if let Some(gx) = grad(*x) {
+                    let (code, k) = activation_code(*act);
+                    let params = [code, gx.len() as u32, k.to_bits()];
+                    let buffers = [value(*x), &*slots.values[i], g, gx];
+                    self.push(gpu.dispatch(Kernel::UnaryGrad, &params, &buffers, gx.len()));
+                }
+            }
+            Op::Pow { x, exponent } => {
+                if let Some(gx) = grad(*x) {
+                    let params = [4, gx.len() as u32, exponent.to_bits()];
+                    let buffers = [value(*x), &*slots.values[i], g, gx];
+                    self.push(gpu.dispatch(Kernel::UnaryGrad, &params, &buffers, gx.len()));
+                }
+            }
+            Op::Dropout { x, .. } => {
+                if let Some(gx) = grad(*x) {
+                    let out4 = pad4("dropout", out_shape)?;
+                    let strides = bcast(out_shape, &out4)?;
+                    let params = words(&[&[2, gx.len() as u32], &out4, &out4, &strides, &strides]);
+                    let mask = &self.scratch[i][0];
+                    let dispatch =
+                        gpu.dispatch(Kernel::BinaryGrad, &params, &[g, value(*x), mask, gx], gx.len());
+                    self.push(dispatch);
+                }
+            }
+            Op::Slice { x, axis, start } => {
+                if let Some(gx) = grad(*x) {
+                    let input = contiguous(shape(*x));
+                    let params = copy_params(
+                        out_shape,
+                        (0, &contiguous(out_shape)),
+                        (start * input[*axis], &input),
+                        true,
+                    )?;
+                    self.push(gpu.dispatch(Kernel::Copy, &params, &[g, gx], g.len()));
+                }
+            }
+            Op::Concat { inputs, axis } => {
+                let whole = contiguous(out_shape);
+                let mut start = 0;
+                for &input in inputs {
+                    let part = shape(input);
+                    if let Some(gi) = grad(input) {
+                        let params =
+                            copy_params(part, (start * whole[*axis], &whole), (0, &contiguous(part)), true)?;
+                        self.push(gpu.dispatch(Kernel::Copy, &params, &[g, gi], gi.len()));
+                    }
+                    start += part[*axis];
+                }
+            }
+            Op::Conv2d { x, w, window, .. } => {
+                let conv = Conv::new(shape(*x), shape(*w), window);
+                let (b, f, s) = (conv.batch, conv.filters, conv.positions);
+                // The output gradient as [rows, filters], rows in (batch, y, x) order.
+                let g_mat = gpu.zeros(g.len());
+                let params = copy_params(&[b, f, s], (0, &[f * s, s, 1]), (0, &[s * f, 1, f]), false)?;
+                self.push(gpu.dispatch(Kernel::Copy, &params, &[g, &g_mat], g.len()));
+                if let Some(gw) = grad(*w) {
+                    // dW [filters, width] += g_mat^T · cols
+                    let dims = (conv.filters, conv.width, conv.rows);
+                    let cols = &self.scratch[i][0];
+                    let dispatch =
+                        matmul(gpu, dims, (1, conv.filters), (conv.width, 1), true, &g_mat, cols, gw);
+                    self.push(dispatch);
+                }
+                if let Some(gx) = grad(*x) {
+                    // dcols [rows, width] = g_mat · W, then col2im adds it back onto the input.
+                    let dcols = gpu.zeros(conv.rows * conv.width);
+                    let dims = (conv.rows, conv.width, conv.filters);
+                    self.push(matmul(
+                        gpu,
+                        dims,
+                        (conv.filters, 1),
+                        (conv.width, 1),
+                        false,
+                        &g_mat,
+                        value(*w),
+                        &dcols,
+                    ));
+                    self.push(gpu.dispatch(Kernel::Col2im, &conv.params, &[&dcols, gx], gx.len()));
+                    self.scratch[i].push(dcols);
+                }
+                self.scratch[i].push(g_mat);
+            }
+            Op::MaxPool2d { x, window, .. } | Op::AvgPool2d { x, window } => {
+                if let Some(gx) = grad(*x) {
+                    let mode = u32::from(matches!(op, Op::AvgPool2d { .. }));
+                    let params = pool_params(mode, shape(*x), out_shape, window);
+                    let buffers = [g, &self.scratch[i][0], gx];
+                    let dispatch = gpu.dispatch(Kernel::PoolGrad, &params, &buffers, gx.len());
+                    self.push(dispatch);
+                }
+            }
+            Op::Softmax(_) | Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
+                return Err(Error::Gpu(format!("{} has no GPU kernel", op_name(op))));
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, dispatch: Dispatch) {
+        self.dispatches.push(dispatch);
+    }
+}
+
+/// Runs the computation recorded on `tape` once on the GPU and returns the value of `output`
+/// and the gradient of the one-element `loss` with respect to each of `wrt` (variables on the
+/// tape), to test the kernels against the CPU backend.
+///
+/// # Errors
+/// When an op has no GPU kernel or the device is lost.
+pub fn run_on_gpu(
+    gpu: &Gpu,
+    tape: &Tape,
+    output: Var,
+    loss: Var,
+    wrt: &[Var],
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let plan = Plan::compile(gpu, tape, None, loss, &[], &[])?;
+    let zero: Vec<&Buffer> = plan.zero.iter().map(|b| &**b).collect();
+    let dispatches: Vec<&Dispatch> = plan.dispatches.iter().collect();
+    gpu.run(&zero, &dispatches);
+    let mut value = gpu.read(&plan.slots.values[output.index()])?;
+    value.truncate(tape.value(output).len());
+    let grads = wrt
+        .iter()
+        .map(|v| match &plan.slots.grads[v.index()] {
+            Some(g) => gpu.read(g),
+            None => Err(Error::Gpu(format!("value {} has no gradient", v.index()))),
+        })
+        .collect::<Result<_>>()?;
+    Ok((value, grads))
+}
+
+/// `c [m, n] (+)= a [m, k] · b [k, n]`, each operand read through (row, column) strides.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    gpu: &Gpu,
+    (m, n, k): (usize, usize, usize),
+    a_strides: (usize, usize),
+    b_strides: (usize, usize),
+    accumulate: bool,
+    a: &Buffer,
+    b: &Buffer,
+    c: &Buffer,
+) -> Dispatch {
+    let params = [m, n, k, a_strides.0, a_strides.1, b_strides.0, b_strides.1, usize::from(accumulate)]
+        .map(|v| v as u32);
+    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32);
+    gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c], groups)
+}
+
+/// The kernels index with up to four axes; shorter shapes get leading axes of 1.
+fn pad4(op: &str, shape: &[usize]) -> Result<[u32; 4]> {
+    if shape.len() > 4 {
+        return Err(Error::Gpu(format!("{op} on shape {shape:?}: the GPU kernels take at most four axes")));
+    }
+    let mut out = [1; 4];
+    for (o, &d) in out[4 - shape.len()..].iter_mut().zip(shape) {
+        *o = d as u32;
+    }
+    Ok(out)
+}
+
+/// Row-major strides of `shape`.
+fn contiguous(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// The strides that read an operand of `shape` broadcast to `out`: 0 along broadcast axes.
+fn bcast(shape: &[usize], out: &[u32; 4]) -> Result<[u32; 4]> {
+    let padded = pad4("broadcast", shape)?;
+    let strides = contiguous(&padded.map(|d| d as usize));
+    let mut result = [0; 4];
+    for axis in 0..4 {
+        result[axis] = if padded[axis] == 1 && out[axis] != 1 { 0 } else { strides[axis] as u32 };
+    }
+    Ok(result)
+}
+
+fn words(parts: &[&[u32]]) -> Vec<u32> {
+    parts.concat()
+}
+
+/// reduce.wgsl's parameters for `axis` of `shape`.
+fn reduction(shape: &[usize], axis: usize, mean: bool) -> [u32; 4] {
+    let before: usize = shape[..axis].iter().product();
+    let after: usize = shape[axis + 1..].iter().product();
+    let scale = if mean { 1.0 / shape[axis] as f32 } else { 1.0 };
+    [before as u32, shape[axis] as u32, after as u32, scale.to_bits()]
+}
+
+/// copy.wgsl's parameters for a view of `shape` read at (offset, strides) and written at
+/// (offset, strides).
+fn copy_params(
+    shape: &[usize],
+    (from_offset, from): (usize, &[usize]),
+    (to_offset, to): (usize, &[usize]),
+    accumulate: bool,
+) -> Result<Vec<u32>> {
+    let shape4 = pad4("copy", shape)?;
+    let pad = |strides: &[usize]| {
+        let mut out = [0u32; 4];
+        for (o, &s) in out[4 - strides.len()..].iter_mut().zip(strides) {
+            *o = s as u32;
+        }
+        out
+    };
+    let count: usize = shape.iter().product();
+    Ok(words(&[
+        &[count as u32, u32::from(accumulate)],
+        &shape4,
+        &[from_offset as u32],
+        &pad(from),
+        &[to_offset as u32],
+        &pad(to),
+    ]))
+}
+
+/// unary.wgsl's function code and parameter for an activation.
+fn activation_code(act: Activation) -> (u32, f32) {
+    match act {
+        Activation::Relu => (0, 0.0),
+        Activation::LeakyRelu { alpha } => (1, alpha),
+        Activation::Sigmoid => (2, 0.0),
+        Activation::Tanh => (3, 0.0),
+    }
+}
+
+/// The sizes of a convolution as im2col.wgsl and the matrix products see them.
+struct Conv {
+    batch: usize,
+    filters: usize,
+    /// Output positions per image.
+    positions: usize,
+    /// Rows of the im2col matrix: batch * positions.
+    rows: usize,
+    /// Its columns: channels * kh * kw.
+    width: usize,
+    params: [u32; 12],
+}
+
+impl Conv {
+    fn new(x: &[usize], w: &[usize], window: &Window) -> Conv {
+        let (batch, channels, h, wd) = (x[0], x[1], x[2], x[3]);
+        let (oh, ow) = window.output_size((h, wd)).expect("checked when recorded");
+        let (kh, kw) = window.kernel;
+        let params = [
+            batch,
+            channels,
+            h,
+            wd,
+            kh,
+            kw,
+            window.stride.0,
+            window.stride.1,
+            window.padding.0,
+            window.padding.2,
+            oh,
+            ow,
+        ]
+        .map(|v| v as u32);
+        Conv {
+            batch,
+            filters: w[0],
+            positions: oh * ow,
+            rows: batch * oh * ow,
+            width: channels * kh * kw,
+            params,
+        }
+    }
+}
+
+/// pool.wgsl's parameters.
+fn pool_params(mode: u32, x: &[usize], out: &[usize], window: &Window) -> [u32; 10] {
+    [
+        mode as usize,
+        x[0] * x[1],
+        x[2],
+        x[3],
+        window.kernel.0,
+        window.kernel.1,
+        window.stride.0,
+        window.stride.1,
+        out[2],
+        out[3],
+    ]
+    .map(|v| v as u32)
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Softmax(_) => "softmax",
+        Op::LogSoftmax(_) => "log_softmax",
+        Op::MeanSquaredError(..) => "mean_squared_error",
+        _ => "this op",
+    }
+}
