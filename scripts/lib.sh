@@ -73,17 +73,26 @@ ensure_npm_packages() {
   fi
 }
 
-# The wasm module and its bindings, generated into pkg/ (not committed).
+# The page's two wasm modules and their bindings, generated into pkg/ (not committed): the CPU
+# one in pkg/, and in pkg/gpu/ the same with the WebGPU backend, which the worker loads only
+# where the browser has a WebGPU adapter, so that the CPU path stays small.
 # wasm-opt comes from npm's binaryen (Debian's version 108 breaks wasm-bindgen's externref
-# table); it takes about 15% off the module the page downloads.
+# table); it takes about 15% off each module.
 build_web() {
-  log "building the wasm module"
-  cargo build --lib --target wasm32-unknown-unknown --profile wasm --quiet
-  wasm-bindgen --target web --no-typescript --out-dir pkg target/wasm32-unknown-unknown/wasm/ferrograd.wasm
+  log "building the wasm modules"
+  build_wasm pkg --no-default-features
+  build_wasm pkg/gpu --features webgpu
+}
+
+build_wasm() {
+  local out="$1"
+  shift
+  cargo build --lib --target wasm32-unknown-unknown --profile wasm --quiet "$@"
+  wasm-bindgen --target web --no-typescript --out-dir "$out" target/wasm32-unknown-unknown/wasm/ferrograd.wasm
   # The features rustc's wasm32 target enables, plus SIMD.
   node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue \
-    pkg/ferrograd_bg.wasm -o pkg/ferrograd_bg.wasm
+    "$out/ferrograd_bg.wasm" -o "$out/ferrograd_bg.wasm"
 }
 
 # What the ONNX export test runs its checks with.

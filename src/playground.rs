@@ -103,9 +103,12 @@ enum Sample {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "camelCase")]
 pub enum Progress {
-    /// One step ran; `epoch_finished` when it was the last of an epoch.
+    /// One step ran, or on the GPU was submitted (its `stats` then come later from
+    /// [`Playground::finished_steps`]); `epoch_finished` when it was the last of an epoch.
     #[serde(rename_all = "camelCase")]
-    Trained { stats: StepStats, epoch_finished: bool },
+    Trained { stats: Option<StepStats>, epoch_finished: bool },
+    /// The GPU has as many steps in flight as it takes: collect their results first.
+    Busy,
     /// No full batch has arrived yet.
     Waiting,
     /// Every epoch has run.
@@ -130,6 +133,10 @@ pub struct Status {
     pub data_complete: bool,
     pub dropped: usize,
     pub examples: usize,
+    /// Where training runs (`cpu`, or `gpu: ` and the adapter), and why when the GPU was
+    /// asked for and is not used.
+    pub backend: String,
+    pub backend_note: Option<String>,
 }
 
 /// Test images with their labels and the model's predictions, for a grid in the page.
@@ -162,6 +169,10 @@ pub struct Playground {
     checked: usize,
     usable: Vec<usize>,
     dropped: usize,
+    /// The GPU that every new trainer moves onto, when one is in use.
+    #[cfg(feature = "webgpu")]
+    gpu: Option<crate::backend::gpu::Gpu>,
+    backend_note: Option<String>,
 }
 
 impl Playground {
@@ -187,7 +198,67 @@ impl Playground {
             checked: 0,
             usable: Vec::new(),
             dropped: 0,
+            #[cfg(feature = "webgpu")]
+            gpu: None,
+            backend_note: None,
         })
+    }
+
+    /// Trains on `gpu` from now on, also after configure, reset and restore; a model the GPU
+    /// cannot run stays on the CPU, with the reason in [`Status::backend_note`].
+    ///
+    /// # Errors
+    /// When the current weights are still on another GPU (sync first).
+    #[cfg(feature = "webgpu")]
+    pub fn use_gpu(&mut self, gpu: crate::backend::gpu::Gpu) -> Result<()> {
+        self.gpu = Some(gpu);
+        self.move_to_gpu()
+    }
+
+    #[cfg(feature = "webgpu")]
+    fn move_to_gpu(&mut self) -> Result<()> {
+        self.backend_note = None;
+        let Some(gpu) = &self.gpu else { return Ok(()) };
+        match self.trainer.use_gpu(gpu.clone(), self.config.batch_size) {
+            Err(Error::Gpu(reason)) => {
+                self.backend_note = Some(reason);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Trains on the CPU from now on. After [`Playground::finish_sync`] nothing is lost; after a
+    /// lost device, training carries on from the weights last brought back. Returns the step
+    /// count it carries on from; `note` says why, for the status.
+    pub fn use_cpu(&mut self, note: Option<String>) -> u64 {
+        #[cfg(feature = "webgpu")]
+        {
+            self.gpu = None;
+        }
+        self.backend_note = note;
+        self.trainer.use_cpu()
+    }
+
+    /// Statistics of GPU steps that have come back since the last call: (step, stats).
+    ///
+    /// # Errors
+    /// When the device reported an error or was lost.
+    pub fn finished_steps(&mut self) -> Result<Vec<(u64, StepStats)>> {
+        self.trainer.finished_steps()
+    }
+
+    /// Starts bringing the weights back from the GPU for evaluation, prediction or saving.
+    pub fn start_sync(&mut self) {
+        self.trainer.start_sync();
+    }
+
+    /// True once the weights are back (at once on the CPU).
+    ///
+    /// # Errors
+    /// When the device reported an error or was lost.
+    pub fn finish_sync(&mut self) -> Result<bool> {
+        self.trainer.finish_sync()
     }
 
     fn build_trainer(spec: ModelSpec, config: &TrainingConfig) -> Result<Trainer> {
@@ -225,6 +296,8 @@ impl Playground {
         }
         self.trainer = trainer;
         self.restart_epochs();
+        #[cfg(feature = "webgpu")]
+        self.move_to_gpu()?;
         Ok(())
     }
 
@@ -382,9 +455,12 @@ impl Playground {
         if available == 0 || (available < self.config.batch_size && !complete) {
             return Ok(Progress::Waiting);
         }
+        if self.trainer.is_busy() {
+            return Ok(Progress::Busy);
+        }
         let batch: Vec<Sample> = self.order[self.position..self.position + batch_size].to_vec();
         let (images, labels) = self.batch(&batch);
-        let stats = self.trainer.step(images, &labels)?;
+        let stats = self.trainer.submit_step(images, &labels)?;
         self.position += batch_size;
         let epoch_finished = complete && self.position == self.order.len();
         if epoch_finished {
@@ -485,6 +561,8 @@ impl Playground {
             test_declared: test.1,
             data_complete: complete,
             dropped: self.dropped,
+            backend: self.trainer.backend(),
+            backend_note: self.backend_note.clone(),
             examples: self.examples.len(),
         }
     }

@@ -58,10 +58,12 @@ pub struct Trainer {
     augment: bool,
     clip_norm: Option<f32>,
     /// Training on the GPU, when moved there with [`Trainer::use_gpu`].
-    #[cfg(gpu)]
+    #[cfg(feature = "webgpu")]
     engine: Option<crate::backend::gpu::Engine>,
     /// Whether the GPU holds newer weights than `model`, until [`Trainer::sync`].
     stale: bool,
+    /// The step count of the weights in `model`, which training falls back to if the GPU is lost.
+    synced_steps: u64,
 }
 
 /// The batch size for evaluation and prediction: large enough to amortise per-batch work,
@@ -106,9 +108,10 @@ impl Trainer {
             epochs: 0,
             augment: false,
             clip_norm: None,
-            #[cfg(gpu)]
+            #[cfg(feature = "webgpu")]
             engine: None,
             stale: false,
+            synced_steps: 0,
         })
     }
 
@@ -117,40 +120,122 @@ impl Trainer {
     /// cannot run is refused here, with training left on the CPU.
     ///
     /// # Errors
-    /// [`Error::Gpu`] when the model has an op without a GPU kernel, or the weights cannot be
-    /// brought back from a GPU in use before.
-    #[cfg(gpu)]
+    /// [`Error::Gpu`] when the model has an op without a GPU kernel, or the weights are on
+    /// another GPU and not brought back yet.
+    #[cfg(feature = "webgpu")]
     pub fn use_gpu(&mut self, gpu: crate::backend::gpu::Gpu, batch_size: usize) -> Result<()> {
-        self.sync()?;
+        self.check_synced("use_gpu")?;
         let state = self.optimizer.state();
-        let mut engine =
-            crate::backend::gpu::Engine::new(gpu, &self.model, &self.optimizer_spec, &state, self.clip_norm)?;
+        let mut engine = crate::backend::gpu::Engine::new(
+            gpu,
+            &self.model,
+            &self.optimizer_spec,
+            &state,
+            self.clip_norm,
+            self.steps,
+        )?;
         engine.prepare(&self.model, batch_size.max(1))?;
         self.engine = Some(engine);
+        self.synced_steps = self.steps;
         Ok(())
+    }
+
+    /// Goes back to the CPU with the weights last brought back from the GPU (all of them after
+    /// a [`Trainer::sync`]; after a lost device, those of the last sync), and returns the step
+    /// count training carries on from.
+    pub fn use_cpu(&mut self) -> u64 {
+        #[cfg(feature = "webgpu")]
+        {
+            self.engine = None;
+        }
+        self.steps = self.synced_steps;
+        self.stale = false;
+        self.steps
     }
 
     /// Where training steps run: `cpu`, or the GPU adapter's name.
     pub fn backend(&self) -> String {
-        #[cfg(gpu)]
+        #[cfg(feature = "webgpu")]
         if let Some(engine) = &self.engine {
             return format!("gpu: {}", engine.adapter());
         }
         "cpu".into()
     }
 
-    /// Brings the model and optimizer state back from the GPU after GPU steps, so that
-    /// evaluation, prediction and saving see them. Does nothing when training on the CPU.
+    /// Whether a step cannot be submitted before the results of earlier ones are collected
+    /// with [`Trainer::finished_steps`] (on the GPU, a few steps run ahead at most).
+    pub fn is_busy(&self) -> bool {
+        #[cfg(feature = "webgpu")]
+        if let Some(engine) = &self.engine {
+            return engine.is_busy();
+        }
+        false
+    }
+
+    /// The steps whose statistics came back from the GPU since the last call, as (step
+    /// number, statistics); always empty on the CPU, whose steps report at once.
     ///
     /// # Errors
-    /// When the device is lost.
-    pub fn sync(&mut self) -> Result<()> {
-        #[cfg(gpu)]
-        if let (true, Some(engine)) = (self.stale, &self.engine) {
-            let state = engine.download(&mut self.model)?;
-            self.optimizer.restore(state)?;
+    /// When the device reported an error or was lost.
+    pub fn finished_steps(&mut self) -> Result<Vec<(u64, StepStats)>> {
+        #[cfg(feature = "webgpu")]
+        if let Some(engine) = &mut self.engine {
+            return engine.finished();
         }
-        self.stale = false;
+        Ok(Vec::new())
+    }
+
+    /// Starts bringing the model and optimizer state back from the GPU, as they are after the
+    /// steps submitted so far; [`Trainer::finish_sync`] completes it.
+    pub fn start_sync(&mut self) {
+        #[cfg(feature = "webgpu")]
+        if let (true, Some(engine)) = (self.stale, &mut self.engine) {
+            engine.start_download();
+        }
+    }
+
+    /// Completes [`Trainer::start_sync`] if the GPU's data has come back; true when the model
+    /// is up to date (always, on the CPU).
+    ///
+    /// # Errors
+    /// When the device reported an error or was lost.
+    pub fn finish_sync(&mut self) -> Result<bool> {
+        #[cfg(feature = "webgpu")]
+        if let (true, Some(engine)) = (self.stale, &mut self.engine) {
+            let Some(downloaded) = engine.finish_download()? else { return Ok(false) };
+            for (param, value) in self.model.params_mut().iter_mut().zip(downloaded.values) {
+                param.value = value;
+            }
+            self.optimizer.restore(downloaded.optimizer)?;
+            self.synced_steps = downloaded.steps;
+            self.stale = downloaded.steps != self.steps;
+            return Ok(!self.stale);
+        }
+        Ok(true)
+    }
+
+    /// [`Trainer::start_sync`] and [`Trainer::finish_sync`], waiting for the GPU: natively only,
+    /// as a browser cannot wait.
+    ///
+    /// # Errors
+    /// When the device reported an error or was lost, or in a browser.
+    pub fn sync(&mut self) -> Result<()> {
+        self.start_sync();
+        self.wait_for_gpu()?;
+        if self.finish_sync()? {
+            Ok(())
+        } else {
+            Err(Error::Gpu(
+                "the weights did not come back from the GPU; a browser cannot wait for them".into(),
+            ))
+        }
+    }
+
+    fn wait_for_gpu(&self) -> Result<()> {
+        #[cfg(feature = "webgpu")]
+        if let Some(engine) = &self.engine {
+            engine.wait()?;
+        }
         Ok(())
     }
 
@@ -172,6 +257,7 @@ impl Trainer {
         trainer.optimizer.restore(OptimizerState { step: state.optimizer_step, ..optimizer })?;
         trainer.rng = state.rng;
         trainer.steps = state.steps;
+        trainer.synced_steps = state.steps;
         trainer.epochs = state.epochs;
         trainer.augment = state.augment;
         trainer.set_clip_norm(state.clip_norm)?;
@@ -216,7 +302,7 @@ impl Trainer {
             });
         }
         self.clip_norm = max_norm;
-        #[cfg(gpu)]
+        #[cfg(feature = "webgpu")]
         if let Some(engine) = &mut self.engine {
             engine.set_clip_norm(max_norm);
         }
@@ -252,11 +338,30 @@ impl Trainer {
         self.clip_norm
     }
 
-    /// One optimizer step on a batch of `images` shaped `[batch, ..input]` with `labels`.
+    /// One optimizer step on a batch of `images` shaped `[batch, ..input]` with `labels`,
+    /// waiting for its results on the GPU (natively only: in a browser, use
+    /// [`Trainer::submit_step`]).
     ///
     /// # Errors
     /// When the batch does not fit the model, or the labels do not fit the batch.
-    pub fn step(&mut self, mut images: Tensor, labels: &[u8]) -> Result<StepStats> {
+    pub fn step(&mut self, images: Tensor, labels: &[u8]) -> Result<StepStats> {
+        if let Some(stats) = self.submit_step(images, labels)? {
+            return Ok(stats);
+        }
+        self.wait_for_gpu()?;
+        let done = self.finished_steps()?;
+        done.last().map(|(_, stats)| *stats).ok_or_else(|| {
+            Error::Gpu("the step's results did not come back; a browser cannot wait for them".into())
+        })
+    }
+
+    /// One optimizer step: on the CPU, done, with its statistics; on the GPU, submitted, its
+    /// statistics to be collected with [`Trainer::finished_steps`].
+    ///
+    /// # Errors
+    /// When the batch does not fit the model, the labels do not fit the batch, or on the GPU
+    /// when [`Trainer::is_busy`] or the device failed.
+    pub fn submit_step(&mut self, mut images: Tensor, labels: &[u8]) -> Result<Option<StepStats>> {
         if self.augment && images.ndim() == 4 {
             let (rows, cols) = (images.shape()[2], images.shape()[3]);
             let pixels = images.as_slice_mut().expect("batches are contiguous");
@@ -264,12 +369,12 @@ impl Trainer {
                 preprocess::augment(image, rows, cols, &mut self.rng);
             }
         }
-        #[cfg(gpu)]
+        #[cfg(feature = "webgpu")]
         if let Some(engine) = &mut self.engine {
-            let stats = engine.step(&self.model, &images, labels, &mut self.rng)?;
+            engine.submit(&self.model, &images, labels, &mut self.rng)?;
             self.stale = true;
             self.steps += 1;
-            return Ok(stats);
+            return Ok(None);
         }
         let (loss, accuracy, grads, buffers) = {
             let mut tape = Tape::new(self.model.params());
@@ -294,7 +399,8 @@ impl Trainer {
             params.set(id, value);
         }
         self.steps += 1;
-        Ok(StepStats { loss, accuracy, samples: labels.len() })
+        self.synced_steps = self.steps;
+        Ok(Some(StepStats { loss, accuracy, samples: labels.len() }))
     }
 
     /// One pass over `data` in a fresh random order, in batches of `batch_size` (the last may

@@ -160,10 +160,52 @@ impl Session {
     }
 
     /// Trains on the next batch if one has arrived. Returns
-    /// `{status: "trained", stats: {loss, accuracy, samples}, epochFinished}`,
-    /// `{status: "waiting"}` or `{status: "done"}`.
+    /// `{status: "trained", stats: {loss, accuracy, samples} | null, epochFinished}` (null on
+    /// the GPU, whose statistics come from `finishedSteps`), `{status: "busy"}` (the GPU has
+    /// enough steps in flight), `{status: "waiting"}` or `{status: "done"}`.
     pub fn step(&mut self) -> Result<JsValue, JsError> {
         to_js(&self.inner.step()?)
+    }
+
+    /// The GPU steps whose statistics have come back: `[{step, loss, accuracy, samples}]`.
+    #[wasm_bindgen(js_name = finishedSteps)]
+    pub fn finished_steps(&mut self) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        struct Finished {
+            step: u64,
+            #[serde(flatten)]
+            stats: crate::train::StepStats,
+        }
+        let steps = self.inner.finished_steps()?;
+        to_js(&steps.into_iter().map(|(step, stats)| Finished { step, stats }).collect::<Vec<_>>())
+    }
+
+    /// Starts bringing the weights back from the GPU; evaluate, predict, inspect, save and
+    /// exportOnnx need them, so call this and then `finishSync` until it returns true.
+    #[wasm_bindgen(js_name = startSync)]
+    pub fn start_sync(&mut self) {
+        self.inner.start_sync();
+    }
+
+    /// True once the weights are back from the GPU (at once on the CPU).
+    #[wasm_bindgen(js_name = finishSync)]
+    pub fn finish_sync(&mut self) -> Result<bool, JsError> {
+        Ok(self.inner.finish_sync()?)
+    }
+
+    /// Trains on the CPU from now on; after a lost GPU, from the weights last brought back.
+    /// `note` says why, for the status; returns the step count training carries on from.
+    #[wasm_bindgen(js_name = useCpu)]
+    pub fn use_cpu(&mut self, note: Option<String>) -> f64 {
+        self.inner.use_cpu(note) as f64
+    }
+
+    /// Trains on `gpu` from now on (a model it cannot run stays on the CPU, with the reason
+    /// in the status's `backendNote`).
+    #[cfg(feature = "webgpu")]
+    #[wasm_bindgen(js_name = useGpu)]
+    pub fn use_gpu(&mut self, gpu: &GpuDevice) -> Result<(), JsError> {
+        Ok(self.inner.use_gpu(gpu.0.clone())?)
     }
 
     /// Epoch, progress and data counts (see `Status`).
@@ -251,6 +293,40 @@ impl Session {
     pub fn spec_json(&self) -> String {
         self.inner.trainer().model().spec().to_json()
     }
+}
+
+/// A WebGPU device with every kernel compiled, to hand to `Session.useGpu`.
+#[cfg(feature = "webgpu")]
+#[wasm_bindgen]
+pub struct GpuDevice(crate::backend::gpu::Gpu);
+
+#[cfg(feature = "webgpu")]
+#[wasm_bindgen]
+impl GpuDevice {
+    /// The adapter's name, type and API.
+    pub fn adapter(&self) -> String {
+        self.0.adapter().to_string()
+    }
+
+    /// Whether the adapter runs on the CPU (SwiftShader): correct, not fast.
+    #[wasm_bindgen(js_name = isSoftware)]
+    pub fn is_software(&self) -> bool {
+        self.0.is_software()
+    }
+
+    /// Destroys the device, as a driver reset or a lost GPU would; for testing the fallback.
+    #[wasm_bindgen(js_name = destroyForTesting)]
+    pub fn destroy_for_testing(&self) {
+        self.0.destroy();
+    }
+}
+
+/// The browser's WebGPU adapter and device, with the kernels compiled; rejects with the
+/// reason when there is none.
+#[cfg(feature = "webgpu")]
+#[wasm_bindgen(js_name = requestGpu)]
+pub async fn request_gpu() -> Result<GpuDevice, JsError> {
+    Ok(GpuDevice(crate::backend::gpu::Gpu::new().await?))
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {

@@ -11,7 +11,7 @@
 //!
 //! Without an adapter these tests fail, saying so: they never pass by skipping.
 
-#![cfg(gpu)]
+#![cfg(feature = "webgpu")]
 
 mod common;
 

@@ -23,6 +23,7 @@ const state = {
   lossPoints: 0,
   dataComplete: false,
   firstStepBeforeDataComplete: null,
+  backend: null,
 };
 const hooks = {
   state,
@@ -66,10 +67,6 @@ function smooth(loss, accuracy) {
   return [smoothing.loss / correction, smoothing.accuracy / correction];
 }
 
-const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-const send = (message, transfer = []) => worker.postMessage(message, transfer);
-worker.onerror = (event) => showMessage(`The training worker failed: ${event.message ?? 'it could not start'}`);
-
 function showMessage(text) {
   $('message').textContent = text;
   $('message').hidden = !text;
@@ -82,8 +79,26 @@ let pending = null; // settings sent, not yet confirmed
 
 const initial = settingsFromQuery(location.search);
 if (initial.problems.length) showMessage(`Some settings in the address were not usable: ${initial.problems.join('; ')}.`);
+
+// The worker loads the wasm module for its backend once; another backend is another page load.
+const workerUrl = new URL('./worker.js', import.meta.url);
+workerUrl.searchParams.set('backend', initial.settings.backend);
+const worker = new Worker(workerUrl, { type: 'module' });
+const send = (message, transfer = []) => worker.postMessage(message, transfer);
+worker.onerror = (event) => showMessage(`The training worker failed: ${event.message ?? 'it could not start'}`);
+
 fillForm(initial.settings);
 configure(initial.settings);
+
+// Another backend: keep the training in this browser, then reload with it in the address,
+// which resumes from what was kept.
+$('backend-choice').addEventListener('change', () => {
+  const backend = $('backend-choice').value;
+  const settings = { ...(applied ?? initial.settings), backend };
+  history.replaceState(null, '', `${location.pathname}${settingsToQuery(settings)}`);
+  $('backend').textContent = 'switching…';
+  send({ type: 'keep-now' });
+});
 
 function fillForm(settings) {
   $('model-preset').value = settings.model;
@@ -97,6 +112,7 @@ function fillForm(settings) {
   $('clean').checked = settings.clean;
   $('augment').checked = settings.augment;
   $('data-url').value = settings.data;
+  $('backend-choice').value = settings.backend;
 }
 
 function readForm() {
@@ -111,6 +127,7 @@ function readForm() {
     normalize: $('normalize').value,
     clean: $('clean').checked,
     augment: $('augment').checked,
+    backend: $('backend-choice').value,
   }, applied ?? DEFAULTS);
 }
 
@@ -196,7 +213,16 @@ $('data-form').addEventListener('submit', (event) => {
 const megabytes = (n) => `${(n / 1e6).toFixed(1)} MB`;
 const count = (n) => n.toLocaleString('en');
 
+/** Where training runs, and why not on the GPU when that was asked for. */
+function showBackend({ backend, backendNote }) {
+  const gpu = backend.startsWith('gpu: ');
+  state.backend = gpu ? 'webgpu' : 'cpu';
+  const where = gpu ? `WebGPU · ${backend.slice(5)}` : 'CPU · WebAssembly SIMD, one thread';
+  $('backend').textContent = backendNote ? `${where} (${backendNote})` : where;
+}
+
 function showData(status, received = null, total = null) {
+  showBackend(status);
   state.dataComplete = status.dataComplete;
   showDataProgress($('data-bar'), status, received, total);
   const images = `${count(status.trainAvailable)} of ${status.trainDeclared == null ? '?' : count(status.trainDeclared)} training and `
@@ -382,7 +408,11 @@ $('examples-clear').addEventListener('click', () => send({ type: 'clear-examples
 const handlers = {
   ready: () => {
     state.ready = true;
-    $('backend').textContent = 'CPU · WebAssembly SIMD, one thread';
+  },
+  kept: () => location.reload(),
+  notice: ({ message }) => {
+    $('notice').textContent = message;
+    $('notice').hidden = false;
   },
   configured: ({ spec }) => configured(spec),
   'config-error': ({ message }) => configError(message),

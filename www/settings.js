@@ -18,6 +18,7 @@ export const DEFAULTS = Object.freeze({
   clean: false,
   augment: false,
   data: DEFAULT_DATA,
+  backend: 'auto',
 });
 
 const wholeNumber = (min, max) => (raw) => {
@@ -56,12 +57,14 @@ const READERS = {
   clean: flag,
   augment: flag,
   data: (raw) => String(raw).trim() || DEFAULT_DATA,
+  backend: oneOf('auto', 'gpu', 'cpu'),
 };
 
 /** Human names of the settings, for messages. */
 const LABELS = {
   model: 'model', spec: 'model spec', optimizer: 'optimizer', lr: 'learning rate', batch: 'batch size',
   epochs: 'epochs', seed: 'seed', normalize: 'pixels', clean: 'cleaning', augment: 'augmentation', data: 'data source',
+  backend: 'backend',
 };
 
 /**

@@ -25,6 +25,8 @@
 //        pause and every few seconds of training) so that a reload resumes it
 //   {type: 'resume-kept'}               restores what IndexedDB kept, if anything: answers
 //        'restored' (source 'kept') or nothing
+//   {type: 'keep-now'}                  pauses and keeps the training in IndexedDB at once
+//        (before a reload onto another backend); answers 'kept'
 // Worker -> page:
 //   {type: 'ready'}
 //   {type: 'configured', spec}                 spec: the model spec as JSON text
@@ -37,10 +39,20 @@
 //   {type: 'prediction', id, probs} | {type: 'inspection', id, inspection} | {type: 'examples', count}
 //   {type: 'error', message}                   anything else that went wrong
 //   {type: 'saved', bytes} | {type: 'onnx', bytes} | {type: 'restored', ...} | {type: 'restore-error', ...}
+//   {type: 'kept'}                             after 'keep-now'
+//   {type: 'notice', message}                 something the user should know (the GPU was lost)
 // `status` is the Session's status object (epoch, epochs, epochDone, epochSize, steps,
-// trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples).
+// trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples,
+// backend, backendNote).
+//
+// Backend. The worker's URL says which (`?backend=auto|cpu|gpu`, auto by default). Where the
+// browser gives a WebGPU adapter and the backend is not cpu, the worker loads the wasm module
+// built with the GPU backend (pkg/gpu/) and trains there; otherwise the smaller CPU module
+// (pkg/), with the reason in `backendNote`. On the GPU, a step's statistics come back a little
+// later (`finishedSteps`), and the weights are brought back (`sync`) before anything reads
+// them. If the GPU fails or is lost, training carries on on the CPU from the weights last
+// brought back, with a notice.
 
-import init, { Session } from '../pkg/ferrograd.js';
 import { forget, keep, kept } from './store.js';
 import { streamUrl } from './stream.js';
 
@@ -50,6 +62,9 @@ const SHOWCASE = 48;
 const PARTS = ['trainLabels', 'testLabels', 'trainImages', 'testImages'];
 
 let session = null;
+let Session = null;
+let gpu = null; // the GpuDevice, where training runs on WebGPU
+let backendNote = null; // why the CPU runs when the GPU was asked for
 let state = 'idle';
 let load = null; // {controller, generation}
 let generation = 0;
@@ -68,13 +83,43 @@ function setState(next) {
 }
 
 /** Stores the training in IndexedDB when the page asked for it; failures are reported. */
-function keepTraining() {
+async function keepTraining() {
   if (!keeping || !session) return;
   lastKept = performance.now();
-  const status = session.status();
-  if (status.steps === 0) return;
-  keep({ bytes: session.save(), steps: status.steps, epoch: status.epoch, savedAt: Date.now() })
-    .catch((error) => post({ type: 'error', message: `could not keep the training in this browser: ${errorText(error)}` }));
+  if (session.status().steps === 0) return;
+  try {
+    await sync();
+    const status = session.status();
+    await keep({ bytes: session.save(), steps: status.steps, epoch: status.epoch, savedAt: Date.now() });
+  } catch (error) {
+    post({ type: 'error', message: `could not keep the training in this browser: ${errorText(error)}` });
+  }
+}
+
+/** Brings the weights back from the GPU (at once on the CPU); a failed GPU falls back. */
+async function sync() {
+  try {
+    session.startSync();
+    while (!session.finishSync()) await sleep(1);
+  } catch (error) {
+    if (!gpuFailed(error)) throw error;
+  }
+}
+
+/**
+ * After an error from the GPU, trains on the CPU from the weights last brought back and says
+ * so; false when the error was not the GPU's.
+ */
+function gpuFailed(error) {
+  const message = errorText(error);
+  if (!gpu || !message.startsWith('gpu:')) return false;
+  gpu = null;
+  const note = `the GPU failed (${message.slice(4).trim()}); training carries on on the CPU`;
+  const steps = session.useCpu(note);
+  restartThroughput();
+  post({ type: 'notice', message: `${note} from step ${steps}, the last weights brought back.` });
+  post({ type: 'state', state, status: session.status() });
+  return true;
 }
 
 function forgetKept() {
@@ -106,19 +151,41 @@ async function trainLoop() {
     let evaluation = null;
     let outcome = 'trained';
     const start = performance.now();
-    while (performance.now() - start < SLICE_MS) {
-      const progress = session.step();
-      if (progress.status !== 'trained') {
-        outcome = progress.status;
-        break;
+    let epochFinished = false;
+    try {
+      while (performance.now() - start < SLICE_MS) {
+        const progress = session.step();
+        if (progress.status === 'busy') {
+          collectFinished(batches);
+          await sleep(0);
+          continue;
+        }
+        if (progress.status !== 'trained') {
+          outcome = progress.status;
+          break;
+        }
+        if (progress.stats) {
+          const { loss, accuracy, samples } = progress.stats;
+          throughput.samples += samples;
+          batches.push({ step: session.status().steps, loss, accuracy });
+        }
+        if (progress.epochFinished) {
+          epochFinished = true;
+          break;
+        }
       }
-      const { loss, accuracy, samples } = progress.stats;
-      throughput.samples += samples;
-      batches.push({ step: session.status().steps, loss, accuracy });
-      if (progress.epochFinished) {
-        evaluation = evaluate();
-        break;
+      collectFinished(batches);
+    } catch (error) {
+      if (!gpuFailed(error)) {
+        post({ type: 'error', message: `training: ${errorText(error)}` });
+        setState('paused');
+        return;
       }
+    }
+    if (epochFinished) {
+      await sync();
+      collectFinished(batches);
+      evaluation = evaluate();
     }
     throughput.ms += performance.now() - start;
     const status = session.status();
@@ -138,6 +205,14 @@ async function trainLoop() {
     if (outcome === 'waiting' && state === 'training') setState('waiting');
     if (outcome === 'trained' && state === 'waiting') setState('training');
     await (outcome === 'waiting' ? sleep(30) : yieldToEvents());
+  }
+}
+
+/** Adds the GPU steps whose statistics have come back to `batches`. */
+function collectFinished(batches) {
+  for (const { step, loss, accuracy, samples } of session.finishedSteps()) {
+    throughput.samples += samples;
+    batches.push({ step, loss, accuracy });
   }
 }
 
@@ -203,6 +278,8 @@ function configure(model, settings) {
       session.configure(model, settings);
     } else {
       session = new Session(model, settings);
+      if (gpu) session.useGpu(gpu);
+      else if (backendNote) session.useCpu(backendNote);
     }
   } catch (error) {
     post({ type: 'config-error', message: errorText(error) });
@@ -233,20 +310,34 @@ const handlers = {
     restartThroughput();
     setState('idle');
   },
-  predict: ({ id, pixels }) => post({ type: 'prediction', id, probs: session.predict(pixels) }),
-  inspect: ({ id, pixels }) => post({ type: 'inspection', id, inspection: session.inspect(pixels) }),
+  predict: async ({ id, pixels }) => {
+    await sync();
+    post({ type: 'prediction', id, probs: session.predict(pixels) });
+  },
+  inspect: async ({ id, pixels }) => {
+    await sync();
+    post({ type: 'inspection', id, inspection: session.inspect(pixels) });
+  },
   'add-example': ({ pixels, label }) => post({ type: 'examples', count: session.addExample(pixels, label) }),
-  save: () => {
+  save: async () => {
+    await sync();
     const bytes = session.save();
     post({ type: 'saved', bytes }, [bytes.buffer]);
   },
   restore: ({ bytes, source }) => restore(bytes, source),
-  'export-onnx': () => {
+  'export-onnx': async () => {
+    await sync();
     const bytes = session.exportOnnx();
     post({ type: 'onnx', bytes }, [bytes.buffer]);
   },
   keep: ({ enabled }) => {
     keeping = Boolean(enabled);
+  },
+  'keep-now': async () => {
+    if (state === 'training' || state === 'waiting') setState('paused');
+    keeping = true;
+    await keepTraining();
+    post({ type: 'kept' });
   },
   'resume-kept': async () => {
     const record = await kept();
@@ -280,8 +371,36 @@ function handle(message) {
   }
 }
 
+/**
+ * Loads the wasm module for the backend the worker's URL asks for: the GPU one where WebGPU
+ * gives an adapter (checked before downloading it), the CPU one otherwise.
+ */
+async function loadModule() {
+  const wanted = new URL(self.location.href).searchParams.get('backend') ?? 'auto';
+  if (!['auto', 'cpu', 'gpu'].includes(wanted)) throw new Error(`unknown backend ${JSON.stringify(wanted)}`);
+  if (wanted !== 'cpu') {
+    const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
+    if (adapter) {
+      const module = await import('../pkg/gpu/ferrograd.js');
+      await module.default();
+      try {
+        gpu = await module.requestGpu();
+        return module;
+      } catch (error) {
+        backendNote = `WebGPU could not start: ${errorText(error)}`;
+      }
+    } else {
+      backendNote = navigator.gpu ? 'WebGPU gave no adapter' : 'this browser has no WebGPU';
+    }
+  }
+  const module = await import('../pkg/ferrograd.js');
+  await module.default();
+  return module;
+}
+
 try {
-  await init();
+  const module = await loadModule();
+  Session = module.Session;
   self.onmessage = ({ data }) => handle(data);
   post({ type: 'ready' });
   pending.splice(0).forEach(handle);

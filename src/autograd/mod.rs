@@ -14,7 +14,7 @@ mod ops;
 mod params;
 
 pub use backward::Gradients;
-#[cfg(gpu)]
+#[cfg(feature = "webgpu")]
 pub(crate) use ops::Op;
 pub use params::{ParamId, Parameter, Params};
 
@@ -24,7 +24,7 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
 
-#[cfg(gpu)]
+#[cfg(feature = "webgpu")]
 impl Var {
     /// The position of the value on its tape, in recording order.
     pub(crate) fn index(self) -> usize {
@@ -78,7 +78,7 @@ impl<'p> Tape<'p> {
 
     /// A recording tape that also keeps the ops of values needing no gradient, for the GPU
     /// backend to compile the whole step from.
-    #[cfg(gpu)]
+    #[cfg(feature = "webgpu")]
     pub(crate) fn tracing(params: &'p Params) -> Self {
         Tape { keep_ops: true, ..Self::with_recording(params, true) }
     }
@@ -95,19 +95,19 @@ impl<'p> Tape<'p> {
     }
 
     /// How many values are on the tape.
-    #[cfg(gpu)]
+    #[cfg(feature = "webgpu")]
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
 
     /// The value of `var` if it is on this tape.
-    #[cfg(gpu)]
+    #[cfg(feature = "webgpu")]
     pub(crate) fn node_checked(&self, var: Var) -> Option<&Tensor> {
         (var.0 < self.nodes.len()).then(|| self.value(var))
     }
 
     /// The op that made value `i` and whether a gradient flows back through it.
-    #[cfg(gpu)]
+    #[cfg(feature = "webgpu")]
     pub(crate) fn node(&self, i: usize) -> (&ops::Op, bool) {
         (&self.nodes[i].op, self.nodes[i].needs_grad)
     }

@@ -51,7 +51,7 @@ pub(crate) enum Op {
     /// Saves the mask, already scaled by `1 / (1 - rate)`.
     Dropout {
         x: Var,
-        #[cfg_attr(not(gpu), allow(dead_code))]
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
         rate: f32,
         mask: Tensor,
     },
@@ -78,7 +78,7 @@ pub(crate) enum Op {
     /// Saves the flat input index of each output's maximum.
     MaxPool2d {
         x: Var,
-        #[cfg_attr(not(gpu), allow(dead_code))]
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
         window: Window,
         argmax: Vec<usize>,
     },

@@ -1,5 +1,5 @@
 //! Compute backends. The CPU backend is the reference that every other backend is tested against.
 
 pub mod cpu;
-#[cfg(gpu)]
+#[cfg(feature = "webgpu")]
 pub mod gpu;

@@ -1,7 +1,12 @@
 //! Training on the GPU: the model's parameters, gradients and optimizer state in GPU buffers
 //! for as long as training runs there, a compiled [`Plan`] per batch size, and the optimizer's
-//! update as kernels. The CPU model is brought up to date only when asked
-//! ([`Engine::download`]), for evaluation, prediction and saving.
+//! update as kernels. The CPU model is brought up to date only when asked (a download), for
+//! evaluation, prediction and saving.
+//!
+//! Nothing here waits for the GPU: a step is submitted and its loss and accuracy are read back
+//! through one of a few [`Readback`]s, to be collected by [`Engine::finished`] once mapped;
+//! a download likewise. Natively, [`Gpu::poll`] with `wait` makes either immediate; in the
+//! browser, the worker comes back for the results.
 
 use std::rc::Rc;
 
@@ -9,8 +14,10 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand_pcg::Pcg64;
 
+use std::collections::VecDeque;
+
 use super::plan::Plan;
-use super::{Buffer, Dispatch, Gpu, Kernel};
+use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
 use crate::autograd::Tape;
 use crate::nn::{Mode, Model};
 use crate::optim::{OptimizerSpec, OptimizerState};
@@ -20,6 +27,8 @@ use crate::{Error, Result};
 
 /// Plans kept at once: the usual batch size and the smaller last batch of an epoch.
 const PLANS: usize = 2;
+/// Steps submitted whose statistics have not been collected yet, at most.
+const IN_FLIGHT: usize = 4;
 
 /// A model's training state on the GPU.
 pub struct Engine {
@@ -39,6 +48,21 @@ pub struct Engine {
     clip_norm: Option<f32>,
     update: Vec<Dispatch>,
     plans: Vec<Plan>,
+    /// `[loss, accuracy]` of submitted steps come back through these, in turn.
+    stat_readbacks: Vec<Readback>,
+    /// (readback, step number, batch size) of the steps in flight, oldest first.
+    in_flight: VecDeque<(usize, u64, usize)>,
+    steps: u64,
+    /// While a download is under way: the step and optimizer step it is from, and the
+    /// readbacks of the parameters, then of each slot's tensors.
+    download: Option<(u64, u64, Vec<Readback>)>,
+}
+
+/// A download's result: the parameters' values, the optimizer state and the step they are from.
+pub struct Downloaded {
+    pub values: Vec<Tensor>,
+    pub optimizer: OptimizerState,
+    pub steps: u64,
 }
 
 impl Engine {
@@ -52,6 +76,7 @@ impl Engine {
         optimizer: &OptimizerSpec,
         state: &OptimizerState,
         clip_norm: Option<f32>,
+        steps: u64,
     ) -> Result<Engine> {
         let upload = |t: &Tensor| gpu.upload(&t.iter().copied().collect::<Vec<f32>>());
         let list: Vec<_> = model.params().iter().collect();
@@ -77,6 +102,10 @@ impl Engine {
             clip_norm,
             update: Vec::new(),
             plans: Vec::new(),
+            stat_readbacks: (0..IN_FLIGHT).map(|_| gpu.readback(2)).collect(),
+            in_flight: VecDeque::new(),
+            steps,
+            download: None,
             gpu,
         };
         engine.build_update();
@@ -170,22 +199,27 @@ impl Engine {
         Ok(self.plans.len() - 1)
     }
 
-    /// One optimizer step on a batch, as [`crate::train::Trainer::step`] takes it on the CPU:
-    /// dropout masks are drawn from `rng` in the same order.
+    /// Whether as many steps are in flight as can be: collect [`Engine::finished`] first.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.len() == IN_FLIGHT
+    }
+
+    /// Submits one optimizer step on a batch, as [`crate::train::Trainer::step`] takes it on
+    /// the CPU: dropout masks are drawn from `rng` in the same order. Its statistics come back
+    /// through [`Engine::finished`].
     ///
     /// # Errors
-    /// When the model has an op the GPU cannot run, or the device is lost.
-    pub fn step(
-        &mut self,
-        model: &Model,
-        images: &Tensor,
-        labels: &[u8],
-        rng: &mut Pcg64,
-    ) -> Result<StepStats> {
+    /// When the model has an op the GPU cannot run, the device reported an error, or
+    /// [`Engine::is_busy`].
+    pub fn submit(&mut self, model: &Model, images: &Tensor, labels: &[u8], rng: &mut Pcg64) -> Result<()> {
+        self.gpu.check()?;
         let batch = labels.len();
         if images.shape()[0] != batch {
             return Err(Error::mismatch("step", images.shape(), &[batch]));
         }
+        let Some(slot) = (0..IN_FLIGHT).find(|&i| !self.stat_readbacks[i].is_busy()) else {
+            return Err(Error::Gpu("too many steps in flight; collect their results first".into()));
+        };
         let at = self.plan_for(model, batch)?;
         let plan = &self.plans[at];
         let gpu = &self.gpu;
@@ -203,13 +237,34 @@ impl Engine {
         let zero: Vec<&Buffer> = plan.zero.iter().map(|b| &**b).collect();
         let dispatches: Vec<&Dispatch> = plan.dispatches.iter().chain(&self.update).collect();
         gpu.run(&zero, &dispatches);
-        let stats: Vec<f32> = self.read_stats(at)?;
-        Ok(StepStats { loss: stats[0], accuracy: stats[1], samples: batch })
+        gpu.start_read(&plan.stats, &self.stat_readbacks[slot]);
+        self.steps += 1;
+        self.in_flight.push_back((slot, self.steps, batch));
+        Ok(())
     }
 
-    fn read_stats(&self, plan: usize) -> Result<Vec<f32>> {
-        let plan = &self.plans[plan];
-        self.gpu.read_through(&plan.stats, &plan.stats_readback)
+    /// The step number and statistics of the submitted steps whose results have come back,
+    /// oldest first.
+    ///
+    /// # Errors
+    /// When the device reported an error or was lost.
+    pub fn finished(&mut self) -> Result<Vec<(u64, StepStats)>> {
+        self.gpu.poll(false)?;
+        let mut done = Vec::new();
+        while let Some(&(slot, step, samples)) = self.in_flight.front() {
+            let Some(stats) = self.gpu.finish_read::<f32>(&self.stat_readbacks[slot])? else { break };
+            self.in_flight.pop_front();
+            done.push((step, StepStats { loss: stats[0], accuracy: stats[1], samples }));
+        }
+        Ok(done)
+    }
+
+    /// Waits for the work submitted so far (natively; in a browser this returns at once).
+    ///
+    /// # Errors
+    /// When the device reported an error or was lost.
+    pub fn wait(&self) -> Result<()> {
+        self.gpu.poll(true)
     }
 
     /// `[lr, 1 - beta1^t, 1 - beta2^t]` for the step about to run.
@@ -237,24 +292,50 @@ impl Engine {
         Plan::compile(&self.gpu, &tape, Some(image), loss, &self.params, &self.grads)
     }
 
-    /// Copies the parameters into `model` and returns the optimizer state, waiting for the GPU.
+    /// Starts bringing the parameters and the optimizer state back, as they are after the
+    /// steps submitted so far; [`Engine::finish_download`] takes them.
+    pub fn start_download(&mut self) {
+        if self.download.is_some() {
+            return;
+        }
+        let buffers: Vec<&Buffer> =
+            self.params.iter().map(|b| &**b).chain(self.slots.iter().flat_map(|(_, bs)| bs)).collect();
+        let readbacks: Vec<Readback> = buffers.iter().map(|b| self.gpu.readback(b.len())).collect();
+        for (buffer, readback) in buffers.iter().zip(&readbacks) {
+            self.gpu.start_read(buffer, readback);
+        }
+        self.download = Some((self.steps, self.optimizer_step, readbacks));
+    }
+
+    /// The download started by [`Engine::start_download`], or None while it is on its way.
     ///
     /// # Errors
-    /// When the device is lost.
-    pub fn download(&self, model: &mut Model) -> Result<OptimizerState> {
-        let tensor = |buffer: &Buffer, shape: &[usize]| -> Result<Tensor> {
-            let data: Vec<f32> = self.gpu.read(buffer)?;
-            Ok(Tensor::from_shape_vec(ndarray::IxDyn(shape), data).expect("the parameter's own shape"))
+    /// When the device reported an error or was lost.
+    pub fn finish_download(&mut self) -> Result<Option<Downloaded>> {
+        self.gpu.poll(false)?;
+        let Some((_, _, readbacks)) = &self.download else {
+            return Err(Error::Gpu("no download was started".into()));
         };
-        for (i, param) in model.params_mut().iter_mut().enumerate() {
-            param.value = tensor(&self.params[i], &self.shapes[i])?;
+        if !readbacks.iter().all(Readback::is_settled) {
+            return Ok(None);
         }
+        let (steps, optimizer_step, readbacks) = self.download.take().expect("checked above");
+        let mut tensors = Vec::with_capacity(readbacks.len());
+        for (i, readback) in readbacks.iter().enumerate() {
+            let data: Vec<f32> = self.gpu.finish_read(readback)?.expect("checked ready");
+            let shape = &self.shapes[i % self.shapes.len()];
+            tensors.push(
+                Tensor::from_shape_vec(ndarray::IxDyn(shape), data).expect("the parameter's own shape"),
+            );
+        }
+        let count = self.params.len();
+        let mut rest = tensors.split_off(count);
         let mut slots = Vec::new();
-        for (name, buffers) in &self.slots {
-            let tensors: Result<Vec<Tensor>> =
-                buffers.iter().zip(&self.shapes).map(|(b, s)| tensor(b, s)).collect();
-            slots.push((*name, tensors?));
+        for (name, _) in &self.slots {
+            let tail = rest.split_off(count);
+            slots.push((*name, std::mem::replace(&mut rest, tail)));
         }
-        Ok(OptimizerState { step: self.optimizer_step, slots })
+        let optimizer = OptimizerState { step: optimizer_step, slots };
+        Ok(Some(Downloaded { values: tensors, optimizer, steps }))
     }
 }

@@ -10,9 +10,11 @@ mod engine;
 mod plan;
 
 pub use engine::Engine;
+#[cfg(not(target_arch = "wasm32"))]
 pub use plan::run_on_gpu;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
@@ -103,7 +105,8 @@ const GROUP: u32 = 64;
 /// The most workgroups along one dimension of a dispatch.
 const MAX_GROUPS: u32 = 65_535;
 
-/// A device, its queue and every kernel compiled for it.
+/// A device, its queue and every kernel compiled for it. Clones share them.
+#[derive(Clone)]
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -157,7 +160,9 @@ impl Gpu {
             .await
             .map_err(|e| Error::Gpu(format!("no WebGPU/Vulkan adapter: {e}")))?;
         let info = adapter.get_info();
-        let adapter_name = format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend);
+        // Browsers keep the adapter's name to themselves.
+        let name = if info.name.is_empty() { "unnamed adapter" } else { info.name.as_str() };
+        let adapter_name = format!("{name} ({:?}, {:?})", info.device_type, info.backend);
         // The adapter's own storage limits: convolution's im2col matrices outgrow the defaults.
         let limits = adapter.limits();
         let required_limits = wgpu::Limits {
@@ -214,6 +219,7 @@ impl Gpu {
     ///
     /// # Errors
     /// As [`Gpu::new`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn blocking() -> Result<Gpu> {
         pollster::block_on(Self::new())
     }
@@ -228,6 +234,12 @@ impl Gpu {
             Some(message) => Err(Error::Gpu(format!("{}: {message}", self.adapter))),
             None => Ok(()),
         }
+    }
+
+    /// Destroys the device: every later use fails as after a lost GPU. For testing the
+    /// fallback to the CPU.
+    pub fn destroy(&self) {
+        self.device.destroy();
     }
 
     /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader): correct, but slower
@@ -324,18 +336,19 @@ impl Gpu {
         self.queue.submit([encoder.finish()]);
     }
 
-    /// Waits for everything submitted so far.
+    /// Runs the callbacks of finished reads: natively by asking the device (waiting for all
+    /// submitted work when `wait`); in the browser they run from the event loop by themselves
+    /// and this only reports errors.
     ///
     /// # Errors
     /// [`Error::Gpu`] when the device reported an error or was lost.
-    pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+    pub fn poll(&self, wait: bool) -> Result<()> {
+        let poll = if wait { wgpu::PollType::wait_indefinitely() } else { wgpu::PollType::Poll };
+        self.device.poll(poll).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         self.check()
     }
 
-    /// A buffer to read results back through, reused from step to step.
+    /// A buffer to read `len` elements back through, reused from read to read.
     pub fn readback(&self, len: usize) -> Readback {
         let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read back"),
@@ -343,53 +356,96 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Readback { raw, len }
+        Readback { raw, len, state: Arc::new(AtomicU8::new(IDLE)) }
     }
 
-    /// The contents of `buffer`, waiting for the GPU to finish what it was given.
-    ///
-    /// # Errors
-    /// [`Error::Gpu`] when the device is lost or the buffer cannot be read.
-    pub fn read<T: bytemuck::Pod>(&self, buffer: &Buffer) -> Result<Vec<T>> {
-        self.read_through(buffer, &self.readback(buffer.len))
-    }
-
-    /// [`Gpu::read`] through a [`Readback`] of the buffer's length.
-    ///
-    /// # Errors
-    /// As [`Gpu::read`].
-    pub fn read_through<T: bytemuck::Pod>(&self, buffer: &Buffer, readback: &Readback) -> Result<Vec<T>> {
+    /// Copies `buffer` into `readback` after the work submitted so far, and asks for it to be
+    /// mapped; [`Gpu::finish_read`] takes the data once it is.
+    pub fn start_read(&self, buffer: &Buffer, readback: &Readback) {
         debug_assert_eq!(buffer.len, readback.len, "a readback for another size");
-        if buffer.len == 0 {
-            return Ok(Vec::new());
-        }
-        let size = 4 * buffer.len as u64;
+        let size = 4 * buffer.len.max(1) as u64;
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&buffer.raw, 0, &readback.raw, 0, size);
         self.queue.submit([encoder.finish()]);
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let slice = readback.raw.slice(..size);
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = sender.send(r);
+        readback.state.store(PENDING, Ordering::Release);
+        let state = readback.state.clone();
+        readback.raw.slice(..).map_async(wgpu::MapMode::Read, move |result| {
+            state.store(if result.is_ok() { READY } else { FAILED }, Ordering::Release);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        receiver
-            .recv()
-            .map_err(|_| Error::Gpu("the read back was dropped".into()))?
-            .map_err(|e| Error::Gpu(format!("reading a buffer back: {e}")))?;
+    }
+
+    /// The data of a read started with [`Gpu::start_read`], or None while it is on its way.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the mapping failed or the device reported an error.
+    pub fn finish_read<T: bytemuck::Pod>(&self, readback: &Readback) -> Result<Option<Vec<T>>> {
         self.check()?;
-        let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading a buffer back: {e}")))?;
-        let data = bytemuck::cast_slice(&view).to_vec();
-        drop(view);
-        readback.raw.unmap();
-        Ok(data)
+        match readback.state.load(Ordering::Acquire) {
+            READY => {
+                let data = {
+                    let view = readback
+                        .raw
+                        .slice(..)
+                        .get_mapped_range()
+                        .map_err(|e| Error::Gpu(format!("reading a buffer back: {e}")))?;
+                    let mut data: Vec<T> = bytemuck::cast_slice(&view).to_vec();
+                    data.truncate(readback.len);
+                    data
+                };
+                readback.raw.unmap();
+                readback.state.store(IDLE, Ordering::Release);
+                Ok(Some(data))
+            }
+            FAILED => {
+                readback.state.store(IDLE, Ordering::Release);
+                Err(Error::Gpu(format!("{}: a buffer could not be read back", self.adapter)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The contents of `buffer`, waiting for the GPU (natively only: a browser cannot wait).
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the device is lost or the buffer cannot be read.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &Buffer) -> Result<Vec<T>> {
+        let readback = self.readback(buffer.len);
+        self.start_read(buffer, &readback);
+        self.poll(true)?;
+        self.finish_read(&readback)?.ok_or_else(|| Error::Gpu("the GPU finished without the data".into()))
+    }
+
+    /// Waits for everything submitted so far (natively).
+    ///
+    /// # Errors
+    /// As [`Gpu::poll`].
+    pub fn wait(&self) -> Result<()> {
+        self.poll(true)
     }
 }
+
+const IDLE: u8 = 0;
+const PENDING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
 
 /// A mappable buffer that results are copied into to be read on the CPU.
 pub struct Readback {
     raw: wgpu::Buffer,
     len: usize,
+    /// Idle, pending, ready or failed; set by the mapping's callback.
+    state: Arc<AtomicU8>,
+}
+
+impl Readback {
+    /// Whether a read through it is under way or waiting to be taken.
+    pub fn is_busy(&self) -> bool {
+        self.state.load(Ordering::Acquire) != IDLE
+    }
+
+    /// Whether a read through it has come back (or failed) and waits to be taken.
+    pub fn is_settled(&self) -> bool {
+        matches!(self.state.load(Ordering::Acquire), READY | FAILED)
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
+use super::{Buffer, Dispatch, Gpu, Kernel};
 use crate::autograd::{Op, Tape, Var};
 use crate::backend::cpu::conv::Window;
 use crate::backend::cpu::Activation;
@@ -22,7 +22,6 @@ pub struct Plan {
     pub(super) labels: Buffer,
     /// `[loss, accuracy]` of the last step; the loss is also the value of the loss.
     pub(super) stats: Rc<Buffer>,
-    pub(super) stats_readback: Readback,
     /// The tape position and drop rate of each dropout, in forward order; its mask is the
     /// first scratch buffer there, drawn and written before each step.
     pub(super) dropouts: Vec<(usize, f32)>,
@@ -71,7 +70,6 @@ impl Plan {
             image: image_buffer.clone(),
             labels: gpu.zeros(batch),
             stats: Rc::new(gpu.zeros(2)),
-            stats_readback: gpu.readback(2),
             dropouts: Vec::new(),
             scratch: (0..tape.len()).map(|_| Vec::new()).collect(),
             zero: Vec::new(),
@@ -433,6 +431,7 @@ impl Plan {
 ///
 /// # Errors
 /// When an op has no GPU kernel or the device is lost.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run_on_gpu(
     gpu: &Gpu,
     tape: &Tape,

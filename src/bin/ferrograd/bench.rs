@@ -121,7 +121,7 @@ fn throughput(trainer: &mut Trainer, train: &data::Dataset, seconds: f64) -> Res
     }
 }
 
-#[cfg(gpu)]
+#[cfg(feature = "webgpu")]
 mod gpu {
     use std::time::Instant;
 
@@ -172,7 +172,7 @@ mod gpu {
     }
 }
 
-#[cfg(not(gpu))]
+#[cfg(not(feature = "webgpu"))]
 mod gpu {
     use anyhow::Result;
     use ferrograd::train::Trainer;

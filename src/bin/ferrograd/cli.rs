@@ -279,7 +279,7 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 /// Moves training onto the GPU as `--backend` asks, saying where it runs and why.
-#[cfg(gpu)]
+#[cfg(feature = "webgpu")]
 fn choose_backend(trainer: &mut Trainer, backend: Backend, batch_size: usize, quiet: bool) -> Result<()> {
     use ferrograd::backend::gpu::Gpu;
     let note = |message: String| {
@@ -314,7 +314,7 @@ fn choose_backend(trainer: &mut Trainer, backend: Backend, batch_size: usize, qu
     Ok(())
 }
 
-#[cfg(not(gpu))]
+#[cfg(not(feature = "webgpu"))]
 fn choose_backend(_: &mut Trainer, backend: Backend, _: usize, _: bool) -> Result<()> {
     if backend == Backend::Gpu {
         bail!("--backend gpu: this build has no GPU backend (build with the `webgpu` feature)");

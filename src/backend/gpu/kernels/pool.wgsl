@@ -21,7 +21,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     let plane = o / (oh * ow);
     let oy = (o / ow) % oh;
     let ox = o % ow;
-    var best = -3.4028235e38;
+    var best = 0.0;
     var at = 0u;
     var sum = 0.0;
     var first = true;
