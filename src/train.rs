@@ -202,6 +202,8 @@ impl Trainer {
     pub fn finish_sync(&mut self) -> Result<bool> {
         #[cfg(feature = "webgpu")]
         if let (true, Some(engine)) = (self.stale, &mut self.engine) {
+            // Started here if no one did: several readers may wait for the same download.
+            engine.start_download();
             let Some(downloaded) = engine.finish_download()? else { return Ok(false) };
             for (param, value) in self.model.params_mut().iter_mut().zip(downloaded.values) {
                 param.value = value;

@@ -86,6 +86,14 @@ export class LiveChart {
     this.schedule();
   }
 
+  /** Drops the points after x (training went back to an earlier step). */
+  truncate(x) {
+    const keep = this.data[0].findIndex((v) => v > x);
+    if (keep < 0) return;
+    this.data = this.data.map((values) => values.slice(0, keep));
+    this.schedule();
+  }
+
   schedule() {
     if (this.timer) return;
     this.timer = setTimeout(() => requestAnimationFrame(() => {

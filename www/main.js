@@ -89,6 +89,8 @@ worker.onerror = (event) => showMessage(`The training worker failed: ${event.mes
 
 fillForm(initial.settings);
 configure(initial.settings);
+// For the page tests: a lost GPU, as a driver reset would make it.
+hooks.loseGpu = () => send({ type: 'lose-gpu' });
 
 // Another backend: keep the training in this browser, then reload with it in the address,
 // which resumes from what was kept.
@@ -410,9 +412,13 @@ const handlers = {
     state.ready = true;
   },
   kept: () => location.reload(),
-  notice: ({ message }) => {
+  notice: ({ message, steps }) => {
     $('notice').textContent = message;
     $('notice').hidden = false;
+    if (steps != null) {
+      lossChart.truncate(steps);
+      accuracyChart.truncate(steps);
+    }
   },
   configured: ({ spec }) => configured(spec),
   'config-error': ({ message }) => configError(message),

@@ -25,6 +25,8 @@
 //        pause and every few seconds of training) so that a reload resumes it
 //   {type: 'resume-kept'}               restores what IndexedDB kept, if anything: answers
 //        'restored' (source 'kept') or nothing
+//   {type: 'lose-gpu'}                  destroys the WebGPU device as a driver reset would, to
+//        test the fallback to the CPU
 //   {type: 'keep-now'}                  pauses and keeps the training in IndexedDB at once
 //        (before a reload onto another backend); answers 'kept'
 // Worker -> page:
@@ -40,7 +42,8 @@
 //   {type: 'error', message}                   anything else that went wrong
 //   {type: 'saved', bytes} | {type: 'onnx', bytes} | {type: 'restored', ...} | {type: 'restore-error', ...}
 //   {type: 'kept'}                             after 'keep-now'
-//   {type: 'notice', message}                 something the user should know (the GPU was lost)
+//   {type: 'notice', message, steps?}         something the user should know; with steps, training
+//        went back to that step (the GPU was lost)
 // `status` is the Session's status object (epoch, epochs, epochDone, epochSize, steps,
 // trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples,
 // backend, backendNote).
@@ -58,6 +61,9 @@ import { streamUrl } from './stream.js';
 
 const SLICE_MS = 25;
 const KEEP_EVERY_MS = 15_000;
+// How often the weights come back from the GPU while training, so that a lost GPU costs at
+// most this much training.
+const SYNC_EVERY_MS = 5_000;
 const SHOWCASE = 48;
 const PARTS = ['trainLabels', 'testLabels', 'trainImages', 'testImages'];
 
@@ -71,6 +77,7 @@ let generation = 0;
 const throughput = { samples: 0, ms: 0 };
 const restartThroughput = () => Object.assign(throughput, { samples: 0, ms: 0 });
 let keeping = false;
+let lastSync = 0;
 let lastKept = 0;
 
 const post = (message, transfer = []) => self.postMessage(message, transfer);
@@ -98,6 +105,7 @@ async function keepTraining() {
 
 /** Brings the weights back from the GPU (at once on the CPU); a failed GPU falls back. */
 async function sync() {
+  lastSync = performance.now();
   try {
     session.startSync();
     while (!session.finishSync()) await sleep(1);
@@ -114,10 +122,13 @@ function gpuFailed(error) {
   const message = errorText(error);
   if (!gpu || !message.startsWith('gpu:')) return false;
   gpu = null;
-  const note = `the GPU failed (${message.slice(4).trim()}); training carries on on the CPU`;
-  const steps = session.useCpu(note);
+  const steps = session.useCpu('the GPU failed; training carries on here');
   restartThroughput();
-  post({ type: 'notice', message: `${note} from step ${steps}, the last weights brought back.` });
+  post({
+    type: 'notice',
+    steps,
+    message: `The GPU failed (${message.slice(4).trim()}); training carries on on the CPU from step ${steps}, the last weights brought back.`,
+  });
   post({ type: 'state', state, status: session.status() });
   return true;
 }
@@ -182,11 +193,11 @@ async function trainLoop() {
         return;
       }
     }
-    if (epochFinished) {
+    if (epochFinished || (gpu && performance.now() - lastSync > SYNC_EVERY_MS)) {
       await sync();
       collectFinished(batches);
-      evaluation = evaluate();
     }
+    if (epochFinished) evaluation = evaluate();
     throughput.ms += performance.now() - start;
     const status = session.status();
     if (batches.length) post({ type: 'progress', batches, status, ...speed(status) });
@@ -333,6 +344,7 @@ const handlers = {
   keep: ({ enabled }) => {
     keeping = Boolean(enabled);
   },
+  'lose-gpu': () => gpu?.destroyForTesting(),
   'keep-now': async () => {
     if (state === 'training' || state === 'waiting') setState('paused');
     keeping = true;

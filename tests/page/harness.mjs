@@ -40,18 +40,28 @@ export function serve({ throttle, isolation = true } = {}) {
   });
 }
 
-export async function launch() {
-  return chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+// WebGPU on SwiftShader, the CPU Vulkan that ships with Chromium: a real adapter for the GPU
+// path where the machine has no GPU. Without these flags `requestAdapter()` gives null.
+const WEBGPU_FLAGS = [
+  '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
+  '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader',
+];
+
+/** Headless Chromium; with `webgpu`, with a WebGPU adapter on SwiftShader. */
+export async function launch({ webgpu = false } = {}) {
+  return chromium.launch({ executablePath: CHROMIUM, args: webgpu ? WEBGPU_FLAGS : FLAGS });
 }
 
 /**
- * Registers hooks that start Chromium and `ferrograd serve` (with `serveOptions`) before the
- * file's tests and stop them after; returns `{browser, server}`, filled in once started.
+ * Registers hooks that start Chromium (with WebGPU when `webgpu`) and `ferrograd serve` (with
+ * `serveOptions`) before the file's tests and stop them after; returns `{browser, server}`,
+ * filled in once started.
  */
-export function browserAndServer(serveOptions) {
+export function browserAndServer(serveOptions, { webgpu = false } = {}) {
   const env = {};
   before(async () => {
-    env.browser = await launch();
+    env.browser = await launch({ webgpu });
     env.server = await serve(serveOptions);
   });
   after(async () => {
