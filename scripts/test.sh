@@ -12,8 +12,8 @@ ensure_vulkan
 log "native tests"
 cargo test --release
 
-log "wasm tests in headless Chromium"
-CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test web
+log "wasm tests in headless Chromium (the GPU kernels on its WebGPU, over SwiftShader)"
+CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test web --test web_gpu
 
 build_web
 build_guide

@@ -18,18 +18,12 @@ mod common;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use common::{away_from_zero, rng, uniform, weighted_sum};
-use ferrograd::autograd::{Params, Tape, Var};
-use ferrograd::backend::gpu::{run_on_gpu, Gpu, Kernel};
+use common::gpu_cases::{cases, compare};
+use ferrograd::backend::gpu::{Gpu, Kernel};
 use ferrograd::data::load_mnist;
 use ferrograd::nn::ModelSpec;
 use ferrograd::optim::OptimizerSpec;
-use ferrograd::tensor::Tensor;
 use ferrograd::train::Trainer;
-use ferrograd::Result;
-use rand::Rng;
-
-const TOLERANCE: f32 = 1e-4;
 
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
@@ -56,179 +50,11 @@ fn every_kernel_parses_and_validates() {
     }
 }
 
-/// `max |gpu - cpu| / max |cpu|`: the error relative to the size of the values.
-fn relative_error(gpu: &[f32], cpu: &Tensor) -> f32 {
-    let cpu: Vec<f32> = cpu.iter().copied().collect();
-    assert_eq!(gpu.len(), cpu.len(), "element counts differ");
-    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let worst = gpu.iter().zip(&cpu).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    if gpu.iter().any(|v| !v.is_finite()) {
-        return f32::INFINITY;
-    }
-    worst / scale
-}
-
-/// Runs `build` on the CPU and on the GPU and compares the output and every input gradient.
-fn compare(name: &str, inputs: &[Tensor], build: impl Fn(&mut Tape, &[Var]) -> Result<Var>) {
-    let params = Params::default();
-    let mut tape = Tape::new(&params);
-    let vars: Vec<Var> = inputs.iter().map(|x| tape.variable(x.clone())).collect();
-    let y = build(&mut tape, &vars).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let loss = if tape.value(y).len() == 1 {
-        y
-    } else {
-        let weights = uniform(&mut rng(7), tape.value(y).shape(), -1.0, 1.0);
-        weighted_sum(&mut tape, y, &weights).unwrap()
-    };
-    let grads = tape.backward(loss).unwrap();
-    let (value, gpu_grads) =
-        run_on_gpu(gpu(), &tape, y, loss, &vars).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let error = relative_error(&value, tape.value(y));
-    assert!(error <= TOLERANCE, "{name}: the output differs by {error:e} relative");
-    for (i, (&var, gpu_grad)) in vars.iter().zip(&gpu_grads).enumerate() {
-        let error = relative_error(gpu_grad, grads.wrt(var).unwrap());
-        assert!(error <= TOLERANCE, "{name}: the gradient of input {i} differs by {error:e} relative");
-    }
-}
-
 #[test]
-fn matmul() {
-    let mut r = rng(1);
-    for (m, k, n) in [(7, 33, 257), (1, 257, 1), (33, 1, 7), (257, 7, 33), (1, 1, 1)] {
-        let inputs = [uniform(&mut r, &[m, k], -1.0, 1.0), uniform(&mut r, &[k, n], -1.0, 1.0)];
-        compare(&format!("matmul {m}x{k} · {k}x{n}"), &inputs, |t, v| t.matmul(v[0], v[1]));
-    }
-}
-
-#[test]
-fn broadcasting_binary_ops() {
-    type Op = fn(&mut Tape, Var, Var) -> Result<Var>;
-    let ops: [(&str, Op); 4] = [
-        ("add", |t, a, b| t.add(a, b)),
-        ("sub", |t, a, b| t.sub(a, b)),
-        ("mul", |t, a, b| t.mul(a, b)),
-        ("div", |t, a, b| t.div(a, b)),
-    ];
-    let shapes: [(&[usize], &[usize]); 7] = [
-        (&[7, 33], &[33]),
-        (&[33, 1], &[1, 7]),
-        (&[257], &[1]),
-        (&[1, 7, 33], &[7, 1]),
-        (&[257, 7], &[257, 7]),
-        (&[], &[7, 33]),
-        (&[2, 7, 3, 33], &[7, 1, 1]),
-    ];
-    let mut r = rng(2);
-    for (name, op) in ops {
-        for (a, b) in shapes {
-            let inputs = [uniform(&mut r, a, -2.0, 2.0), away_from_zero(&mut r, b, 0.5, 2.0)];
-            compare(&format!("{name} {a:?} {b:?}"), &inputs, |t, v| op(t, v[0], v[1]));
-        }
-    }
-}
-
-#[test]
-fn activations_and_powers() {
-    let mut r = rng(3);
-    let x = uniform(&mut r, &[33, 257], -4.0, 4.0);
-    compare("relu", std::slice::from_ref(&x), |t, v| Ok(t.relu(v[0])));
-    compare("leaky_relu", std::slice::from_ref(&x), |t, v| Ok(t.leaky_relu(v[0], 0.1)));
-    compare("sigmoid", std::slice::from_ref(&x), |t, v| Ok(t.sigmoid(v[0])));
-    compare("tanh", std::slice::from_ref(&x), |t, v| Ok(t.tanh(v[0])));
-    let positive = uniform(&mut r, &[7, 33], 0.5, 3.0);
-    compare("pow -0.5", std::slice::from_ref(&positive), |t, v| Ok(t.pow(v[0], -0.5)));
-    compare("pow 2", std::slice::from_ref(&positive), |t, v| Ok(t.pow(v[0], 2.0)));
-}
-
-#[test]
-fn reductions() {
-    let mut r = rng(4);
-    let x = uniform(&mut r, &[7, 33, 257], -1.0, 1.0);
-    for axis in 0..3 {
-        compare(&format!("sum axis {axis}"), std::slice::from_ref(&x), |t, v| t.sum(v[0], axis));
-        compare(&format!("mean axis {axis}"), std::slice::from_ref(&x), |t, v| t.mean(v[0], axis));
-    }
-    compare("mean of [1]", &[uniform(&mut r, &[1], -1.0, 1.0)], |t, v| t.mean(v[0], 0));
-}
-
-#[test]
-fn softmax_cross_entropy() {
-    let mut r = rng(5);
-    for (batch, classes) in [(33, 7), (1, 10), (257, 10), (7, 1)] {
-        let logits = uniform(&mut r, &[batch, classes], -5.0, 5.0);
-        let labels: Vec<u8> = (0..batch).map(|_| r.random_range(0..classes as u8)).collect();
-        compare(&format!("softmax_cross_entropy {batch}x{classes}"), &[logits], |t, v| {
-            t.softmax_cross_entropy(v[0], &labels)
-        });
-    }
-}
-
-#[test]
-fn slices_concatenation_and_permutations() {
-    let mut r = rng(6);
-    let x = uniform(&mut r, &[7, 257], -1.0, 1.0);
-    compare("slice axis 1", std::slice::from_ref(&x), |t, v| t.slice(v[0], 1, 33, 7));
-    compare("slice axis 0", std::slice::from_ref(&x), |t, v| t.slice(v[0], 0, 6, 1));
-    let cube = uniform(&mut r, &[33, 7, 9], -1.0, 1.0);
-    compare("slice of a cube", &[cube], |t, v| t.slice(v[0], 1, 1, 5));
-    let parts = [
-        uniform(&mut r, &[7, 1, 33], -1.0, 1.0),
-        uniform(&mut r, &[7, 7, 33], -1.0, 1.0),
-        uniform(&mut r, &[7, 33, 33], -1.0, 1.0),
-    ];
-    compare("concat axis 1", &parts, |t, v| t.concat(v, 1));
-    let x4 = uniform(&mut r, &[7, 1, 33, 3], -1.0, 1.0);
-    compare("permute", &[x4], |t, v| t.permute(v[0], &[2, 0, 3, 1]));
-    compare("transpose", &[uniform(&mut r, &[33, 257], -1.0, 1.0)], |t, v| t.transpose(v[0]));
-    compare("reshape then mul", &[uniform(&mut r, &[7, 33], -1.0, 1.0)], |t, v| {
-        let flat = t.reshape(v[0], &[231])?;
-        t.mul(flat, flat)
-    });
-}
-
-#[test]
-fn convolution() {
-    let mut r = rng(7);
-    // (input, weights, stride, padding)
-    let cases: [(&[usize], &[usize], usize, usize); 4] = [
-        (&[7, 3, 33, 33], &[8, 3, 5, 5], 1, 0),
-        (&[1, 1, 7, 7], &[1, 1, 3, 3], 2, 1),
-        (&[2, 7, 9, 9], &[33, 7, 3, 3], 1, 1),
-        (&[3, 2, 8, 7], &[4, 2, 2, 3], 2, 0),
-    ];
-    for (x, w, stride, pad) in cases {
-        let inputs = [uniform(&mut r, x, -1.0, 1.0), uniform(&mut r, w, -1.0, 1.0)];
-        compare(&format!("conv2d {x:?} * {w:?} stride {stride} pad {pad}"), &inputs, |t, v| {
-            t.conv2d(v[0], v[1], (stride, stride), (pad, pad, pad, pad))
-        });
-    }
-}
-
-#[test]
-fn pooling() {
-    let mut r = rng(8);
-    for (shape, size, stride) in
-        [(&[7, 3, 33, 33][..], 2, 2), (&[1, 1, 7, 7][..], 3, 2), (&[2, 5, 9, 9][..], 3, 3)]
-    {
-        let x = uniform(&mut r, shape, -1.0, 1.0);
-        compare(&format!("max_pool2d {shape:?} {size}/{stride}"), std::slice::from_ref(&x), |t, v| {
-            t.max_pool2d(v[0], (size, size), (stride, stride))
-        });
-        compare(&format!("avg_pool2d {shape:?} {size}/{stride}"), std::slice::from_ref(&x), |t, v| {
-            t.avg_pool2d(v[0], (size, size), (stride, stride))
-        });
-    }
-}
-
-#[test]
-fn dropout() {
-    let x = uniform(&mut rng(9), &[33, 257], -1.0, 1.0);
-    let mut draws = rng(10);
-    let keep: Vec<bool> = (0..x.len()).map(|_| draws.random::<f32>() >= 0.3).collect();
-    compare("dropout 0.3", &[x], |t, v| {
-        let mut k = keep.iter();
-        t.dropout(v[0], 0.3, || *k.next().unwrap())
-    });
+fn every_op_matches_the_cpu() {
+    let failures: Vec<String> =
+        cases().iter().filter_map(|case| pollster::block_on(compare(gpu(), case)).err()).collect();
+    assert!(failures.is_empty(), "{} ops differ:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// Fifty steps of `preset` with `optimizer` from the same seed on the CPU and on the GPU.

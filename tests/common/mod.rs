@@ -10,6 +10,9 @@
 // Each test binary that includes this module uses only part of it.
 #![allow(dead_code)]
 
+#[cfg(feature = "webgpu")]
+pub mod gpu_cases;
+
 use std::collections::HashMap;
 
 use ferrograd::autograd::{Params, Tape, Var};

@@ -9,8 +9,7 @@
 mod engine;
 mod plan;
 
-pub use engine::Engine;
-#[cfg(not(target_arch = "wasm32"))]
+pub use engine::{Downloaded, Engine};
 pub use plan::run_on_gpu;
 
 use std::borrow::Cow;

@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use super::{Buffer, Dispatch, Gpu, Kernel};
+use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
 use crate::autograd::{Op, Tape, Var};
 use crate::backend::cpu::conv::Window;
 use crate::backend::cpu::Activation;
@@ -427,14 +427,13 @@ impl Plan {
 
 /// Runs the computation recorded on `tape` once on the GPU and returns the value of `output`
 /// and the gradient of the one-element `loss` with respect to each of `wrt` (variables on the
-/// tape), to test the kernels against the CPU backend.
+/// tape), to test the kernels against the CPU backend, natively and in a browser.
 ///
 /// # Errors
 /// When an op has no GPU kernel or the device is lost.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn run_on_gpu(
+pub async fn run_on_gpu(
     gpu: &Gpu,
-    tape: &Tape,
+    tape: &Tape<'_>,
     output: Var,
     loss: Var,
     wrt: &[Var],
@@ -443,16 +442,51 @@ pub fn run_on_gpu(
     let zero: Vec<&Buffer> = plan.zero.iter().map(|b| &**b).collect();
     let dispatches: Vec<&Dispatch> = plan.dispatches.iter().collect();
     gpu.run(&zero, &dispatches);
-    let mut value = gpu.read(&plan.slots.values[output.index()])?;
+    let mut buffers = vec![&*plan.slots.values[output.index()]];
+    for v in wrt {
+        match &plan.slots.grads[v.index()] {
+            Some(g) => buffers.push(g),
+            None => return Err(Error::Gpu(format!("value {} has no gradient", v.index()))),
+        }
+    }
+    let readbacks: Vec<Readback> = buffers.iter().map(|b| gpu.readback(b.len())).collect();
+    for (buffer, readback) in buffers.iter().zip(&readbacks) {
+        gpu.start_read(buffer, readback);
+    }
+    while !readbacks.iter().all(Readback::is_settled) {
+        // Natively this waits for the GPU; a browser maps the buffers between its tasks.
+        gpu.poll(true)?;
+        #[cfg(target_arch = "wasm32")]
+        next_task().await;
+    }
+    let mut results = Vec::with_capacity(readbacks.len());
+    for readback in &readbacks {
+        results.push(gpu.finish_read::<f32>(readback)?.expect("settled"));
+    }
+    let mut value = results.remove(0);
     value.truncate(tape.value(output).len());
-    let grads = wrt
-        .iter()
-        .map(|v| match &plan.slots.grads[v.index()] {
-            Some(g) => gpu.read(g),
-            None => Err(Error::Gpu(format!("value {} has no gradient", v.index()))),
-        })
-        .collect::<Result<_>>()?;
-    Ok((value, grads))
+    Ok((value, results))
+}
+
+/// Lets the browser's event loop run one task (where buffer mappings complete).
+#[cfg(target_arch = "wasm32")]
+async fn next_task() {
+    use wasm_bindgen::JsCast;
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        match set_timeout {
+            Some(set_timeout) => {
+                let _ = set_timeout.call2(&global, &resolve, &0.into());
+            }
+            None => {
+                let _ = resolve.call0(&wasm_bindgen::JsValue::NULL);
+            }
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 /// `c [m, n] (+)= a [m, k] · b [k, n]`, each operand read through (row, column) strides.
