@@ -11,7 +11,7 @@
 //!
 //! Without an adapter these tests fail, saying so: they never pass by skipping.
 
-#![cfg(feature = "webgpu")]
+#![cfg(all(feature = "webgpu", not(target_arch = "wasm32")))]
 
 mod common;
 

@@ -13,11 +13,14 @@ use super::{away_from_zero, rng, uniform, weighted_sum};
 
 pub const TOLERANCE: f32 = 1e-4;
 
+/// Records an op on a tape, given the tape's variables for the inputs.
+pub type Build = Box<dyn Fn(&mut Tape, &[Var]) -> Result<Var>>;
+
 /// One op on given inputs.
 pub struct Case {
     pub name: String,
     pub inputs: Vec<Tensor>,
-    pub build: Box<dyn Fn(&mut Tape, &[Var]) -> Result<Var>>,
+    pub build: Build,
 }
 
 fn case(
