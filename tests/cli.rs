@@ -209,3 +209,49 @@ fn the_gru_preset_reaches_89_percent_in_5_epochs() {
     let accuracy = preset_accuracy("gru");
     assert!(accuracy >= 0.89, "gru test accuracy {accuracy}");
 }
+
+/// `ferrograd` with Vulkan's loader pointed at no driver: a machine without a GPU adapter.
+fn ferrograd_without_gpu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrograd"))
+        .args(args)
+        .env("VK_ICD_FILENAMES", "/nonexistent/no-driver.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/no-driver.json")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn backend_gpu_trains_to_the_cpus_result_and_says_where_it_ran() {
+    let data = data_dir();
+    let run = |backend: &str| {
+        let args =
+            ["train", "--data", data.to_str().unwrap(), "--epochs", "1", "--backend", backend, "--json"];
+        json_of(&ferrograd(&args))
+    };
+    let (cpu, gpu) = (run("cpu"), run("gpu"));
+    assert_eq!(cpu["backend"], "cpu");
+    assert!(gpu["backend"].as_str().unwrap().starts_with("gpu: "), "{}", gpu["backend"]);
+    let (a, b) = (cpu["test_accuracy"].as_f64().unwrap(), gpu["test_accuracy"].as_f64().unwrap());
+    assert!((a - b).abs() <= 0.005, "CPU {a}, GPU {b}");
+    let (a, b) = (cpu["test_loss"].as_f64().unwrap(), gpu["test_loss"].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-3 * a, "test loss: CPU {a}, GPU {b}");
+}
+
+#[test]
+fn without_an_adapter_gpu_fails_clearly_and_auto_uses_the_cpu() {
+    let data = data_dir();
+    let args = |backend| ["train", "--data", data.to_str().unwrap(), "--epochs", "1", "--backend", backend];
+    let output = ferrograd_without_gpu(&args("gpu"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "--backend gpu without an adapter should fail");
+    assert!(
+        stderr.starts_with("error: --backend gpu") && stderr.contains("no WebGPU/Vulkan adapter"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let output = ferrograd_without_gpu(&args("auto"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("training on the CPU: gpu: no WebGPU/Vulkan adapter"), "{stderr}");
+}
