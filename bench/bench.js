@@ -86,9 +86,13 @@ async function matmulGflops(run) {
 // ---------------------------------------------------------------- ferrograd
 
 async function ferrograd() {
-  const { default: init, Session, MatmulBench } = await import('../pkg/ferrograd.js');
-  await init();
+  const onGpu = backend === 'webgpu';
+  const module = await import(onGpu ? '../pkg/gpu/ferrograd.js' : '../pkg/ferrograd.js');
+  await module.default();
+  const { Session, MatmulBench } = module;
+  const gpu = onGpu ? await module.requestGpu() : null;
   if (task === 'matmul') {
+    if (onGpu) throw new Error('matmul on WebGPU is measured natively only (ferrograd bench)');
     return matmulGflops(async (size) => {
       const bench = new MatmulBench(size);
       return () => bench.run();
@@ -96,42 +100,71 @@ async function ferrograd() {
   }
   // Time to the first step as the playground gets there: the data streamed in, the first
   // step taken as soon as one batch has arrived.
-  const firstStepMs = await firstStreamedStep(Session);
+  const firstStepMs = await firstStreamedStep(Session, gpu);
   const data = await loadData();
   const session = (epochs) => {
     const s = new Session(model, { batchSize: BATCH, epochs });
+    if (gpu) s.useGpu(gpu);
     s.beginLoad('train-images', 'train-labels', 'test-images', 'test-labels');
     for (const [part, bytes] of Object.entries(data.raw)) s.feed(part, bytes);
     s.endLoad();
     return s;
   };
   const timed = session(1000);
-  const samplesPerSecond = await throughput(() => timed.step().stats.samples);
+  const samplesPerSecond = await throughput(() => step(timed));
 
   const note = epochFits(samplesPerSecond, data.train.y.length);
   if (note) return { samplesPerSecond, accuracy: null, note, firstStepMs, crossOriginIsolated };
   const epoch = session(1);
-  while (epoch.step().status === 'trained');
+  while ((await step(epoch)) >= 0);
+  epoch.startSync();
+  while (!epoch.finishSync()) await nextTask();
   const accuracy = epoch.evaluate(0).accuracy;
   return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
 }
 
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+/**
+ * One step, as the playground's worker takes it; resolves with the samples whose step has
+ * finished (on the GPU, steps report when their results come back), or -1 once training is done.
+ */
+async function step(session) {
+  const progress = session.step();
+  let samples = progress.stats?.samples ?? 0;
+  for (const finished of session.finishedSteps()) samples += finished.samples;
+  if (progress.status === 'busy') await nextTask();
+  if (progress.status === 'done') return -1;
+  return samples;
+}
+
 /** Streams the four files into a Session and returns when (ms after navigation) it first trained. */
-async function firstStreamedStep(Session) {
+async function firstStreamedStep(Session, gpu) {
   const { streamUrl } = await import('../www/stream.js');
   const session = new Session(model, { batchSize: BATCH, epochs: 1 });
+  if (gpu) session.useGpu(gpu);
   const parts = { trainImages: 'train-images-idx3-ubyte', trainLabels: 'train-labels-idx1-ubyte', testImages: 't10k-images-idx3-ubyte', testLabels: 't10k-labels-idx1-ubyte' };
   const urls = Object.values(parts).map((name) => `${DATA}${name}.gz`);
   session.beginLoad(...urls);
   let at = null;
+  let submitted = false;
+  // A step has finished when its statistics are back: at once on the CPU, later on the GPU.
+  const tryStep = () => {
+    if (at != null) return;
+    if (!submitted) submitted = session.step().status === 'trained';
+    if (submitted && (!gpu || session.finishedSteps().length > 0)) at = performance.now();
+  };
   await Promise.all(Object.entries(parts).map(([part, name]) => streamUrl(`${DATA}${name}.gz`, {
     onChunk: (chunk) => {
       session.feed(part, chunk);
-      if (at == null && session.step().status === 'trained') at = performance.now();
+      tryStep();
     },
   })));
   session.endLoad();
-  if (at == null && session.step().status === 'trained') at = performance.now();
+  while (at == null) {
+    tryStep();
+    if (at == null) await nextTask();
+  }
   session.free();
   return at;
 }

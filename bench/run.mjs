@@ -19,6 +19,7 @@ const TFJS_BACKENDS = ['cpu', 'wasm', 'webgl', 'webgpu'];
 const configs = [];
 for (const model of MODELS) {
   configs.push({ lib: 'ferrograd', backend: 'wasm', task: 'train', model });
+  configs.push({ lib: 'ferrograd', backend: 'webgpu', task: 'train', model });
   for (const backend of TFJS_BACKENDS) configs.push({ lib: 'tfjs', backend, task: 'train', model });
 }
 configs.push({ lib: 'ferrograd', backend: 'wasm', task: 'matmul' });
