@@ -96,6 +96,26 @@ fn follow_cpu(preset: &str, optimizer: OptimizerSpec, clip_norm: Option<f32>) {
 }
 
 #[test]
+fn training_allocates_nothing_after_the_first_step_and_sync() {
+    let data = load_mnist(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")).unwrap();
+    let gpu = Gpu::blocking().unwrap();
+    let mut trainer = Trainer::new(ModelSpec::preset("cnn").unwrap(), &OptimizerSpec::adam(1e-3), 0).unwrap();
+    trainer.use_gpu(gpu.clone(), 64).unwrap();
+    let mut batches =
+        (0..).map(|b: usize| data.train.batch(&(b * 64 % 7936..b * 64 % 7936 + 64).collect::<Vec<_>>()));
+    let (images, labels) = batches.next().unwrap();
+    trainer.step(images, &labels).unwrap();
+    trainer.sync().unwrap();
+    let created = gpu.buffers_created();
+    for _ in 0..20 {
+        let (images, labels) = batches.next().unwrap();
+        trainer.step(images, &labels).unwrap();
+    }
+    trainer.sync().unwrap();
+    assert_eq!(gpu.buffers_created(), created, "buffers were created after the first step");
+}
+
+#[test]
 fn mlp_follows_the_cpu() {
     follow_cpu("mlp", OptimizerSpec::adam(1e-3), None);
 }

@@ -53,9 +53,10 @@ pub struct Engine {
     /// (readback, step number, batch size) of the steps in flight, oldest first.
     in_flight: VecDeque<(usize, u64, usize)>,
     steps: u64,
-    /// While a download is under way: the step and optimizer step it is from, and the
-    /// readbacks of the parameters, then of each slot's tensors.
-    download: Option<(u64, u64, Vec<Readback>)>,
+    /// While a download is under way: the step and optimizer step it is from.
+    download: Option<(u64, u64)>,
+    /// The readbacks of a download, made once: the parameters', then each slot's tensors'.
+    download_readbacks: Vec<Readback>,
 }
 
 /// A download's result: the parameters' values, the optimizer state and the step they are from.
@@ -106,6 +107,7 @@ impl Engine {
             in_flight: VecDeque::new(),
             steps,
             download: None,
+            download_readbacks: Vec::new(),
             gpu,
         };
         engine.build_update();
@@ -300,11 +302,13 @@ impl Engine {
         }
         let buffers: Vec<&Buffer> =
             self.params.iter().map(|b| &**b).chain(self.slots.iter().flat_map(|(_, bs)| bs)).collect();
-        let readbacks: Vec<Readback> = buffers.iter().map(|b| self.gpu.readback(b.len())).collect();
-        for (buffer, readback) in buffers.iter().zip(&readbacks) {
+        if self.download_readbacks.is_empty() {
+            self.download_readbacks = buffers.iter().map(|b| self.gpu.readback(b.len())).collect();
+        }
+        for (buffer, readback) in buffers.iter().zip(&self.download_readbacks) {
             self.gpu.start_read(buffer, readback);
         }
-        self.download = Some((self.steps, self.optimizer_step, readbacks));
+        self.download = Some((self.steps, self.optimizer_step));
     }
 
     /// The download started by [`Engine::start_download`], or None while it is on its way.
@@ -313,15 +317,15 @@ impl Engine {
     /// When the device reported an error or was lost.
     pub fn finish_download(&mut self) -> Result<Option<Downloaded>> {
         self.gpu.poll(false)?;
-        let Some((_, _, readbacks)) = &self.download else {
+        let Some((steps, optimizer_step)) = self.download else {
             return Err(Error::Gpu("no download was started".into()));
         };
-        if !readbacks.iter().all(Readback::is_settled) {
+        if !self.download_readbacks.iter().all(Readback::is_settled) {
             return Ok(None);
         }
-        let (steps, optimizer_step, readbacks) = self.download.take().expect("checked above");
-        let mut tensors = Vec::with_capacity(readbacks.len());
-        for (i, readback) in readbacks.iter().enumerate() {
+        self.download = None;
+        let mut tensors = Vec::with_capacity(self.download_readbacks.len());
+        for (i, readback) in self.download_readbacks.iter().enumerate() {
             let data: Vec<f32> = self.gpu.finish_read(readback)?.expect("checked ready");
             let shape = &self.shapes[i % self.shapes.len()];
             tensors.push(

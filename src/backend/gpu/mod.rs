@@ -13,7 +13,7 @@ pub use engine::{Downloaded, Engine};
 pub use plan::run_on_gpu;
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
@@ -112,6 +112,8 @@ pub struct Gpu {
     pipelines: Vec<wgpu::ComputePipeline>,
     adapter: String,
     software: bool,
+    /// Buffers created so far, to show that training allocates nothing per step.
+    created: Arc<AtomicUsize>,
     /// The first error the device reported on its own (out of memory, validation, loss),
     /// turned into an [`Error`] by [`Gpu::check`] instead of wgpu's default panic.
     failure: Arc<Mutex<Option<String>>>,
@@ -209,7 +211,8 @@ impl Gpu {
             })
             .collect();
         let software = info.device_type == wgpu::DeviceType::Cpu;
-        let gpu = Gpu { device, queue, pipelines, adapter: adapter_name, software, failure };
+        let created = Arc::new(AtomicUsize::new(0));
+        let gpu = Gpu { device, queue, pipelines, adapter: adapter_name, software, created, failure };
         gpu.check()?;
         Ok(gpu)
     }
@@ -252,8 +255,15 @@ impl Gpu {
         &self.adapter
     }
 
+    /// How many buffers (data, parameters and readbacks) this device has created: flat while
+    /// training runs, since every step reuses the buffers of its plan.
+    pub fn buffers_created(&self) -> usize {
+        self.created.load(Ordering::Relaxed)
+    }
+
     /// A zeroed buffer of `len` elements.
     pub fn zeros(&self, len: usize) -> Buffer {
+        self.created.fetch_add(1, Ordering::Relaxed);
         let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             // Bindings cannot be empty: a zero-length buffer still gets one element.
@@ -299,6 +309,7 @@ impl Gpu {
         buffers: &[&Buffer],
         groups: (u32, u32),
     ) -> Dispatch {
+        self.created.fetch_add(1, Ordering::Relaxed);
         let params = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(kernel.source().0),
             contents: bytemuck::cast_slice(if params.is_empty() { &[0u32] } else { params }),
@@ -349,6 +360,7 @@ impl Gpu {
 
     /// A buffer to read `len` elements back through, reused from read to read.
     pub fn readback(&self, len: usize) -> Readback {
+        self.created.fetch_add(1, Ordering::Relaxed);
         let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read back"),
             size: 4 * len.max(1) as u64,
