@@ -65,7 +65,7 @@ async function throughput(step) {
 
 async function matmulGflops(run) {
   const result = {};
-  for (const size of [256, 1024]) {
+  for (const size of [256, 1024, 2048]) {
     const product = await run(size);
     await product();
     const rates = [];
@@ -91,8 +91,16 @@ async function ferrograd() {
   await module.default();
   const { Session, MatmulBench } = module;
   const gpu = onGpu ? await module.requestGpu() : null;
+  if (task === 'matmul' && onGpu) {
+    return matmulGflops(async (size) => {
+      const bench = new module.GpuMatmulBench(gpu, size);
+      return async () => {
+        bench.submit();
+        while (!bench.done()) await nextTask();
+      };
+    });
+  }
   if (task === 'matmul') {
-    if (onGpu) throw new Error('matmul on WebGPU is measured natively only (ferrograd bench)');
     return matmulGflops(async (size) => {
       const bench = new MatmulBench(size);
       return () => bench.run();

@@ -321,6 +321,60 @@ impl GpuDevice {
     }
 }
 
+/// Square matrix products on the GPU for the benchmark's GFLOP/s: `submit` queues one product
+/// and a read of one element of it, `done` says when that read is back (so the product ran).
+#[cfg(feature = "webgpu")]
+#[wasm_bindgen]
+pub struct GpuMatmulBench {
+    gpu: crate::backend::gpu::Gpu,
+    product: crate::backend::gpu::Dispatch,
+    /// Copies one element of the product into `probe`, which is read back.
+    take: crate::backend::gpu::Dispatch,
+    probe: crate::backend::gpu::Buffer,
+    readback: crate::backend::gpu::Readback,
+}
+
+#[cfg(feature = "webgpu")]
+#[wasm_bindgen]
+impl GpuMatmulBench {
+    #[wasm_bindgen(constructor)]
+    pub fn new(gpu: &GpuDevice, size: u32) -> GpuMatmulBench {
+        use crate::backend::gpu::Kernel;
+        let gpu = gpu.0.clone();
+        let n = size as usize;
+        let values: Vec<f32> = (0..n * n).map(|i| (i % 11) as f32 / 11.0).collect();
+        let (a, b, c) = (gpu.upload(&values), gpu.upload(&values), gpu.zeros(n * n));
+        let groups = (size.div_ceil(32), size.div_ceil(32));
+        let product = gpu.dispatch_groups(
+            Kernel::MatMul,
+            &[size, size, size, size, 1, size, 1, 0],
+            &[&a, &b, &c],
+            groups,
+        );
+        let probe = gpu.zeros(1);
+        // copy.wgsl: one element, from offset 0 of c to offset 0 of the probe.
+        let take =
+            gpu.dispatch(Kernel::Copy, &[1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[&c, &probe], 1);
+        let readback = gpu.readback(1);
+        GpuMatmulBench { gpu, product, take, probe, readback }
+    }
+
+    /// Queues one product; false while the previous one has not come back.
+    pub fn submit(&self) -> bool {
+        if self.readback.is_busy() {
+            return false;
+        }
+        self.gpu.run(&[], &[&self.product, &self.take]);
+        self.gpu.start_read(&self.probe, &self.readback);
+        true
+    }
+
+    /// Whether the last product has finished.
+    pub fn done(&self) -> Result<bool, JsError> {
+        Ok(self.gpu.finish_read::<f32>(&self.readback)?.is_some())
+    }
+}
+
 /// The browser's WebGPU adapter and device, with the kernels compiled; rejects with the
 /// reason when there is none.
 #[cfg(feature = "webgpu")]

@@ -59,9 +59,12 @@ fn every_op_matches_the_cpu() {
 
 /// Fifty steps of `preset` with `optimizer` from the same seed on the CPU and on the GPU.
 fn follow_cpu(preset: &str, optimizer: OptimizerSpec, clip_norm: Option<f32>) {
+    follow_cpu_with(preset, ModelSpec::preset(preset).unwrap(), optimizer, clip_norm);
+}
+
+fn follow_cpu_with(preset: &str, spec: ModelSpec, optimizer: OptimizerSpec, clip_norm: Option<f32>) {
     let data = load_mnist(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))
         .expect("the bundled MNIST sample (scripts/test.sh fetches it)");
-    let spec = ModelSpec::preset(preset).unwrap();
     let mut cpu = Trainer::new(spec.clone(), &optimizer, 3).unwrap();
     let mut gpu_trainer = Trainer::new(spec, &optimizer, 3).unwrap();
     cpu.set_clip_norm(clip_norm).unwrap();
@@ -133,6 +136,24 @@ fn cnn_follows_the_cpu() {
 #[test]
 fn lstm_follows_the_cpu() {
     follow_cpu("lstm", OptimizerSpec::adam(1e-3), Some(1.0));
+}
+
+/// Every other layer: batch norm (whose running statistics the GPU computes too, and which the
+/// test loss in inference mode depends on), average pooling, dropout, leaky relu, sigmoid,
+/// standardised input.
+#[test]
+fn the_other_layers_follow_the_cpu() {
+    let spec = ModelSpec::from_json(
+        r#"{"input": [1, 28, 28], "normalize": {"mean": 0.1307, "std": 0.3081}, "layers": [
+            {"type": "conv2d", "filters": 6, "kernel_size": 3, "stride": 2, "padding": "same"},
+            {"type": "batch_norm"}, {"type": "leaky_relu", "alpha": 0.1},
+            {"type": "avg_pool2d", "pool_size": 2},
+            {"type": "flatten"}, {"type": "dropout", "rate": 0.2},
+            {"type": "dense", "units": 32, "activation": "sigmoid"}, {"type": "batch_norm"},
+            {"type": "dense", "units": 10}]}"#,
+    )
+    .unwrap();
+    follow_cpu_with("other layers", spec, OptimizerSpec::adam(1e-3), None);
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub struct Tape<'p> {
     keep_ops: bool,
     /// New values for buffers (batch-norm running statistics) computed in a training forward
     /// pass, applied by the trainer once the step is done.
-    buffer_updates: Vec<(ParamId, Tensor)>,
+    buffer_updates: Vec<(ParamId, Var)>,
 }
 
 struct Node {
@@ -98,6 +98,12 @@ impl<'p> Tape<'p> {
     #[cfg(feature = "webgpu")]
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The buffer updates recorded so far, as values on the tape.
+    #[cfg(feature = "webgpu")]
+    pub(crate) fn buffer_updates(&self) -> &[(ParamId, Var)] {
+        &self.buffer_updates
     }
 
     /// The value of `var` if it is on this tape.
@@ -164,13 +170,14 @@ impl<'p> Tape<'p> {
     }
 
     /// Records a new value for a buffer, to be stored once the step is done.
-    pub fn update_buffer(&mut self, id: ParamId, value: Tensor) {
+    pub fn update_buffer(&mut self, id: ParamId, value: Var) {
         self.buffer_updates.push((id, value));
     }
 
     /// The buffer updates recorded so far.
     pub fn take_buffer_updates(&mut self) -> Vec<(ParamId, Tensor)> {
-        std::mem::take(&mut self.buffer_updates)
+        let updates = std::mem::take(&mut self.buffer_updates);
+        updates.into_iter().map(|(id, var)| (id, self.value(var).clone())).collect()
     }
 
     fn push_leaf(&mut self, value: Value, op: ops::Op, needs_grad: bool) -> Var {

@@ -243,7 +243,7 @@ impl BatchNorm {
             let squared = tape.mul(centred, centred)?;
             let var = tape.mean(squared, 1)?;
             let count = tape.value(per_feature).shape()[1] as f32;
-            self.record_running(tape, tape.value(mean).clone(), tape.value(var).clone(), count);
+            self.record_running(tape, mean, var, count)?;
             (tape.reshape(mean, &stat_shape)?, tape.reshape(var, &stat_shape)?)
         } else {
             let mean = tape.param(self.running_mean);
@@ -263,14 +263,23 @@ impl BatchNorm {
         tape.add(scaled, beta)
     }
 
-    /// New running averages: `(1 - m) * running + m * batch`, the variance unbiased.
-    fn record_running(&self, tape: &mut Tape, mean: Tensor, var: Tensor, count: f32) {
+    /// New running averages: `(1 - m) * running + m * batch`, the variance unbiased. Recorded
+    /// as ops on the tape (apart from the loss, so no gradient flows through them) so that the
+    /// GPU backend computes them where the statistics are.
+    fn record_running(&self, tape: &mut Tape, mean: Var, var: Var, count: f32) -> Result<()> {
         let m = self.momentum;
-        let unbiased = var * (count / (count - 1.0).max(1.0));
-        let running_mean = tape.value_of_param(self.running_mean) * (1.0 - m) + mean * m;
-        let running_var = tape.value_of_param(self.running_var) * (1.0 - m) + unbiased * m;
-        tape.update_buffer(self.running_mean, running_mean);
-        tape.update_buffer(self.running_var, running_var);
+        let keep = tape.input(crate::tensor::scalar(1.0 - m));
+        let take = tape.input(crate::tensor::scalar(m));
+        let unbias = tape.input(crate::tensor::scalar(count / (count - 1.0).max(1.0)));
+        let unbiased = tape.mul(var, unbias)?;
+        for (running, batch) in [(self.running_mean, mean), (self.running_var, unbiased)] {
+            let old = tape.param(running);
+            let kept = tape.mul(old, keep)?;
+            let new = tape.mul(batch, take)?;
+            let value = tape.add(kept, new)?;
+            tape.update_buffer(running, value);
+        }
+        Ok(())
     }
 }
 

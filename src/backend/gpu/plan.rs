@@ -120,6 +120,14 @@ impl Plan {
                 plan.backward(gpu, tape, i, &slots)?;
             }
         }
+        // Buffers (batch norm's running statistics) take their new values once the step's
+        // gradients are done; the optimizer leaves them alone.
+        for &(id, value) in tape.buffer_updates() {
+            let (from, to) = (&slots.values[value.index()], &params[id.index()]);
+            let shape = tape.value(value).shape();
+            let params = copy_params(shape, (0, &contiguous(shape)), (0, &contiguous(shape)), false)?;
+            plan.push(gpu.dispatch(Kernel::Copy, &params, &[from, to], to.len()));
+        }
         plan.slots = slots;
         Ok(plan)
     }
