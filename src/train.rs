@@ -162,8 +162,9 @@ impl Trainer {
         "cpu".into()
     }
 
-    /// Whether a step cannot be submitted before the results of earlier ones are collected
-    /// with [`Trainer::finished_steps`] (on the GPU, a few steps run ahead at most).
+    /// Whether a step cannot be submitted yet: on the GPU, before the results of earlier ones
+    /// are collected with [`Trainer::finished_steps`] (a few steps run ahead at most), or while
+    /// the weights are being brought back ([`Trainer::finish_sync`]).
     pub fn is_busy(&self) -> bool {
         #[cfg(feature = "webgpu")]
         if let Some(engine) = &self.engine {

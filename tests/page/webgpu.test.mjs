@@ -38,10 +38,14 @@ describe('with a WebGPU adapter', () => {
     await context.close();
   });
 
-  test('a convolutional network trains on the GPU', async () => {
+  test('a convolutional network trains on the GPU, predicting a drawn digit while it trains', async () => {
     const { page, context, problems } = await open(withGpu.browser, `${withGpu.server.url}?model=cnn&epochs=1`);
     await waitForState(page, (s) => s.dataComplete === true && s.backend === 'webgpu', 30_000);
     await page.click('#start');
+    await waitForState(page, (s) => (s.steps ?? 0) >= 3, 90_000);
+    // Predictions need the weights back from the GPU while steps keep being submitted.
+    await draw(page, [[0.5, 0.15], [0.5, 0.85]]);
+    await page.waitForFunction(() => [...document.querySelectorAll('#pad-probs .prob')].some((el) => Number(el.dataset.prob) > 0), null, { timeout: 30_000 });
     await waitForState(page, (s) => (s.steps ?? 0) >= 8, 90_000);
     await page.click('#pause');
     const loss = await page.evaluate(() => document.querySelector('#train-text').textContent);

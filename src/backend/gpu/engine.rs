@@ -201,9 +201,11 @@ impl Engine {
         Ok(self.plans.len() - 1)
     }
 
-    /// Whether as many steps are in flight as can be: collect [`Engine::finished`] first.
+    /// Whether no step can be submitted now: as many are in flight as can be (collect
+    /// [`Engine::finished`]), or a download is under way, which then holds the weights after
+    /// exactly the steps submitted so far.
     pub fn is_busy(&self) -> bool {
-        self.in_flight.len() == IN_FLIGHT
+        self.in_flight.len() == IN_FLIGHT || self.download.is_some()
     }
 
     /// Submits one optimizer step on a batch, as [`crate::train::Trainer::step`] takes it on
@@ -218,6 +220,9 @@ impl Engine {
         let batch = labels.len();
         if images.shape()[0] != batch {
             return Err(Error::mismatch("step", images.shape(), &[batch]));
+        }
+        if self.download.is_some() {
+            return Err(Error::Gpu("the weights are being brought back; finish that first".into()));
         }
         let Some(slot) = (0..IN_FLIGHT).find(|&i| !self.stat_readbacks[i].is_busy()) else {
             return Err(Error::Gpu("too many steps in flight; collect their results first".into()));
