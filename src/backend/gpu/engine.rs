@@ -8,13 +8,11 @@
 //! a download likewise. Natively, [`Gpu::poll`] with `wait` makes either immediate; in the
 //! browser, the worker comes back for the results.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
-use rand::Rng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
-
-use std::collections::VecDeque;
 
 use super::plan::Plan;
 use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
@@ -79,16 +77,15 @@ impl Engine {
         clip_norm: Option<f32>,
         steps: u64,
     ) -> Result<Engine> {
-        let upload = |t: &Tensor| gpu.upload(&t.iter().copied().collect::<Vec<f32>>());
         let list: Vec<_> = model.params().iter().collect();
-        let params = list.iter().map(|p| Rc::new(upload(&p.value))).collect();
+        let params = list.iter().map(|p| Rc::new(gpu.upload_tensor(&p.value))).collect();
         let grads = list.iter().map(|p| Rc::new(gpu.zeros(p.value.len()))).collect();
         let mut slots = Vec::new();
         for (name, tensors) in &state.slots {
             if tensors.len() != list.len() {
                 return Err(Error::Gpu(format!("the optimizer's `{name}` does not match the model")));
             }
-            slots.push((*name, tensors.iter().map(upload).collect()));
+            slots.push((*name, tensors.iter().map(|t| gpu.upload_tensor(t)).collect()));
         }
         let mut engine = Engine {
             params,

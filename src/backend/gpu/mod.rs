@@ -281,6 +281,14 @@ impl Gpu {
         buffer
     }
 
+    /// A buffer holding a tensor's elements in row-major order, whatever its layout.
+    pub fn upload_tensor(&self, tensor: &crate::tensor::Tensor) -> Buffer {
+        match tensor.as_slice() {
+            Some(data) => self.upload(data),
+            None => self.upload(&tensor.iter().copied().collect::<Vec<f32>>()),
+        }
+    }
+
     /// Replaces the start of `buffer` with `data`, in queue order with the dispatches.
     pub fn write<T: bytemuck::Pod>(&self, buffer: &Buffer, data: &[T]) {
         if !data.is_empty() {

@@ -87,7 +87,7 @@ impl Plan {
                 Op::Input | Op::Variable if i == image.index() => image_buffer.clone(),
                 Op::Input | Op::Variable => {
                     let constant = tape.value(Var::at(i));
-                    Rc::new(gpu.upload(&constant.iter().copied().collect::<Vec<f32>>()))
+                    Rc::new(gpu.upload_tensor(constant))
                 }
                 Op::Param(id) => params[id.index()].clone(),
                 Op::Reshape(x) => slots.values[x.index()].clone(),
@@ -180,7 +180,7 @@ impl Plan {
                 ));
             }
             Op::Dropout { x, rate, mask } => {
-                let mask = gpu.upload(&mask.iter().copied().collect::<Vec<f32>>());
+                let mask = gpu.upload_tensor(mask);
                 let out4 = pad4("dropout", out_shape)?;
                 let strides = bcast(out_shape, &out4)?;
                 let params = words(&[&[2, n as u32], &out4, &strides, &strides]);
