@@ -1,5 +1,6 @@
-// One benchmark configuration, chosen by the query string; the result is left in
-// `window.benchResult` (and shown on the page) for bench/run.mjs to collect.
+// One benchmark configuration, chosen by the query string, run by bench/index.html (in a Web
+// Worker for ferrograd, on the page for TensorFlow.js); the page leaves the result in
+// `window.benchResult` for bench/run.mjs to collect.
 //
 // Training: samples/s at batch 64 with Adam 1e-3 on the bundled MNIST sample (median of three
 // windows), test accuracy after one epoch, time from navigation to the first finished
@@ -17,6 +18,9 @@ const WINDOWS = 3;
 const EPOCH_BUDGET_S = Number(query.get('epochBudget') ?? 120);
 const BATCH = 64;
 const DATA = '../data/mnist/';
+// When the page was opened, so that times count from navigation as the page's own would.
+const NAVIGATION = Number(query.get('origin') ?? performance.timeOrigin);
+const sinceNavigation = () => performance.timeOrigin + performance.now() - NAVIGATION;
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -85,10 +89,18 @@ async function matmulGflops(run) {
 
 // ---------------------------------------------------------------- ferrograd
 
+const MODULES = { wasm: '../pkg/ferrograd.js', 'wasm-threads': '../pkg/threads/ferrograd.js', webgpu: '../pkg/gpu/ferrograd.js' };
+
 async function ferrograd() {
   const onGpu = backend === 'webgpu';
-  const module = await import(onGpu ? '../pkg/gpu/ferrograd.js' : '../pkg/ferrograd.js');
+  if (!MODULES[backend]) throw new Error(`unknown ferrograd backend ${backend}`);
+  const module = await import(MODULES[backend]);
   await module.default();
+  if (backend === 'wasm-threads') {
+    if (!crossOriginIsolated) throw new Error('threads need a cross-origin-isolated page');
+    await module.initThreadPool(navigator.hardwareConcurrency);
+  }
+  threads = onGpu ? null : module.cpuThreads();
   const { Session, MatmulBench } = module;
   const gpu = onGpu ? await module.requestGpu() : null;
   if (task === 'matmul' && onGpu) {
@@ -160,7 +172,7 @@ async function firstStreamedStep(Session, gpu) {
   const tryStep = () => {
     if (at != null) return;
     if (!submitted) submitted = session.step().status === 'trained';
-    if (submitted && (!gpu || session.finishedSteps().length > 0)) at = performance.now();
+    if (submitted && (!gpu || session.finishedSteps().length > 0)) at = sinceNavigation();
   };
   await Promise.all(Object.entries(parts).map(([part, name]) => streamUrl(`${DATA}${name}.gz`, {
     onChunk: (chunk) => {
@@ -179,27 +191,25 @@ async function firstStreamedStep(Session, gpu) {
 
 // ---------------------------------------------------------------- TensorFlow.js
 
-function script(src) {
-  return new Promise((resolve, reject) => {
-    const el = document.createElement('script');
-    el.src = src;
-    el.onload = resolve;
-    el.onerror = () => reject(new Error(`could not load ${src}`));
-    document.head.append(el);
-  });
-}
+/** Loads one of TensorFlow.js's UMD bundles, which put their API on `globalThis.tf`. */
+const script = (src) => import(src);
 
 async function tfjs() {
-  const base = 'node_modules/@tensorflow/';
+  const base = './node_modules/@tensorflow/';
   await script(`${base}tfjs/dist/tf.min.js`);
-  const tf = window.tf;
-  if (backend === 'wasm') {
+  const tf = globalThis.tf;
+  const tfBackend = backend === 'wasm-threads' ? 'wasm' : backend;
+  if (tfBackend === 'wasm') {
     await script(`${base}tfjs-backend-wasm/dist/tf-backend-wasm.min.js`);
     tf.wasm.setWasmPaths(`${base}tfjs-backend-wasm/dist/`);
+    // Its threaded build runs on a cross-origin-isolated page, on every core unless told.
+    if (!crossOriginIsolated && backend === 'wasm-threads') throw new Error('threads need a cross-origin-isolated page');
+    tf.wasm.setThreadsCount(backend === 'wasm' ? 1 : navigator.hardwareConcurrency);
   }
-  if (backend === 'webgpu') await script(`${base}tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js`);
-  if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} is not available`);
+  if (tfBackend === 'webgpu') await script(`${base}tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js`);
+  if (!(await tf.setBackend(tfBackend))) throw new Error(`backend ${tfBackend} is not available`);
   await tf.ready();
+  threads = tfBackend === 'wasm' ? tf.wasm.getThreadsCount() : 1;
 
   if (task === 'matmul') {
     return matmulGflops(async (size) => {
@@ -250,7 +260,7 @@ async function tfjs() {
 
   const timed = build();
   await trainStep(timed, 0);
-  const firstStepMs = performance.now();
+  const firstStepMs = sinceNavigation();
   let b = 1;
   const samplesPerSecond = await throughput(() => trainStep(timed, b++));
   timed.dispose();
@@ -265,11 +275,13 @@ async function tfjs() {
   return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
 }
 
-const config = { lib, backend: lib === 'ferrograd' ? backend : backend, task, model: task === 'train' ? model : null };
+const report = (result) => (globalThis.window ? window.benchDone(result) : postMessage(result));
+const config = { lib, backend, task, model: task === 'train' ? model : null };
+// Threads the CPU work ran on, as the library reports it.
+let threads = null;
 try {
   const result = await (lib === 'ferrograd' ? ferrograd() : tfjs());
-  window.benchResult = { ...config, ...result, codeBytes: codeBytes() };
+  report({ ...config, ...result, threads, codeBytes: codeBytes() });
 } catch (error) {
-  window.benchResult = { ...config, error: String(error?.message ?? error) };
+  report({ ...config, error: String(error?.message ?? error) });
 }
-document.getElementById('out').textContent = JSON.stringify(window.benchResult, null, 2);

@@ -1,7 +1,8 @@
 // Runs every benchmark configuration, each in a fresh page of headless Chromium served by
 // `ferrograd serve` (cross-origin isolated), and writes bench/results/results.{json,md}.
 //
-// Usage: node bench/run.mjs [--seconds 5] [--epoch-budget 120] [--only ferrograd|tfjs]
+// Usage: node bench/run.mjs [--seconds 5] [--epoch-budget 120] [--only LIB[/BACKEND][,…]] [--task mlp|cnn|lstm|matmul]
+// (--only and --task pick configurations: `--only ferrograd,tfjs/wasm --task matmul`)
 // (scripts/bench.sh installs TensorFlow.js and builds first.)
 
 import { spawn } from 'node:child_process';
@@ -12,19 +13,18 @@ import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { values: options } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, 'epoch-budget': { type: 'string', default: '120' }, only: { type: 'string' } } });
+const { values: options } = parseArgs({ options: { seconds: { type: 'string', default: '5' }, 'epoch-budget': { type: 'string', default: '120' }, only: { type: 'string' }, task: { type: 'string' } } });
 
 const MODELS = ['mlp', 'cnn', 'lstm'];
-const TFJS_BACKENDS = ['cpu', 'wasm', 'webgl', 'webgpu'];
+// wasm: one thread; wasm-threads: a thread per core (the page is cross-origin isolated).
+const FERROGRAD_BACKENDS = ['wasm', 'wasm-threads', 'webgpu'];
+const TFJS_BACKENDS = ['cpu', 'wasm', 'wasm-threads', 'webgl', 'webgpu'];
 const configs = [];
-for (const model of MODELS) {
-  configs.push({ lib: 'ferrograd', backend: 'wasm', task: 'train', model });
-  configs.push({ lib: 'ferrograd', backend: 'webgpu', task: 'train', model });
-  for (const backend of TFJS_BACKENDS) configs.push({ lib: 'tfjs', backend, task: 'train', model });
+for (const task of [...MODELS, 'matmul']) {
+  const model = task === 'matmul' ? undefined : task;
+  for (const backend of FERROGRAD_BACKENDS) configs.push({ lib: 'ferrograd', backend, task: model ? 'train' : task, model });
+  for (const backend of TFJS_BACKENDS) configs.push({ lib: 'tfjs', backend, task: model ? 'train' : task, model });
 }
-configs.push({ lib: 'ferrograd', backend: 'wasm', task: 'matmul' });
-configs.push({ lib: 'ferrograd', backend: 'webgpu', task: 'matmul' });
-for (const backend of TFJS_BACKENDS) configs.push({ lib: 'tfjs', backend, task: 'matmul' });
 
 function serve() {
   const child = spawn(join(ROOT, 'target/release/ferrograd'), ['serve', '--root', ROOT, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -50,7 +50,9 @@ const browser = await chromium.launch({
 const server = await serve();
 const results = [];
 try {
-  for (const config of configs.filter((c) => !options.only || c.lib === options.only)) {
+  const picked = (c) => (!options.only || options.only.split(',').some((o) => o === c.lib || o === `${c.lib}/${c.backend}`))
+    && (!options.task || options.task === (c.model ?? c.task));
+  for (const config of configs.filter(picked)) {
     const page = await browser.newPage();
     const query = new URLSearchParams({ ...config, seconds: options.seconds, epochBudget: options['epoch-budget'] });
     const label = `${config.lib}/${config.backend} ${config.task}${config.model ? ` ${config.model}` : ''}`;
@@ -83,15 +85,20 @@ for (const r of train.filter((r) => r.lib === 'ferrograd')) {
     r.versus = `tfjs/${best.backend}`;
   }
 }
+// Matmul against TensorFlow.js's wasm backend on as many threads.
 const matmul = results.filter((r) => r.task === 'matmul');
+for (const r of matmul.filter((r) => r.lib === 'ferrograd' && r.backend.startsWith('wasm'))) {
+  const peer = matmul.find((p) => p.lib === 'tfjs' && p.backend === r.backend && p.gflops1024);
+  if (peer && r.gflops1024) r.ratio1024 = r.gflops1024 / peer.gflops1024;
+}
 const lines = [
-  '| library/backend | model | samples/s | ratio to best tfjs | test acc. after 1 epoch | first step (ms) | JS+wasm bytes | error or note |',
-  '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |',
-  ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.model} | ${fmt(r.samplesPerSecond)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${fmt(r.firstStepMs)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
+  '| library/backend | threads | model | samples/s | ratio to best tfjs | test acc. after 1 epoch | first step (ms) | JS+wasm bytes | error or note |',
+  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |',
+  ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${r.model} | ${fmt(r.samplesPerSecond)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${fmt(r.firstStepMs)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
   '',
-  '| library/backend | matmul 256 GFLOP/s | matmul 1024 GFLOP/s | matmul 2048 GFLOP/s | JS+wasm bytes | error |',
-  '| --- | ---: | ---: | ---: | ---: | --- |',
-  ...matmul.map((r) => `| ${r.lib}/${r.backend} | ${fmt(r.gflops256, 1)} | ${fmt(r.gflops1024, 1)} | ${fmt(r.gflops2048, 1)} | ${fmt(r.codeBytes)} | ${r.error ?? ''} |`),
+  '| library/backend | threads | matmul 256 GFLOP/s | matmul 1024 GFLOP/s | 1024 ratio to tfjs wasm, same threads | matmul 2048 GFLOP/s | JS+wasm bytes | error |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ...matmul.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${fmt(r.gflops256, 1)} | ${fmt(r.gflops1024, 1)} | ${r.ratio1024 ? `${fmt(r.ratio1024, 2)}x` : ''} | ${fmt(r.gflops2048, 1)} | ${fmt(r.codeBytes)} | ${r.error ?? ''} |`),
 ];
 const dir = join(ROOT, 'bench/results');
 mkdirSync(dir, { recursive: true });

@@ -42,6 +42,17 @@ ensure_wasm_bindgen() {
   fi
 }
 
+# The threaded wasm module is built with nightly and its standard library's source.
+ensure_nightly() {
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    log "installing the nightly toolchain (for the threaded wasm module)"
+    rustup toolchain install nightly --profile minimal --component rust-src
+  elif ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+    log "adding rust-src to nightly (for the threaded wasm module)"
+    rustup component add rust-src --toolchain nightly
+  fi
+}
+
 ensure_chromium() {
   if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     log "installing Chromium and ChromeDriver from Debian"
@@ -73,25 +84,40 @@ ensure_npm_packages() {
   fi
 }
 
-# The page's two wasm modules and their bindings, generated into pkg/ (not committed): the CPU
-# one in pkg/, and in pkg/gpu/ the same with the WebGPU backend, which the worker loads only
-# where the browser has a WebGPU adapter, so that the CPU path stays small.
-# wasm-opt comes from npm's binaryen (Debian's version 108 breaks wasm-bindgen's externref
-# table); it takes about 15% off each module.
+# The page's three wasm modules and their bindings, generated into pkg/ (not committed): the CPU
+# one in pkg/; in pkg/threads/ the same built with threads, which the worker loads on a
+# cross-origin-isolated page; and in pkg/gpu/ the one with the WebGPU backend, which it loads
+# only where the browser has a WebGPU adapter, so that the CPU path stays small.
 build_web() {
   log "building the wasm modules"
-  build_wasm pkg --no-default-features
-  build_wasm pkg/gpu --features webgpu
+  build_wasm pkg target --no-default-features
+  build_wasm pkg/gpu target --no-default-features --features webgpu
+  build_wasm_threads
 }
 
+# Threads share one wasm memory, which needs the standard library rebuilt with atomics
+# (nightly's build-std) and the memory imported and shared. Its own target folder keeps these
+# flags from invalidating the other builds.
+build_wasm_threads() {
+  RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
+    -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=1073741824 \
+    -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size \
+    -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base" \
+    build_wasm pkg/threads target/threads +nightly -Z build-std=panic_abort,std --no-default-features --features threads
+}
+
+# build_wasm OUT TARGET_DIR [+TOOLCHAIN] [CARGO_ARGS...]
 build_wasm() {
-  local out="$1"
-  shift
-  cargo build --lib --target wasm32-unknown-unknown --profile wasm --quiet "$@"
-  wasm-bindgen --target web --no-typescript --out-dir "$out" target/wasm32-unknown-unknown/wasm/ferrograd.wasm
-  # The features rustc's wasm32 target enables, plus SIMD.
+  local out="$1" target_dir="$2" toolchain=()
+  shift 2
+  if [[ "${1:-}" == +* ]]; then toolchain=("$1"); shift; fi
+  cargo "${toolchain[@]}" build --lib --target wasm32-unknown-unknown --profile wasm --target-dir "$target_dir" --quiet "$@"
+  wasm-bindgen --target web --no-typescript --out-dir "$out" "$target_dir/wasm32-unknown-unknown/wasm/ferrograd.wasm"
+  # The features rustc's wasm32 target enables, plus SIMD and threads. wasm-opt comes from
+  # npm's binaryen (Debian's version 108 breaks wasm-bindgen's externref table); it takes
+  # about 15% off each module.
   node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-threads \
     "$out/ferrograd_bg.wasm" -o "$out/ferrograd_bg.wasm"
 }
 
@@ -107,6 +133,7 @@ ensure_python_packages() {
 ensure_web_setup() {
   ensure_base
   ensure_wasm_target
+  ensure_nightly
   ensure_wasm_bindgen
   ensure_chromium
   ensure_npm_packages

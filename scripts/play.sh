@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib.sh"
 
 ensure_base
 ensure_wasm_target
+ensure_nightly
 ensure_wasm_bindgen
 ensure_npm_packages
 ensure_data

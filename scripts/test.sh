@@ -13,7 +13,7 @@ log "native tests"
 cargo test --release
 
 log "wasm tests in headless Chromium (the GPU kernels on its WebGPU, over SwiftShader)"
-CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --test web --test web_gpu
+CHROMEDRIVER=/usr/bin/chromedriver cargo test --target wasm32-unknown-unknown --no-default-features --features webgpu --test web --test web_gpu
 
 build_web
 build_guide

@@ -137,6 +137,8 @@ pub struct Status {
     /// asked for and is not used.
     pub backend: String,
     pub backend_note: Option<String>,
+    /// Threads the CPU kernels use (one unless the threaded module runs).
+    pub threads: usize,
 }
 
 /// Test images with their labels and the model's predictions, for a grid in the page.
@@ -563,6 +565,7 @@ impl Playground {
             dropped: self.dropped,
             backend: self.trainer.backend(),
             backend_note: self.backend_note.clone(),
+            threads: crate::backend::cpu::threads(),
             examples: self.examples.len(),
         }
     }

@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::cpu;
 use crate::autograd::Tape;
 use crate::data::{preprocess, Dataset, CLASSES};
 use crate::metrics::{ClassScores, ConfusionMatrix};
@@ -379,28 +380,32 @@ impl Trainer {
             self.steps += 1;
             return Ok(None);
         }
-        let (loss, accuracy, grads, buffers) = {
-            let mut tape = Tape::new(self.model.params());
-            let x = tape.input(images);
-            let logits = self.model.forward(&mut tape, x, Mode::Train(&mut self.rng))?;
-            let loss = tape.softmax_cross_entropy(logits, labels)?;
-            let accuracy = accuracy(tape.value(logits), labels);
-            (tape.scalar(loss), accuracy, tape.backward(loss)?, tape.take_buffer_updates())
-        };
-        let params = self.model.params_mut();
-        params.zero_grad();
-        params.accumulate(&grads);
-        if let Some(max_norm) = self.clip_norm {
-            let norm = params.grad_norm();
-            if norm > max_norm {
-                let scale = max_norm / norm;
-                params.iter_mut().for_each(|p| p.grad.mapv_inplace(|g| g * scale));
+        let (model, rng, optimizer, clip_norm) = (&mut self.model, &mut self.rng, &mut self.optimizer, self.clip_norm);
+        let (loss, accuracy) = cpu::on_pool(|| -> Result<_> {
+            let (loss, accuracy, grads, buffers) = {
+                let mut tape = Tape::new(model.params());
+                let x = tape.input(images);
+                let logits = model.forward(&mut tape, x, Mode::Train(rng))?;
+                let loss = tape.softmax_cross_entropy(logits, labels)?;
+                let accuracy = accuracy(tape.value(logits), labels);
+                (tape.scalar(loss), accuracy, tape.backward(loss)?, tape.take_buffer_updates())
+            };
+            let params = model.params_mut();
+            params.zero_grad();
+            params.accumulate(&grads);
+            if let Some(max_norm) = clip_norm {
+                let norm = params.grad_norm();
+                if norm > max_norm {
+                    let scale = max_norm / norm;
+                    params.iter_mut().for_each(|p| p.grad.mapv_inplace(|g| g * scale));
+                }
             }
-        }
-        self.optimizer.step(params);
-        for (id, value) in buffers {
-            params.set(id, value);
-        }
+            optimizer.step(params);
+            for (id, value) in buffers {
+                params.set(id, value);
+            }
+            Ok((loss, accuracy))
+        })?;
         self.steps += 1;
         self.synced_steps = self.steps;
         Ok(Some(StepStats { loss, accuracy, samples: labels.len() }))

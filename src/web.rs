@@ -17,6 +17,18 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// `initThreadPool(count)`, in the threaded build only (pkg/threads/): starts `count` Web
+/// Workers sharing this module's memory, which products then split across. The page calls it
+/// once after loading the module, and only when it is cross-origin isolated.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// How many threads the CPU kernels split work across (one but in the threaded build).
+#[wasm_bindgen(js_name = cpuThreads)]
+pub fn cpu_threads() -> usize {
+    crate::backend::cpu::threads()
+}
+
 /// Training settings as the page sends them; every field has a default.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

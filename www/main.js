@@ -24,6 +24,7 @@ const state = {
   dataComplete: false,
   firstStepBeforeDataComplete: null,
   backend: null,
+  threads: null,
 };
 const hooks = {
   state,
@@ -216,10 +217,11 @@ const megabytes = (n) => `${(n / 1e6).toFixed(1)} MB`;
 const count = (n) => n.toLocaleString('en');
 
 /** Where training runs, and why not on the GPU when that was asked for. */
-function showBackend({ backend, backendNote }) {
+function showBackend({ backend, backendNote, threads }) {
   const gpu = backend.startsWith('gpu: ');
   state.backend = gpu ? 'webgpu' : 'cpu';
-  const where = gpu ? `WebGPU · ${backend.slice(5)}` : 'CPU · WebAssembly SIMD, one thread';
+  state.threads = threads;
+  const where = gpu ? `WebGPU · ${backend.slice(5)}` : `CPU · WebAssembly SIMD, ${threads > 1 ? `${threads} threads` : 'one thread'}`;
   $('backend').textContent = backendNote ? `${where} (${backendNote})` : where;
 }
 

@@ -46,12 +46,13 @@
 //        went back to that step (the GPU was lost)
 // `status` is the Session's status object (epoch, epochs, epochDone, epochSize, steps,
 // trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples,
-// backend, backendNote).
+// backend, backendNote, threads).
 //
 // Backend. The worker's URL says which (`?backend=auto|cpu|gpu`, auto by default). Where the
 // browser gives a WebGPU adapter and the backend is not cpu, the worker loads the wasm module
 // built with the GPU backend (pkg/gpu/) and trains there; otherwise the smaller CPU module
-// (pkg/), with the reason in `backendNote`. On the GPU, a step's statistics come back a little
+// (pkg/), with the reason in `backendNote`; on a cross-origin-isolated page, the CPU module
+// built with threads (pkg/threads/), which splits products across a Web Worker per core. On the GPU, a step's statistics come back a little
 // later (`finishedSteps`), and the weights are brought back (`sync`) before anything reads
 // them. If the GPU fails or is lost, training carries on on the CPU from the weights last
 // brought back, with a notice.
@@ -403,6 +404,19 @@ async function loadModule() {
       }
     } else {
       backendNote = navigator.gpu ? 'WebGPU gave no adapter' : 'this browser has no WebGPU';
+    }
+  }
+  // Wasm threads share memory between workers, which the browser allows only on a
+  // cross-origin-isolated page; elsewhere (a docs page embedding the playground, say) the
+  // single-threaded module runs, with no error.
+  if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
+    try {
+      const module = await import('../pkg/threads/ferrograd.js');
+      await module.default();
+      await module.initThreadPool(navigator.hardwareConcurrency);
+      return module;
+    } catch (error) {
+      console.warn(`ferrograd: threads could not start, training on one: ${errorText(error)}`);
     }
   }
   const module = await import('../pkg/ferrograd.js');

@@ -2,7 +2,7 @@
 
 pub mod conv;
 
-use ndarray::{Array2, ArrayView2, Axis, Ix2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2, Zip};
 use serde::{Deserialize, Serialize};
 
 use crate::tensor::Tensor;
@@ -91,9 +91,84 @@ pub fn as_matrix<'a>(op: &'static str, t: &'a Tensor) -> Result<ArrayView2<'a, f
     t.view().into_dimensionality::<Ix2>().map_err(|_| Error::bad_shape(op, t.shape(), "expects a matrix"))
 }
 
-/// `a @ b` for matrices `[m, k]` and `[k, n]`.
+/// `a @ b` for matrices `[m, k]` and `[k, n]`: matrixmultiply's packed, cache-blocked sgemm
+/// (its SIMD128 kernel in wasm), split across cores with the `threads` feature.
 pub fn matmul(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
-    a.dot(b)
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    gemm_into(a.view(), b.view(), c.view_mut(), pieces(a.nrows(), a.ncols(), b.ncols()));
+    c
+}
+
+/// How many threads the CPU kernels split work across: rayon's pool with the `threads`
+/// feature (in wasm, the Web Workers started by `initThreadPool`), else one.
+pub fn threads() -> usize {
+    #[cfg(feature = "threads")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "threads"))]
+    {
+        1
+    }
+}
+
+/// Runs `work` on a thread of the pool (with the `threads` feature), so that each product
+/// inside it hands half its work to one other thread instead of both halves to the pool from
+/// outside, which costs a hand-over and a wake-up per product.
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "threads")]
+    {
+        rayon::scope(|_| work())
+    }
+    #[cfg(not(feature = "threads"))]
+    {
+        work()
+    }
+}
+
+/// Below this many multiply-adds a product is not worth handing to other threads: waking one
+/// costs tens of microseconds in a browser, about what a product of this size takes.
+#[cfg(feature = "threads")]
+const MIN_WORK_PER_THREAD: usize = 1 << 20;
+
+/// How many pieces to cut an `m x k @ k x n` product into.
+fn pieces(m: usize, k: usize, n: usize) -> usize {
+    #[cfg(feature = "threads")]
+    {
+        (m * k * n / MIN_WORK_PER_THREAD).clamp(1, rayon::current_num_threads())
+    }
+    #[cfg(not(feature = "threads"))]
+    {
+        let _ = (m, k, n);
+        1
+    }
+}
+
+/// `c = a @ b`, cut into `pieces` along the longer side of `c`. Each piece is a whole sgemm
+/// over the full `k`, so the sums are formed in the same order as in one piece and the result
+/// does not depend on the thread count.
+fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, pieces: usize) {
+    #[cfg(feature = "threads")]
+    if pieces > 1 {
+        let (m, n) = c.dim();
+        let first = pieces / 2;
+        // Cut at a multiple of 8 so each piece keeps whole register blocks of the kernel.
+        let cut = |len: usize| (len * first / pieces).next_multiple_of(8).min(len);
+        if m >= n {
+            let at = cut(m);
+            let (a0, a1) = a.split_at(Axis(0), at);
+            let (c0, c1) = c.split_at(Axis(0), at);
+            rayon::join(|| gemm_into(a0, b, c0, first), || gemm_into(a1, b, c1, pieces - first));
+        } else {
+            let at = cut(n);
+            let (b0, b1) = b.split_at(Axis(1), at);
+            let (c0, c1) = c.split_at(Axis(1), at);
+            rayon::join(|| gemm_into(a, b0, c0, first), || gemm_into(a, b1, c1, pieces - first));
+        }
+        return;
+    }
+    let _ = pieces;
+    ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
 }
 
 /// Softmax over the last axis, shifted by the row maximum so `exp` cannot overflow.
@@ -167,6 +242,22 @@ mod tests {
         let p = softmax(&x);
         assert_eq!(p[[0, 0]], 0.5);
         assert!((p.sum_axis(Axis(1)) - 1.0).iter().all(|d| d.abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_product_cut_into_pieces_equals_the_whole_to_the_bit() {
+        for (m, k, n) in [(1, 5, 3), (37, 19, 11), (11, 23, 41), (130, 70, 9), (64, 784, 128)] {
+            let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 31 + j * 17) % 13) as f32 / 7.0 - 0.9);
+            let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 11) % 17) as f32 / 9.0 - 0.8);
+            let mut whole = Array2::zeros((m, n));
+            gemm_into(a.view(), b.view(), whole.view_mut(), 1);
+            assert!((&whole - &a.dot(&b)).iter().all(|d| d.abs() < 1e-4));
+            for pieces in [2, 3, 5] {
+                let mut cut = Array2::from_elem((m, n), f32::NAN);
+                gemm_into(a.view(), b.view(), cut.view_mut(), pieces);
+                assert_eq!(cut, whole, "{m}x{k} @ {k}x{n} in {pieces} pieces");
+            }
+        }
     }
 
     #[test]
