@@ -163,7 +163,8 @@ async function firstStreamedStep(Session, gpu) {
   const { streamUrl } = await import('../www/stream.js');
   const session = new Session(model, { batchSize: BATCH, epochs: 1 });
   if (gpu) session.useGpu(gpu);
-  const parts = { trainImages: 'train-images-idx3-ubyte', trainLabels: 'train-labels-idx1-ubyte', testImages: 't10k-images-idx3-ubyte', testLabels: 't10k-labels-idx1-ubyte' };
+  // In the playground's order: labels first, so a batch can be taken as soon as its images arrive.
+  const parts = { trainLabels: 'train-labels-idx1-ubyte', testLabels: 't10k-labels-idx1-ubyte', trainImages: 'train-images-idx3-ubyte', testImages: 't10k-images-idx3-ubyte' };
   const urls = Object.values(parts).map((name) => `${DATA}${name}.gz`);
   session.beginLoad(...urls);
   let at = null;

@@ -1,7 +1,9 @@
 //! 2-d convolution by im2col: every receptive field becomes a row of a matrix, so the
 //! convolution is one matrix product, and its backward pass two more plus a scatter (col2im).
 
-use ndarray::{Array2, Array4, ArrayView4, Axis};
+use ndarray::{s, Array2, Array4, ArrayView4, Axis};
+
+use super::for_each_chunk;
 
 /// The geometry of a convolution or pooling window over `[batch, channels, height, width]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,33 +42,39 @@ impl Window {
 
 /// Receptive fields as rows: `[batch * out_h * out_w, channels * kh * kw]`, rows in
 /// (batch, y, x) order and columns in (channel, ky, kx) order, matching a weight tensor
-/// `[filters, channels, kh, kw]` flattened to `[filters, channels * kh * kw]`.
+/// `[filters, channels, kh, kw]` flattened to `[filters, channels * kh * kw]`. Images are
+/// unrolled in parallel with the `threads` feature.
 pub fn im2col(x: &ArrayView4<f32>, win: &Window) -> Array2<f32> {
     let (n, c, h, w) = x.dim();
     let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
     let (kh, kw) = win.kernel;
     let (sh, sw) = win.stride;
     let (pt, _, pl, _) = win.padding;
-    let mut cols = Array2::zeros((n * oh * ow, c * kh * kw));
-    for (row, mut out) in cols.axis_iter_mut(Axis(0)).enumerate() {
-        let (b, y, x0) = (row / (oh * ow), (row / ow) % oh, row % ow);
-        let out = out.as_slice_mut().expect("rows of a standard matrix are contiguous");
-        for ch in 0..c {
-            for ky in 0..kh {
-                let iy = (y * sh + ky) as isize - pt as isize;
-                for kx in 0..kw {
-                    let ix = (x0 * sw + kx) as isize - pl as isize;
-                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                        out[(ch * kh + ky) * kw + kx] = x[[b, ch, iy as usize, ix as usize]];
+    let row_len = c * kh * kw;
+    let mut cols = Array2::zeros((n * oh * ow, row_len));
+    let slice = cols.as_slice_mut().expect("a new matrix is contiguous");
+    for_each_chunk(slice, oh * ow * row_len, |b, image_rows| {
+        let image = x.index_axis(Axis(0), b);
+        for (pixel, out) in image_rows.chunks_exact_mut(row_len).enumerate() {
+            let (y, x0) = (pixel / ow, pixel % ow);
+            for ch in 0..c {
+                for ky in 0..kh {
+                    let iy = (y * sh + ky) as isize - pt as isize;
+                    for kx in 0..kw {
+                        let ix = (x0 * sw + kx) as isize - pl as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            out[(ch * kh + ky) * kw + kx] = image[[ch, iy as usize, ix as usize]];
+                        }
                     }
                 }
             }
         }
-    }
+    });
     cols
 }
 
 /// The adjoint of [`im2col`]: adds every row entry back to the input position it came from.
+/// Images are gathered in parallel with the `threads` feature.
 pub fn col2im(cols: &Array2<f32>, shape: (usize, usize, usize, usize), win: &Window) -> Array4<f32> {
     let (_, c, h, w) = shape;
     let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
@@ -74,47 +82,58 @@ pub fn col2im(cols: &Array2<f32>, shape: (usize, usize, usize, usize), win: &Win
     let (sh, sw) = win.stride;
     let (pt, _, pl, _) = win.padding;
     let mut x = Array4::zeros(shape);
-    for (row, values) in cols.axis_iter(Axis(0)).enumerate() {
-        let (b, y, x0) = (row / (oh * ow), (row / ow) % oh, row % ow);
-        for ch in 0..c {
-            for ky in 0..kh {
-                let iy = (y * sh + ky) as isize - pt as isize;
-                if iy < 0 || iy as usize >= h {
-                    continue;
-                }
-                for kx in 0..kw {
-                    let ix = (x0 * sw + kx) as isize - pl as isize;
-                    if ix >= 0 && (ix as usize) < w {
-                        x[[b, ch, iy as usize, ix as usize]] += values[(ch * kh + ky) * kw + kx];
+    let slice = x.as_slice_mut().expect("a new array is contiguous");
+    for_each_chunk(slice, c * h * w, |b, image| {
+        let rows = cols.slice(s![b * oh * ow..(b + 1) * oh * ow, ..]);
+        for (pixel, values) in rows.outer_iter().enumerate() {
+            let (y, x0) = (pixel / ow, pixel % ow);
+            for ch in 0..c {
+                for ky in 0..kh {
+                    let iy = (y * sh + ky) as isize - pt as isize;
+                    if iy < 0 || iy as usize >= h {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = (x0 * sw + kx) as isize - pl as isize;
+                        if ix >= 0 && (ix as usize) < w {
+                            image[(ch * h + iy as usize) * w + ix as usize] += values[(ch * kh + ky) * kw + kx];
+                        }
                     }
                 }
             }
         }
-    }
+    });
     x
 }
 
 /// Max pooling; returns the output and, for each output element, the flat index in `x` of
-/// the maximum it took, so that the backward pass is a scatter.
+/// the maximum it took, so that the backward pass is a scatter. A window's first element
+/// stands until a larger one comes. Images are pooled in parallel with the `threads` feature.
 pub fn max_pool(x: &ArrayView4<f32>, win: &Window) -> (Array4<f32>, Vec<usize>) {
     let (n, c, h, w) = x.dim();
     let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
-    let mut out = Array4::zeros((n, c, oh, ow));
-    let mut argmax = Vec::with_capacity(n * c * oh * ow);
-    for ((b, ch, y, x0), o) in out.indexed_iter_mut() {
-        let (mut best, mut at) = (f32::NEG_INFINITY, 0);
-        for ky in 0..win.kernel.0 {
-            for kx in 0..win.kernel.1 {
-                let (iy, ix) = (y * win.stride.0 + ky, x0 * win.stride.1 + kx);
-                if iy < h && ix < w && x[[b, ch, iy, ix]] > best {
-                    best = x[[b, ch, iy, ix]];
-                    at = ((b * c + ch) * h + iy) * w + ix;
+    let mut argmax = vec![0; n * c * oh * ow];
+    for_each_chunk(&mut argmax, c * oh * ow, |b, image| {
+        for (i, at) in image.iter_mut().enumerate() {
+            let (ch, y, x0) = (i / (oh * ow), (i / ow) % oh, i % ow);
+            let (y0, x0) = (y * win.stride.0, x0 * win.stride.1);
+            let (mut best, mut best_at) = (x[[b, ch, y0, x0]], (y0, x0));
+            for iy in y0..(y0 + win.kernel.0).min(h) {
+                for ix in x0..(x0 + win.kernel.1).min(w) {
+                    if x[[b, ch, iy, ix]] > best {
+                        best = x[[b, ch, iy, ix]];
+                        best_at = (iy, ix);
+                    }
                 }
             }
+            *at = ((b * c + ch) * h + best_at.0) * w + best_at.1;
         }
-        *o = best;
-        argmax.push(at);
-    }
+    });
+    let flat = |at: usize| (at / (c * h * w), (at / (h * w)) % c, (at / w) % h, at % w);
+    let out = Array4::from_shape_fn((n, c, oh, ow), |(b, ch, y, x0)| {
+        let (b, ch, iy, ix) = flat(argmax[((b * c + ch) * oh + y) * ow + x0]);
+        x[[b, ch, iy, ix]]
+    });
     (out, argmax)
 }
 

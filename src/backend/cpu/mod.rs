@@ -126,6 +126,22 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Calls `f(i, chunk)` for the `i`th `len`-long chunk of `out`; on the pool's threads with
+/// the `threads` feature. For work that splits into independent pieces, such as the images
+/// of a batch.
+pub fn for_each_chunk<T: Send>(out: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Send + Sync) {
+    if len == 0 {
+        return;
+    }
+    #[cfg(feature = "threads")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));
+    }
+    #[cfg(not(feature = "threads"))]
+    out.chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));
+}
+
 /// Below this many multiply-adds a product is not worth handing to other threads: waking one
 /// costs tens of microseconds in a browser, about what a product of this size takes.
 #[cfg(feature = "threads")]
