@@ -210,7 +210,7 @@ async function tfjs() {
   if (tfBackend === 'webgpu') await script(`${base}tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js`);
   if (!(await tf.setBackend(tfBackend))) throw new Error(`backend ${tfBackend} is not available`);
   await tf.ready();
-  threads = tfBackend === 'wasm' ? tf.wasm.getThreadsCount() : 1;
+  threads = { wasm: tf.wasm?.getThreadsCount(), cpu: 1 }[tfBackend] ?? null;
 
   if (task === 'matmul') {
     return matmulGflops(async (size) => {
