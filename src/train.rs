@@ -7,8 +7,8 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::cpu;
 use crate::autograd::Tape;
+use crate::backend::cpu;
 use crate::data::{preprocess, Dataset, CLASSES};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::nn::{Mode, Model, ModelSpec};
@@ -380,7 +380,8 @@ impl Trainer {
             self.steps += 1;
             return Ok(None);
         }
-        let (model, rng, optimizer, clip_norm) = (&mut self.model, &mut self.rng, &mut self.optimizer, self.clip_norm);
+        let (model, rng, optimizer, clip_norm) =
+            (&mut self.model, &mut self.rng, &mut self.optimizer, self.clip_norm);
         let (loss, accuracy) = cpu::on_pool(|| -> Result<_> {
             let (loss, accuracy, grads, buffers) = {
                 let mut tape = Tape::new(model.params());

@@ -52,10 +52,10 @@
 // browser gives a WebGPU adapter and the backend is not cpu, the worker loads the wasm module
 // built with the GPU backend (pkg/gpu/) and trains there; otherwise the smaller CPU module
 // (pkg/), with the reason in `backendNote`; on a cross-origin-isolated page, the CPU module
-// built with threads (pkg/threads/), which splits products across a Web Worker per core. On the GPU, a step's statistics come back a little
-// later (`finishedSteps`), and the weights are brought back (`sync`) before anything reads
-// them. If the GPU fails or is lost, training carries on on the CPU from the weights last
-// brought back, with a notice.
+// built with threads (pkg/threads/), which splits its work across a Web Worker per core. On the
+// GPU, a step's statistics come back a little later (`finishedSteps`), and the weights are
+// brought back (`sync`) before anything reads them. If the GPU fails or is lost, training
+// carries on on the CPU from the weights last brought back, with a notice.
 
 import { forget, keep, kept } from './store.js';
 import { streamUrl } from './stream.js';

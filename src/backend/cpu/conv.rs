@@ -96,7 +96,8 @@ pub fn col2im(cols: &Array2<f32>, shape: (usize, usize, usize, usize), win: &Win
                     for kx in 0..kw {
                         let ix = (x0 * sw + kx) as isize - pl as isize;
                         if ix >= 0 && (ix as usize) < w {
-                            image[(ch * h + iy as usize) * w + ix as usize] += values[(ch * kh + ky) * kw + kx];
+                            image[(ch * h + iy as usize) * w + ix as usize] +=
+                                values[(ch * kh + ky) * kw + kx];
                         }
                     }
                 }
@@ -115,8 +116,8 @@ pub fn max_pool(x: &ArrayView4<f32>, win: &Window) -> (Array4<f32>, Vec<usize>) 
     let mut argmax = vec![0; n * c * oh * ow];
     for_each_chunk(&mut argmax, c * oh * ow, |b, image| {
         for (i, at) in image.iter_mut().enumerate() {
-            let (ch, y, x0) = (i / (oh * ow), (i / ow) % oh, i % ow);
-            let (y0, x0) = (y * win.stride.0, x0 * win.stride.1);
+            let (ch, oy, ox) = (i / (oh * ow), (i / ow) % oh, i % ow);
+            let (y0, x0) = (oy * win.stride.0, ox * win.stride.1);
             let (mut best, mut best_at) = (x[[b, ch, y0, x0]], (y0, x0));
             for iy in y0..(y0 + win.kernel.0).min(h) {
                 for ix in x0..(x0 + win.kernel.1).min(w) {

@@ -144,20 +144,11 @@ pub fn for_each_chunk<T: Send>(out: &mut [T], len: usize, f: impl Fn(usize, &mut
 
 /// Below this many multiply-adds a product is not worth handing to other threads: waking one
 /// costs tens of microseconds in a browser, about what a product of this size takes.
-#[cfg(feature = "threads")]
 const MIN_WORK_PER_THREAD: usize = 1 << 20;
 
 /// How many pieces to cut an `m x k @ k x n` product into.
 fn pieces(m: usize, k: usize, n: usize) -> usize {
-    #[cfg(feature = "threads")]
-    {
-        (m * k * n / MIN_WORK_PER_THREAD).clamp(1, rayon::current_num_threads())
-    }
-    #[cfg(not(feature = "threads"))]
-    {
-        let _ = (m, k, n);
-        1
-    }
+    (m * k * n / MIN_WORK_PER_THREAD).clamp(1, threads())
 }
 
 /// `c = a @ b`, cut into `pieces` along the longer side of `c`. Each piece is a whole sgemm
