@@ -37,6 +37,14 @@ function serve() {
   });
 }
 
+const picked = configs.filter((c) => (!options.only || options.only.split(',').some((o) => o === c.lib || o === `${c.lib}/${c.backend}`))
+  && (!options.task || options.task === (c.model ?? c.task)));
+if (picked.length === 0) {
+  const names = [...new Set(configs.map((c) => `${c.lib}/${c.backend}`))].join(', ');
+  console.error(`error: no configuration matches --only ${options.only ?? '(all)'} --task ${options.task ?? '(all)'}; libraries and backends: ${names}; tasks: ${[...MODELS, 'matmul'].join(', ')}`);
+  process.exit(2);
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   args: [
@@ -50,9 +58,7 @@ const browser = await chromium.launch({
 const server = await serve();
 const results = [];
 try {
-  const picked = (c) => (!options.only || options.only.split(',').some((o) => o === c.lib || o === `${c.lib}/${c.backend}`))
-    && (!options.task || options.task === (c.model ?? c.task));
-  for (const config of configs.filter(picked)) {
+  for (const config of picked) {
     const page = await browser.newPage();
     const query = new URLSearchParams({ ...config, seconds: options.seconds, epochBudget: options['epoch-budget'] });
     const label = `${config.lib}/${config.backend} ${config.task}${config.model ? ` ${config.model}` : ''}`;
