@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
-use crate::autograd::Tape;
+use crate::autograd::{Pool, Tape};
 use crate::backend::cpu;
 use crate::data::{preprocess, Dataset, CLASSES};
 use crate::metrics::{ClassScores, ConfusionMatrix};
@@ -65,6 +65,8 @@ pub struct Trainer {
     stale: bool,
     /// The step count of the weights in `model`, which training falls back to if the GPU is lost.
     synced_steps: u64,
+    /// The memory of the last CPU step's values and gradients, for the next to reuse.
+    pool: Pool,
 }
 
 /// The batch size for evaluation and prediction: large enough to amortise per-batch work,
@@ -113,6 +115,7 @@ impl Trainer {
             engine: None,
             stale: false,
             synced_steps: 0,
+            pool: Pool::default(),
         })
     }
 
@@ -380,20 +383,24 @@ impl Trainer {
             self.steps += 1;
             return Ok(None);
         }
-        let (model, rng, optimizer, clip_norm) =
-            (&mut self.model, &mut self.rng, &mut self.optimizer, self.clip_norm);
+        let (model, rng, optimizer, clip_norm, pool) =
+            (&mut self.model, &mut self.rng, &mut self.optimizer, self.clip_norm, &mut self.pool);
         let (loss, accuracy) = cpu::on_pool(|| -> Result<_> {
             let (loss, accuracy, grads, buffers) = {
-                let mut tape = Tape::new(model.params());
+                let mut tape = Tape::with_pool(model.params(), std::mem::take(pool));
                 let x = tape.input(images);
                 let logits = model.forward(&mut tape, x, Mode::Train(rng))?;
                 let loss = tape.softmax_cross_entropy(logits, labels)?;
                 let accuracy = accuracy(tape.value(logits), labels);
-                (tape.scalar(loss), accuracy, tape.backward(loss)?, tape.take_buffer_updates())
+                let done = (tape.scalar(loss), accuracy, tape.backward(loss)?, tape.take_buffer_updates());
+                *pool = tape.into_pool();
+                done
             };
             let params = model.params_mut();
             params.zero_grad();
             params.accumulate(&grads);
+            grads.recycle(pool);
+            pool.end_step();
             if let Some(max_norm) = clip_norm {
                 let norm = params.grad_norm();
                 if norm > max_norm {

@@ -1,17 +1,19 @@
 //! Every backward rule, in one `match`.
 //!
 //! Each rule takes the gradient of the loss with respect to an op's output (`g`) and adds the
-//! gradient with respect to each operand that needs one. Broadcast operands get their gradient
-//! summed back to their own shape.
+//! gradient with respect to each operand that needs one into that operand's slot, where
+//! possible without a temporary (a product accumulates straight into it, a slice into its
+//! part of it). Broadcast operands get their gradient summed back to their own shape. Every
+//! temporary comes from the tape's pool and goes back to it.
 
-use ndarray::{Axis, IxDyn, Slice, Zip};
+use ndarray::{ArrayView2, ArrayViewD, Axis, Ix2, IxDyn, Slice, Zip};
 
 use crate::backend::cpu::{self, conv};
 use crate::tensor::{self, Tensor};
 use crate::{Error, Result};
 
-use super::ops::{as4, reshape, Op};
-use super::{ParamId, Tape, Var};
+use super::ops::{as4, as4_mut, Op};
+use super::{ParamId, Pool, Tape, Var};
 
 /// The gradients of one backward pass: of every parameter used, and of every
 /// [`Tape::variable`].
@@ -30,7 +32,18 @@ impl Gradients {
     pub fn wrt(&self, var: Var) -> Option<&Tensor> {
         self.variables.iter().find(|(v, _)| *v == var).map(|(_, g)| g)
     }
+
+    /// Gives the gradients' memory to `pool`, for the next step's backward pass.
+    pub fn recycle(self, pool: &mut Pool) {
+        let params = self.params.into_iter().map(|(_, g)| g);
+        for g in params.chain(self.variables.into_iter().map(|(_, g)| g)) {
+            pool.give(g);
+        }
+    }
 }
+
+/// The gradient accumulated so far for each value on the tape.
+type Slots = Vec<Option<Tensor>>;
 
 impl Tape<'_> {
     /// The gradients of the one-element `loss` with respect to every parameter and variable.
@@ -45,176 +58,335 @@ impl Tape<'_> {
         if !self.recording {
             return Err(Error::invalid("backward", "an inference tape records no graph"));
         }
-        let mut grads: Vec<Option<Tensor>> = vec![None; loss.0 + 1];
-        grads[loss.0] = Some(Tensor::ones(IxDyn(shape)));
+        let mut grads = std::mem::take(&mut self.pool.borrow_mut().grads);
+        grads.clear();
+        grads.resize_with(loss.0 + 1, || None);
+        let mut seed = self.alloc(shape);
+        seed.fill(1.0);
+        grads[loss.0] = Some(seed);
         let mut out = Gradients { params: Vec::new(), variables: Vec::new() };
-
         for i in (0..=loss.0).rev() {
-            let Some(g) = grads[i].take() else { continue };
-            let mut send = |to: Var, grad: Tensor| {
-                if self.nodes[to.0].needs_grad {
-                    let slot = &mut grads[to.0];
-                    match slot {
-                        Some(acc) => *acc += &grad,
-                        None => *slot = Some(grad),
-                    }
-                }
-            };
-            match &self.nodes[i].op {
-                Op::Input => {}
-                Op::Variable => out.variables.push((Var(i), g)),
-                Op::Param(id) => out.params.push((*id, g)),
-                Op::Add(a, b) => {
-                    send(*a, self.unbroadcast(&g, *a));
-                    send(*b, self.unbroadcast(&g, *b));
-                }
-                Op::Sub(a, b) => {
-                    send(*a, self.unbroadcast(&g, *a));
-                    send(*b, -self.unbroadcast(&g, *b));
-                }
-                Op::Mul(a, b) => {
-                    // d(ab)/da = b, d(ab)/db = a
-                    send(*a, self.unbroadcast(&(&g * self.value(*b)), *a));
-                    send(*b, self.unbroadcast(&(&g * self.value(*a)), *b));
-                }
-                Op::Div(a, b) => {
-                    // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
-                    let (x, y) = (self.value(*a), self.value(*b));
-                    let ga = &g / y;
-                    send(*b, self.unbroadcast(&(-&ga * x / y), *b));
-                    send(*a, self.unbroadcast(&ga, *a));
-                }
-                Op::MatMul(a, b) => {
-                    // C = AB: dA = dC B^T, dB = A^T dC
-                    let gm = cpu::as_matrix("matmul backward", &g)?;
-                    let x = cpu::as_matrix("matmul backward", self.value(*a))?;
-                    let y = cpu::as_matrix("matmul backward", self.value(*b))?;
-                    send(*a, cpu::matmul(&gm, &y.t()).into_dyn());
-                    send(*b, cpu::matmul(&x.t(), &gm).into_dyn());
-                }
-                Op::Sum { x, axis } => send(*x, self.spread(&g, *x, *axis, 1.0)),
-                Op::Mean { x, axis } => {
-                    let n = self.value(*x).shape()[*axis] as f32;
-                    send(*x, self.spread(&g, *x, *axis, 1.0 / n));
-                }
-                Op::Reshape(x) => {
-                    let shape = self.value(*x).shape();
-                    send(*x, reshape(&g, shape).expect("same element count as the forward"));
-                }
-                Op::Permute { x, axes } => {
-                    let mut inverse = vec![0; axes.len()];
-                    for (i, &a) in axes.iter().enumerate() {
-                        inverse[a] = i;
-                    }
-                    send(*x, g.permuted_axes(IxDyn(&inverse)).as_standard_layout().into_owned());
-                }
-                Op::Activation { x, act } => {
-                    let y = self.value(Var(i));
-                    send(*x, cpu::map_backward(self.value(*x), y, &g, *act));
-                }
-                Op::Softmax(x) => {
-                    // dx = y * (g - sum(g * y)) along the softmax axis
-                    let y = self.value(Var(i));
-                    let last = Axis(y.ndim() - 1);
-                    let dot = (&g * y).sum_axis(last).insert_axis(last);
-                    send(*x, y * &(&g - &dot));
-                }
-                Op::LogSoftmax(x) => {
-                    // dx = g - softmax(x) * sum(g) along the axis, and softmax(x) = exp(y)
-                    let y = self.value(Var(i));
-                    let last = Axis(y.ndim() - 1);
-                    let total = g.sum_axis(last).insert_axis(last);
-                    send(*x, &g - &(y.mapv(f32::exp) * &total));
-                }
-                Op::SoftmaxCrossEntropy { logits, labels, probs } => {
-                    // d(mean CE)/dlogits = (softmax - onehot) / batch
-                    let scale = g.iter().next().copied().unwrap_or_default() / labels.len() as f32;
-                    let mut d = probs.clone();
-                    for (row, &label) in labels.iter().enumerate() {
-                        d[[row, usize::from(label)]] -= 1.0;
-                    }
-                    d.mapv_inplace(|v| v * scale);
-                    send(*logits, d.into_dyn());
-                }
-                Op::MeanSquaredError(a, b) => {
-                    // d mean((a-b)^2)/da = 2(a-b)/n, and the negation for b
-                    let (x, y) = (self.value(*a), self.value(*b));
-                    let scale = 2.0 * g.iter().next().copied().unwrap_or_default() / x.len() as f32;
-                    let mut d = x - y;
-                    d.mapv_inplace(|v| v * scale);
-                    send(*b, -&d);
-                    send(*a, d);
-                }
-                Op::Dropout { x, mask, .. } => send(*x, g * mask),
-                Op::Pow { x, exponent } => {
-                    // d(x^p)/dx = p x^(p-1)
-                    let base = self.value(*x);
-                    send(
-                        *x,
-                        Zip::from(&g).and(base).map_collect(|&g, &b| g * exponent * b.powf(exponent - 1.0)),
-                    );
-                }
-                Op::Slice { x, axis, start } => {
-                    let mut dx = Tensor::zeros(IxDyn(self.value(*x).shape()));
-                    let len = g.shape()[*axis];
-                    dx.slice_axis_mut(Axis(*axis), Slice::from(*start..start + len)).assign(&g);
-                    send(*x, dx);
-                }
-                Op::Concat { inputs, axis } => {
-                    let mut start = 0;
-                    for &input in inputs {
-                        let len = self.value(input).shape()[*axis];
-                        send(input, g.slice_axis(Axis(*axis), Slice::from(start..start + len)).to_owned());
-                        start += len;
-                    }
-                }
-                Op::Conv2d { x, w, window, cols } => {
-                    // out = cols @ W^T (rows: batch, y, x): dW = g^T cols, dcols = g W, then
-                    // col2im scatters dcols back onto the input.
-                    let weight = self.value(*w);
-                    let filters = weight.shape()[0];
-                    let g_mat = g
-                        .view()
-                        .permuted_axes(IxDyn(&[0, 2, 3, 1]))
-                        .as_standard_layout()
-                        .into_owned()
-                        .into_shape_with_order((cols.nrows(), filters))
-                        .expect("one row per output position");
-                    let w_mat = weight.to_shape((filters, cols.ncols())).expect("contiguous weights");
-                    let dw = cpu::matmul(&g_mat.t(), &cols.view());
-                    send(*w, dw.into_shape_with_order(IxDyn(weight.shape())).expect("same element count"));
-                    let dcols = cpu::matmul(&g_mat.view(), &w_mat.view());
-                    let input = as4("conv2d backward", self.value(*x))?;
-                    send(*x, conv::col2im(&dcols, input.dim(), window).into_dyn());
-                }
-                Op::MaxPool2d { x, argmax, .. } => {
-                    let mut dx = Tensor::zeros(IxDyn(self.value(*x).shape()));
-                    let flat = dx.as_slice_mut().expect("fresh tensors are contiguous");
-                    for (&at, &v) in argmax.iter().zip(g.iter()) {
-                        flat[at] += v;
-                    }
-                    send(*x, dx);
-                }
-                Op::AvgPool2d { x, window } => {
-                    let input = as4("avg_pool2d backward", self.value(*x))?;
-                    let g4 = as4("avg_pool2d backward", &g)?;
-                    send(*x, conv::avg_pool_backward(&g4, input.dim(), window).into_dyn());
-                }
+            if let Some(g) = grads[i].take() {
+                self.backward_op(i, g, &mut grads, &mut out)?;
             }
         }
+        self.pool.borrow_mut().grads = grads;
         Ok(out)
     }
 
-    fn unbroadcast(&self, grad: &Tensor, to: Var) -> Tensor {
-        tensor::sum_to_shape(grad.clone(), self.value(to).shape())
+    /// Applies the rule of op `i` to its output's gradient `g`.
+    fn backward_op(&self, i: usize, mut g: Tensor, grads: &mut Slots, out: &mut Gradients) -> Result<()> {
+        // Each rule either hands `g` on (None) or leaves it to be recycled.
+        let unused = match &self.nodes[i].op {
+            Op::Input => Some(g),
+            Op::Variable => {
+                out.variables.push((Var(i), g));
+                None
+            }
+            Op::Param(id) => {
+                out.params.push((*id, g));
+                None
+            }
+            Op::Add(a, b) => {
+                self.add_into(grads, *a, g.view());
+                self.add_into(grads, *b, g.view());
+                Some(g)
+            }
+            Op::Sub(a, b) => {
+                self.add_into(grads, *a, g.view());
+                if self.needs_grad(*b) {
+                    g.mapv_inplace(|v| -v);
+                    self.add_into(grads, *b, g.view());
+                }
+                Some(g)
+            }
+            Op::Mul(a, b) => {
+                // d(ab)/da = b, d(ab)/db = a
+                self.send_product_with(grads, *a, &g, *b, |g, y| g * y);
+                self.send_product_with(grads, *b, &g, *a, |g, x| g * x);
+                Some(g)
+            }
+            Op::Div(a, b) => {
+                // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+                self.send_product_with(grads, *a, &g, *b, |g, y| g / y);
+                if self.needs_grad(*b) {
+                    let (x, y) = (self.value(*a), self.value(*b));
+                    let mut full = self.alloc(g.shape());
+                    Zip::from(&mut full)
+                        .and(&g)
+                        .and_broadcast(x)
+                        .and_broadcast(y)
+                        .for_each(|d, &g, &x, &y| *d = -g * x / (y * y));
+                    self.send_reduced(grads, *b, full);
+                }
+                Some(g)
+            }
+            Op::MatMul(a, b) => {
+                // C = AB: dA = dC B^T, dB = A^T dC
+                let gm = cpu::as_matrix("matmul backward", &g)?;
+                let x = cpu::as_matrix("matmul backward", self.value(*a))?;
+                let y = cpu::as_matrix("matmul backward", self.value(*b))?;
+                self.add_product(grads, *a, &gm, &y.t());
+                self.add_product(grads, *b, &x.t(), &gm);
+                Some(g)
+            }
+            Op::Sum { x, axis } => {
+                self.spread(grads, &g, *x, *axis, 1.0);
+                Some(g)
+            }
+            Op::Mean { x, axis } => {
+                let n = self.value(*x).shape()[*axis] as f32;
+                self.spread(grads, &g, *x, *axis, 1.0 / n);
+                Some(g)
+            }
+            Op::Reshape(x) => {
+                let shape = self.value(*x).shape();
+                let dx = match g.into_shape_with_order(IxDyn(shape)) {
+                    Ok(dx) => dx,
+                    // Only a tensor laid out other than row-major lands here; none made by
+                    // the tape is.
+                    Err(_) => {
+                        return Err(Error::invalid("reshape backward", "the gradient is not contiguous"))
+                    }
+                };
+                self.send(grads, *x, dx);
+                None
+            }
+            Op::Permute { x, axes } => {
+                let mut inverse = vec![0; axes.len()];
+                for (i, &a) in axes.iter().enumerate() {
+                    inverse[a] = i;
+                }
+                self.add_into(grads, *x, g.view().permuted_axes(IxDyn(&inverse)));
+                Some(g)
+            }
+            Op::Activation { x, act } => {
+                cpu::map_backward(self.value(*x), self.value(Var(i)), &mut g, *act);
+                self.send(grads, *x, g);
+                None
+            }
+            Op::Softmax(x) => {
+                // dx = y * (g - sum(g * y)) along the softmax axis
+                let y = self.value(Var(i));
+                let last = Axis(y.ndim() - 1);
+                Zip::from(g.lanes_mut(last)).and(y.lanes(last)).for_each(|mut g, y| {
+                    let dot = g.view().dot(&y);
+                    Zip::from(&mut g).and(&y).for_each(|g, &y| *g = y * (*g - dot));
+                });
+                self.send(grads, *x, g);
+                None
+            }
+            Op::LogSoftmax(x) => {
+                // dx = g - softmax(x) * sum(g) along the axis, and softmax(x) = exp(y)
+                let y = self.value(Var(i));
+                let last = Axis(y.ndim() - 1);
+                Zip::from(g.lanes_mut(last)).and(y.lanes(last)).for_each(|mut g, y| {
+                    let total = g.sum();
+                    Zip::from(&mut g).and(&y).for_each(|g, &y| *g -= y.exp() * total);
+                });
+                self.send(grads, *x, g);
+                None
+            }
+            Op::SoftmaxCrossEntropy { logits, labels, probs } => {
+                // d(mean CE)/dlogits = (softmax - onehot) / batch
+                let scale = g.iter().next().copied().unwrap_or_default() / labels.len() as f32;
+                let mut d = self.alloc(probs.shape());
+                d.assign(probs);
+                for (mut row, &label) in d.outer_iter_mut().zip(labels) {
+                    row[usize::from(label)] -= 1.0;
+                }
+                d *= scale;
+                self.send(grads, *logits, d);
+                Some(g)
+            }
+            Op::MeanSquaredError(a, b) => {
+                // d mean((a-b)^2)/da = 2(a-b)/n, and the negation for b
+                let (x, y) = (self.value(*a), self.value(*b));
+                let scale = 2.0 * g.iter().next().copied().unwrap_or_default() / x.len() as f32;
+                let mut d = self.alloc(x.shape());
+                Zip::from(&mut d).and(x).and(y).for_each(|d, &x, &y| *d = (x - y) * scale);
+                self.add_into(grads, *a, d.view());
+                if self.needs_grad(*b) {
+                    d.mapv_inplace(|v| -v);
+                    self.add_into(grads, *b, d.view());
+                }
+                self.recycle(d);
+                Some(g)
+            }
+            Op::Dropout { x, mask, .. } => {
+                g *= mask;
+                self.send(grads, *x, g);
+                None
+            }
+            Op::Pow { x, exponent } => {
+                // d(x^p)/dx = p x^(p-1)
+                Zip::from(&mut g)
+                    .and(self.value(*x))
+                    .for_each(|g, &b| *g *= exponent * b.powf(exponent - 1.0));
+                self.send(grads, *x, g);
+                None
+            }
+            Op::Slice { x, axis, start } => {
+                if let Some(dx) = self.slot(grads, *x) {
+                    let len = g.shape()[*axis];
+                    dx.slice_axis_mut(Axis(*axis), Slice::from(*start..start + len))
+                        .zip_mut_with(&g, |d, &g| *d += g);
+                }
+                Some(g)
+            }
+            Op::Concat { inputs, axis } => {
+                let mut start = 0;
+                for &input in inputs {
+                    let len = self.value(input).shape()[*axis];
+                    self.add_into(grads, input, g.slice_axis(Axis(*axis), Slice::from(start..start + len)));
+                    start += len;
+                }
+                Some(g)
+            }
+            Op::Conv2d { x, w, window, cols } => {
+                // out = cols @ W^T (rows: batch, y, x): dW = g^T cols, dcols = g W, then
+                // col2im scatters dcols back onto the input.
+                let weight = self.value(*w);
+                let filters = weight.shape()[0];
+                let cols = cols.view().into_dimensionality::<Ix2>().expect("saved as a matrix");
+                let (n, _, oh, ow) = as4("conv2d backward", &g)?.dim();
+                let mut g_rows = self.alloc(&[n, oh, ow, filters]);
+                g_rows.assign(&g.view().permuted_axes(IxDyn(&[0, 2, 3, 1])));
+                let g_mat = g_rows.view().into_shape_with_order((cols.nrows(), filters)).expect("contiguous");
+                self.add_product(grads, *w, &g_mat.t(), &cols);
+                if self.needs_grad(*x) {
+                    let w_mat = weight.to_shape((filters, cols.ncols())).expect("contiguous weights");
+                    let mut dcols = self.alloc(cols.shape());
+                    let dcols_mat = dcols.view_mut().into_dimensionality::<Ix2>().expect("made as a matrix");
+                    cpu::matmul_into(&g_mat, &w_mat.view(), dcols_mat, false);
+                    let dx = self.slot(grads, *x).expect("needs a gradient");
+                    let dcols_mat = dcols.view().into_dimensionality::<Ix2>().expect("made as a matrix");
+                    conv::col2im(&dcols_mat, window, as4_mut(dx));
+                    self.recycle(dcols);
+                }
+                self.recycle(g_rows);
+                Some(g)
+            }
+            Op::MaxPool2d { x, argmax, .. } => {
+                if let Some(dx) = self.slot(grads, *x) {
+                    let flat = dx.as_slice_mut().expect("gradients are contiguous");
+                    for (&at, &v) in argmax.iter().zip(g.iter()) {
+                        flat[at] += v;
+                    }
+                }
+                Some(g)
+            }
+            Op::AvgPool2d { x, window } => {
+                let g4 = as4("avg_pool2d backward", &g)?;
+                if let Some(dx) = self.slot(grads, *x) {
+                    conv::avg_pool_backward(&g4, window, as4_mut(dx));
+                }
+                Some(g)
+            }
+        };
+        if let Some(g) = unused {
+            self.recycle(g);
+        }
+        Ok(())
+    }
+
+    fn needs_grad(&self, v: Var) -> bool {
+        self.nodes[v.0].needs_grad
+    }
+
+    /// The gradient slot of `to`, made zero if empty, or None when `to` needs no gradient.
+    fn slot<'g>(&self, grads: &'g mut Slots, to: Var) -> Option<&'g mut Tensor> {
+        if !self.needs_grad(to) {
+            return None;
+        }
+        Some(grads[to.0].get_or_insert_with(|| self.alloc_zeros(self.value(to).shape())))
+    }
+
+    /// Adds `grad`, shaped like `to`, to its gradient: into the slot, or as the slot.
+    fn send(&self, grads: &mut Slots, to: Var, grad: Tensor) {
+        match &mut grads[to.0] {
+            _ if !self.needs_grad(to) => self.recycle(grad),
+            Some(acc) => {
+                *acc += &grad;
+                self.recycle(grad);
+            }
+            slot @ None => *slot = Some(grad),
+        }
+    }
+
+    /// Adds `grad` to the gradient of `to`, summing over the axes `to` was broadcast along.
+    fn add_into(&self, grads: &mut Slots, to: Var, grad: ArrayViewD<f32>) {
+        if !self.needs_grad(to) {
+            return;
+        }
+        match &mut grads[to.0] {
+            Some(acc) => tensor::add_reduced(acc.view_mut(), grad),
+            slot @ None => {
+                let shape = self.value(to).shape();
+                let mut fresh = self.alloc(shape);
+                if grad.shape() == shape {
+                    fresh.zip_mut_with(&grad, |f, &g| *f = g);
+                } else {
+                    fresh.fill(0.0);
+                    tensor::add_reduced(fresh.view_mut(), grad);
+                }
+                *slot = Some(fresh);
+            }
+        }
+    }
+
+    /// Adds `grad`, shaped like the op's output, to the gradient of `to`.
+    fn send_reduced(&self, grads: &mut Slots, to: Var, grad: Tensor) {
+        if grad.shape() == self.value(to).shape() {
+            self.send(grads, to, grad);
+        } else {
+            self.add_into(grads, to, grad.view());
+            self.recycle(grad);
+        }
+    }
+
+    /// Sends `f(g, other)` elementwise, `other` broadcast to `g`'s shape, to `to`.
+    fn send_product_with(
+        &self,
+        grads: &mut Slots,
+        to: Var,
+        g: &Tensor,
+        other: Var,
+        f: impl Fn(f32, f32) -> f32,
+    ) {
+        if !self.needs_grad(to) {
+            return;
+        }
+        let mut d = self.alloc(g.shape());
+        Zip::from(&mut d).and(g).and_broadcast(self.value(other)).for_each(|d, &g, &o| *d = f(g, o));
+        self.send_reduced(grads, to, d);
+    }
+
+    /// Adds the matrix product `l @ r` to the gradient of `to` (whose elements, in order, are
+    /// the product's): the product accumulates straight into the slot.
+    fn add_product(&self, grads: &mut Slots, to: Var, l: &ArrayView2<f32>, r: &ArrayView2<f32>) {
+        if !self.needs_grad(to) {
+            return;
+        }
+        let (slot, accumulate) = match &mut grads[to.0] {
+            Some(acc) => (acc, true),
+            slot @ None => (slot.insert(self.alloc(self.value(to).shape())), false),
+        };
+        let c = slot
+            .view_mut()
+            .into_shape_with_order((l.nrows(), r.ncols()))
+            .expect("the product's element count");
+        cpu::matmul_into(l, r, c, accumulate);
     }
 
     /// Copies the gradient of a reduction back along the reduced axis, times `scale`.
-    fn spread(&self, g: &Tensor, x: Var, axis: usize, scale: f32) -> Tensor {
-        let shape = self.value(x).shape();
-        let mut out = Tensor::zeros(IxDyn(shape));
+    fn spread(&self, grads: &mut Slots, g: &Tensor, x: Var, axis: usize, scale: f32) {
+        if !self.needs_grad(x) {
+            return;
+        }
+        let mut dx = self.alloc(self.value(x).shape());
         let g = g.view().insert_axis(Axis(axis));
-        Zip::from(&mut out).and_broadcast(&g).for_each(|o, &g| *o = g * scale);
-        out
+        Zip::from(&mut dx).and_broadcast(&g).for_each(|o, &g| *o = g * scale);
+        self.send(grads, x, dx);
     }
 }

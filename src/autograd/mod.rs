@@ -7,16 +7,22 @@
 //! gradients it returns are accumulated into the store afterwards.
 //!
 //! A tape made with [`Tape::inference`] records no graph: ops compute their values and keep
-//! nothing for a backward pass.
+//! nothing for a backward pass. A tape made with [`Tape::with_pool`] takes the memory of its
+//! values, gradients and saved state from a [`Pool`] and gives it back at
+//! [`Tape::into_pool`], so a training loop allocates no tensor memory after its first step.
 
 mod backward;
 mod ops;
 mod params;
+mod pool;
+
+use std::cell::RefCell;
 
 pub use backward::Gradients;
 #[cfg(feature = "webgpu")]
 pub(crate) use ops::Op;
 pub use params::{ParamId, Parameter, Params};
+pub use pool::Pool;
 
 use crate::tensor::Tensor;
 
@@ -51,6 +57,9 @@ pub struct Tape<'p> {
     /// New values for buffers (batch-norm running statistics) computed in a training forward
     /// pass, applied by the trainer once the step is done.
     buffer_updates: Vec<(ParamId, Var)>,
+    /// Where new values and gradients get their memory; a cell because the backward pass,
+    /// which reads the tape, recycles its temporaries as it goes.
+    pool: RefCell<Pool>,
 }
 
 struct Node {
@@ -83,6 +92,15 @@ impl<'p> Tape<'p> {
         Tape { keep_ops: true, ..Self::with_recording(params, true) }
     }
 
+    /// A recording tape whose values and gradients take their memory from `pool`, for a
+    /// training loop that hands the pool from one step to the next (see [`Tape::into_pool`]).
+    pub fn with_pool(params: &'p Params, mut pool: Pool) -> Self {
+        let mut tape = Self::new(params);
+        tape.nodes = std::mem::take(&mut pool.nodes);
+        tape.pool = RefCell::new(pool);
+        tape
+    }
+
     fn with_recording(params: &'p Params, recording: bool) -> Self {
         Tape {
             params,
@@ -91,7 +109,35 @@ impl<'p> Tape<'p> {
             recording,
             keep_ops: false,
             buffer_updates: Vec::new(),
+            pool: RefCell::default(),
         }
+    }
+
+    /// Ends the tape, giving the memory of every value and saved state back to its pool.
+    pub fn into_pool(self) -> Pool {
+        let Tape { mut nodes, pool, .. } = self;
+        let mut pool = pool.into_inner();
+        for node in nodes.drain(..) {
+            if let Value::Owned(t) = node.value {
+                pool.give(t);
+            }
+            node.op.recycle(&mut pool);
+        }
+        pool.nodes = nodes;
+        pool
+    }
+
+    /// A tensor of `shape` from the pool, its elements left over: the caller writes them all.
+    fn alloc(&self, shape: &[usize]) -> Tensor {
+        self.pool.borrow_mut().take(shape)
+    }
+
+    fn alloc_zeros(&self, shape: &[usize]) -> Tensor {
+        self.pool.borrow_mut().zeros(shape)
+    }
+
+    fn recycle(&self, t: Tensor) {
+        self.pool.borrow_mut().give(t);
     }
 
     /// How many values are on the tape.
@@ -126,6 +172,12 @@ impl<'p> Tape<'p> {
     /// Data that needs no gradient (input images, targets).
     pub fn input(&mut self, value: Tensor) -> Var {
         self.push_leaf(Value::Owned(value), ops::Op::Input, false)
+    }
+
+    /// Zeros of `shape` that need no gradient (a recurrent layer's first state).
+    pub fn zeros(&mut self, shape: &[usize]) -> Var {
+        let value = self.alloc_zeros(shape);
+        self.input(value)
     }
 
     /// A leaf whose gradient [`Tape::backward`] keeps, such as input pixels for a saliency map.
@@ -189,7 +241,12 @@ impl<'p> Tape<'p> {
     /// operand needs a gradient, the op's saved state is dropped on the spot.
     fn push(&mut self, value: Tensor, op: ops::Op, inputs: &[Var]) -> Var {
         let needs_grad = self.recording && inputs.iter().any(|v| self.nodes[v.0].needs_grad);
-        let op = if needs_grad || self.keep_ops { op } else { ops::Op::Input };
+        let op = if needs_grad || self.keep_ops {
+            op
+        } else {
+            op.recycle(&mut self.pool.borrow_mut());
+            ops::Op::Input
+        };
         self.push_leaf(Value::Owned(value), op, needs_grad)
     }
 }

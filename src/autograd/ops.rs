@@ -1,7 +1,8 @@
-//! The recorded ops: each forward method computes its value with the CPU kernels and records
-//! the operands and saved state that its rule in `backward.rs` needs.
+//! The recorded ops: each forward method computes its value with the CPU kernels, into memory
+//! from the tape's pool, and records the operands and saved state that its rule in
+//! `backward.rs` needs.
 
-use ndarray::{Array2, Axis, Ix4, IxDyn, Slice};
+use ndarray::{Axis, Ix2, Ix4, IxDyn, Slice, Zip};
 
 use crate::backend::cpu::conv::{self, Window};
 use crate::backend::cpu::{self, Activation};
@@ -45,7 +46,7 @@ pub(crate) enum Op {
     SoftmaxCrossEntropy {
         logits: Var,
         labels: Vec<u8>,
-        probs: Array2<f32>,
+        probs: Tensor,
     },
     MeanSquaredError(Var, Var),
     /// Saves the mask, already scaled by `1 / (1 - rate)`.
@@ -73,7 +74,7 @@ pub(crate) enum Op {
         x: Var,
         w: Var,
         window: Window,
-        cols: Array2<f32>,
+        cols: Tensor,
     },
     /// Saves the flat input index of each output's maximum.
     MaxPool2d {
@@ -86,6 +87,19 @@ pub(crate) enum Op {
         x: Var,
         window: Window,
     },
+}
+
+impl Op {
+    /// Gives the memory of the op's saved state to `pool`.
+    pub(super) fn recycle(self, pool: &mut super::Pool) {
+        match self {
+            Op::SoftmaxCrossEntropy { probs: t, .. }
+            | Op::Dropout { mask: t, .. }
+            | Op::Conv2d { cols: t, .. } => pool.give(t),
+            Op::MaxPool2d { argmax, .. } => pool.give_indices(argmax),
+            _ => {}
+        }
+    }
 }
 
 impl Tape<'_> {
@@ -125,17 +139,12 @@ impl Tape<'_> {
         Ok(self.push(value, Op::Div(a, b), &[a, b]))
     }
 
-    fn binary(
-        &self,
-        op: &'static str,
-        a: Var,
-        b: Var,
-        f: impl Fn(&Tensor, &Tensor) -> Tensor,
-    ) -> Result<Tensor> {
+    fn binary(&self, op: &'static str, a: Var, b: Var, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
         let (x, y) = (self.value(a), self.value(b));
         // Checked first so the error names the op; ndarray would only panic.
-        tensor::broadcast_shape(op, x.shape(), y.shape())?;
-        Ok(f(x, y))
+        let mut out = self.alloc(&tensor::broadcast_shape(op, x.shape(), y.shape())?);
+        Zip::from(&mut out).and_broadcast(x).and_broadcast(y).for_each(|o, &x, &y| *o = f(x, y));
+        Ok(out)
     }
 
     /// The matrix product of `[m, k]` and `[k, n]`.
@@ -148,7 +157,8 @@ impl Tape<'_> {
         if x.ncols() != y.nrows() {
             return Err(Error::mismatch("matmul", x.shape(), y.shape()));
         }
-        let value = cpu::matmul(&x, &y).into_dyn();
+        let mut value = self.alloc(&[x.nrows(), y.ncols()]);
+        cpu::matmul_into(&x, &y, matrix(&mut value), false);
         Ok(self.push(value, Op::MatMul(a, b), &[a, b]))
     }
 
@@ -158,7 +168,7 @@ impl Tape<'_> {
     /// When `axis` is out of range.
     pub fn sum(&mut self, x: Var, axis: usize) -> Result<Var> {
         tensor::check_axis("sum", self.value(x).shape(), axis)?;
-        let value = self.value(x).sum_axis(Axis(axis));
+        let value = self.sum_axis(x, axis, 1.0);
         Ok(self.push(value, Op::Sum { x, axis }, &[x]))
     }
 
@@ -172,8 +182,23 @@ impl Tape<'_> {
         if shape[axis] == 0 {
             return Err(Error::bad_shape("mean", shape, format!("axis {axis} is empty")));
         }
-        let value = self.value(x).mean_axis(Axis(axis)).expect("axis checked non-empty");
+        let value = self.sum_axis(x, axis, 1.0 / shape[axis] as f32);
         Ok(self.push(value, Op::Mean { x, axis }, &[x]))
+    }
+
+    /// The sum over `axis` times `scale`, adding whole sub-arrays in order along the axis.
+    fn sum_axis(&self, x: Var, axis: usize, scale: f32) -> Tensor {
+        let input = self.value(x);
+        let mut shape = input.shape().to_vec();
+        shape.remove(axis);
+        let mut out = self.alloc_zeros(&shape);
+        for sub in input.axis_iter(Axis(axis)) {
+            out += &sub;
+        }
+        if scale != 1.0 {
+            out *= scale;
+        }
+        out
     }
 
     /// The same elements in a new shape, read in row-major order.
@@ -181,8 +206,12 @@ impl Tape<'_> {
     /// # Errors
     /// When the element counts differ.
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
-        let value = reshape(self.value(x), shape)
-            .ok_or_else(|| Error::mismatch("reshape", self.value(x).shape(), shape))?;
+        let input = self.value(x);
+        if input.len() != shape.iter().product::<usize>() {
+            return Err(Error::mismatch("reshape", input.shape(), shape));
+        }
+        let mut value = self.alloc(shape);
+        copy_flat(input, &mut value);
         Ok(self.push(value, Op::Reshape(x), &[x]))
     }
 
@@ -202,7 +231,9 @@ impl Tape<'_> {
                 format!("{axes:?} is not a permutation of its axes"),
             ));
         }
-        let value = input.clone().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned();
+        let permuted = input.view().permuted_axes(IxDyn(axes));
+        let mut value = self.alloc(permuted.shape());
+        value.assign(&permuted);
         Ok(self.push(value, Op::Permute { x, axes: axes.to_vec() }, &[x]))
     }
 
@@ -222,7 +253,8 @@ impl Tape<'_> {
 
     /// An elementwise activation.
     pub fn activation(&mut self, x: Var, act: Activation) -> Var {
-        let value = cpu::map(self.value(x), act);
+        let mut value = self.alloc(self.value(x).shape());
+        cpu::map(self.value(x), act, &mut value);
         self.push(value, Op::Activation { x, act }, &[x])
     }
 
@@ -248,7 +280,8 @@ impl Tape<'_> {
     /// When `x` is a scalar.
     pub fn softmax(&mut self, x: Var) -> Result<Var> {
         self.check_has_axis("softmax", x)?;
-        let value = cpu::softmax(self.value(x));
+        let mut value = self.alloc(self.value(x).shape());
+        cpu::softmax(self.value(x), &mut value);
         Ok(self.push(value, Op::Softmax(x), &[x]))
     }
 
@@ -258,7 +291,8 @@ impl Tape<'_> {
     /// When `x` is a scalar.
     pub fn log_softmax(&mut self, x: Var) -> Result<Var> {
         self.check_has_axis("log_softmax", x)?;
-        let value = cpu::log_softmax(self.value(x));
+        let mut value = self.alloc(self.value(x).shape());
+        cpu::log_softmax(self.value(x), &mut value);
         Ok(self.push(value, Op::LogSoftmax(x), &[x]))
     }
 
@@ -277,7 +311,8 @@ impl Tape<'_> {
     /// When `logits` is not `[batch, classes]`, the label count differs from the batch, or a
     /// label is out of range.
     pub fn softmax_cross_entropy(&mut self, logits: Var, labels: &[u8]) -> Result<Var> {
-        let (loss, probs) = cpu::softmax_cross_entropy(self.value(logits), labels)?;
+        let mut probs = self.alloc(self.value(logits).shape());
+        let loss = cpu::softmax_cross_entropy(self.value(logits), labels, &mut probs)?;
         let op = Op::SoftmaxCrossEntropy { logits, labels: labels.to_vec(), probs };
         Ok(self.push(tensor::scalar(loss), op, &[logits]))
     }
@@ -291,7 +326,9 @@ impl Tape<'_> {
         if x.shape() != y.shape() || x.is_empty() {
             return Err(Error::mismatch("mean_squared_error", x.shape(), y.shape()));
         }
-        let loss = (x - y).mapv(|d| d * d).mean().expect("non-empty");
+        let mut sum = 0.0;
+        Zip::from(x).and(y).for_each(|&x, &y| sum += (x - y) * (x - y));
+        let loss = sum / x.len() as f32;
         Ok(self.push(tensor::scalar(loss), Op::MeanSquaredError(a, b), &[a, b]))
     }
 
@@ -305,8 +342,10 @@ impl Tape<'_> {
             return Err(Error::invalid("dropout", format!("rate {rate} is not in [0, 1)")));
         }
         let scale = 1.0 / (1.0 - rate);
-        let mask = self.value(x).mapv(|_| if keep() { scale } else { 0.0 });
-        let value = self.value(x) * &mask;
+        let mut mask = self.alloc(self.value(x).shape());
+        mask.iter_mut().for_each(|m| *m = if keep() { scale } else { 0.0 });
+        let mut value = self.alloc(self.value(x).shape());
+        Zip::from(&mut value).and(self.value(x)).and(&mask).for_each(|v, &x, &m| *v = x * m);
         Ok(self.push(value, Op::Dropout { x, rate, mask }, &[x]))
     }
 }
@@ -315,7 +354,8 @@ impl Tape<'_> {
     /// `x` raised elementwise to `exponent`; `pow(x, -0.5)` is the inverse square root that
     /// batch normalisation needs.
     pub fn pow(&mut self, x: Var, exponent: f32) -> Var {
-        let value = self.value(x).mapv(|v| v.powf(exponent));
+        let mut value = self.alloc(self.value(x).shape());
+        Zip::from(&mut value).and(self.value(x)).for_each(|v, &x| *v = x.powf(exponent));
         self.push(value, Op::Pow { x, exponent }, &[x])
     }
 
@@ -333,7 +373,9 @@ impl Tape<'_> {
                 format!("{start}..{} is not inside axis {axis}", start + len),
             ));
         }
-        let value = self.value(x).slice_axis(Axis(axis), Slice::from(start..start + len)).to_owned();
+        let part = self.value(x).slice_axis(Axis(axis), Slice::from(start..start + len));
+        let mut value = self.alloc(part.shape());
+        value.assign(&part);
         Ok(self.push(value, Op::Slice { x, axis, start }, &[x]))
     }
 
@@ -345,19 +387,25 @@ impl Tape<'_> {
         let Some(&first) = inputs.first() else {
             return Err(Error::invalid("concat", "needs at least one input"));
         };
-        tensor::check_axis("concat", self.value(first).shape(), axis)?;
-        let views: Vec<_> = inputs.iter().map(|&v| self.value(v).view()).collect();
-        let value = ndarray::concatenate(Axis(axis), &views).map_err(|_| {
-            let other = inputs
-                .iter()
-                .map(|&v| self.value(v).shape())
-                .find(|s| {
-                    s.len() != views[0].ndim()
-                        || s.iter().enumerate().any(|(i, &d)| i != axis && d != views[0].shape()[i])
-                })
-                .unwrap_or(views[0].shape());
-            Error::mismatch("concat", views[0].shape(), other)
-        })?;
+        let first_shape = self.value(first).shape();
+        tensor::check_axis("concat", first_shape, axis)?;
+        let fits = |s: &[usize]| {
+            s.len() == first_shape.len()
+                && s.iter().zip(first_shape).enumerate().all(|(i, (d, f))| i == axis || d == f)
+        };
+        if let Some(other) = inputs.iter().map(|&v| self.value(v).shape()).find(|s| !fits(s)) {
+            return Err(Error::mismatch("concat", first_shape, other));
+        }
+        let mut shape = first_shape.to_vec();
+        shape[axis] = inputs.iter().map(|&v| self.value(v).shape()[axis]).sum();
+        let mut value = self.alloc(&shape);
+        let mut start = 0;
+        for &input in inputs {
+            let part = self.value(input);
+            let len = part.shape()[axis];
+            value.slice_axis_mut(Axis(axis), Slice::from(start..start + len)).assign(part);
+            start += len;
+        }
         Ok(self.push(value, Op::Concat { inputs: inputs.to_vec(), axis }, inputs))
     }
 
@@ -389,16 +437,17 @@ impl Tape<'_> {
                 format!("a {kh}x{kw} kernel with stride {stride:?} and padding {padding:?} does not fit"),
             ));
         };
-        let cols = conv::im2col(&input, &window);
+        let mut cols = self.alloc(&[n * oh * ow, c * kh * kw]);
+        conv::im2col(&input, &window, matrix(&mut cols));
         let w_mat = weight.to_shape((filters, c * kh * kw)).expect("contiguous weights");
-        let out = cpu::matmul(&cols.view(), &w_mat.t());
-        let value = out
-            .into_shape_with_order((n, oh, ow, filters))
-            .expect("rows are (batch, y, x)")
-            .permuted_axes([0, 3, 1, 2])
-            .as_standard_layout()
-            .into_owned()
-            .into_dyn();
+        // Rows (batch, y, x) by filters, then moved to [batch, filters, y, x].
+        let mut rows = self.alloc(&[n, oh, ow, filters]);
+        let rows_mat = rows.view_mut().into_shape_with_order((n * oh * ow, filters)).expect("contiguous");
+        let cols_mat = cols.view().into_dimensionality::<Ix2>().expect("made as a matrix");
+        cpu::matmul_into(&cols_mat, &w_mat.t(), rows_mat, false);
+        let mut value = self.alloc(&[n, filters, oh, ow]);
+        value.assign(&rows.view().permuted_axes(IxDyn(&[0, 3, 1, 2])));
+        self.recycle(rows);
         Ok(self.push(value, Op::Conv2d { x, w, window, cols }, &[x, w]))
     }
 
@@ -407,9 +456,11 @@ impl Tape<'_> {
     /// # Errors
     /// When `x` is not `[batch, channels, h, w]` or the window does not fit.
     pub fn max_pool2d(&mut self, x: Var, kernel: (usize, usize), stride: (usize, usize)) -> Result<Var> {
-        let window = self.pool_window("max_pool2d", x, kernel, stride)?;
-        let (value, argmax) = conv::max_pool(&as4("max_pool2d", self.value(x))?, &window);
-        Ok(self.push(value.into_dyn(), Op::MaxPool2d { x, window, argmax }, &[x]))
+        let (window, shape) = self.pool_window("max_pool2d", x, kernel, stride)?;
+        let mut value = self.alloc(&shape);
+        let mut argmax = self.pool.borrow_mut().take_indices(value.len());
+        conv::max_pool(&as4("max_pool2d", self.value(x))?, &window, as4_mut(&mut value), &mut argmax);
+        Ok(self.push(value, Op::MaxPool2d { x, window, argmax }, &[x]))
     }
 
     /// Average pooling over `kernel` windows moved by `stride`, without padding.
@@ -417,29 +468,31 @@ impl Tape<'_> {
     /// # Errors
     /// When `x` is not `[batch, channels, h, w]` or the window does not fit.
     pub fn avg_pool2d(&mut self, x: Var, kernel: (usize, usize), stride: (usize, usize)) -> Result<Var> {
-        let window = self.pool_window("avg_pool2d", x, kernel, stride)?;
-        let value = conv::avg_pool(&as4("avg_pool2d", self.value(x))?, &window);
-        Ok(self.push(value.into_dyn(), Op::AvgPool2d { x, window }, &[x]))
+        let (window, shape) = self.pool_window("avg_pool2d", x, kernel, stride)?;
+        let mut value = self.alloc(&shape);
+        conv::avg_pool(&as4("avg_pool2d", self.value(x))?, &window, as4_mut(&mut value));
+        Ok(self.push(value, Op::AvgPool2d { x, window }, &[x]))
     }
 
+    /// The window over `x`, and the output's shape `[batch, channels, out_h, out_w]`.
     fn pool_window(
         &self,
         op: &'static str,
         x: Var,
         kernel: (usize, usize),
         stride: (usize, usize),
-    ) -> Result<Window> {
+    ) -> Result<(Window, [usize; 4])> {
         let input = as4(op, self.value(x))?;
         let window = Window { kernel, stride, padding: (0, 0, 0, 0) };
-        let (_, _, h, w) = input.dim();
-        if kernel.0 == 0 || kernel.1 == 0 || window.output_size((h, w)).is_none() {
-            return Err(Error::bad_shape(
+        let (n, c, h, w) = input.dim();
+        match window.output_size((h, w)) {
+            Some((oh, ow)) if kernel.0 > 0 && kernel.1 > 0 => Ok((window, [n, c, oh, ow])),
+            _ => Err(Error::bad_shape(
                 op,
                 input.shape(),
                 format!("a {kernel:?} window with stride {stride:?} does not fit"),
-            ));
+            )),
         }
-        Ok(window)
     }
 }
 
@@ -449,10 +502,21 @@ pub(crate) fn as4<'a>(op: &'static str, t: &'a Tensor) -> Result<ndarray::ArrayV
         .map_err(|_| Error::bad_shape(op, t.shape(), "expects [batch, channels, height, width]"))
 }
 
-/// `t` in a new shape with the same element count, read in row-major order.
-pub(crate) fn reshape(t: &Tensor, shape: &[usize]) -> Option<Tensor> {
-    if t.len() != shape.iter().product::<usize>() {
-        return None;
+/// A tensor the tape made (contiguous, two axes) as a matrix to write into.
+pub(crate) fn matrix(t: &mut Tensor) -> ndarray::ArrayViewMut2<'_, f32> {
+    t.view_mut().into_dimensionality::<Ix2>().expect("a matrix made by the tape")
+}
+
+/// A tensor the tape made (contiguous, four axes) as `[batch, channels, h, w]` to write into.
+pub(crate) fn as4_mut(t: &mut Tensor) -> ndarray::ArrayViewMut4<'_, f32> {
+    t.view_mut().into_dimensionality::<Ix4>().expect("a 4-d tensor made by the tape")
+}
+
+/// Copies the elements of `from` into `to`, in row-major order, whatever their shapes.
+pub(crate) fn copy_flat(from: &Tensor, to: &mut Tensor) {
+    let to = to.as_slice_mut().expect("tensors made by the tape are contiguous");
+    match from.as_slice() {
+        Some(from) => to.copy_from_slice(from),
+        None => to.iter_mut().zip(from.iter()).for_each(|(t, &f)| *t = f),
     }
-    t.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).ok()
 }

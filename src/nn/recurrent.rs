@@ -5,10 +5,7 @@
 //! the previous state, biases `[gates * units]`; gates side by side in the order given on
 //! each cell. Inputs are `[batch, time, features]`; the state starts at zero.
 
-use ndarray::IxDyn;
-
 use crate::autograd::{ParamId, Tape, Var};
-use crate::tensor::Tensor;
 use crate::Result;
 
 /// Which recurrent cell a layer runs.
@@ -82,8 +79,8 @@ impl Recurrent {
         let projected = tape.reshape(projected, &[batch, time, self.cell.gates() * h_units])?;
         let u = tape.param(self.u);
 
-        let mut h = tape.input(Tensor::zeros(IxDyn(&[batch, h_units])));
-        let mut c = tape.input(Tensor::zeros(IxDyn(&[batch, h_units])));
+        let mut h = tape.zeros(&[batch, h_units]);
+        let mut c = tape.zeros(&[batch, h_units]);
         let mut outputs = Vec::with_capacity(if self.return_sequences { time } else { 0 });
         for t in 0..time {
             let xt = tape.slice(projected, 1, t, 1)?;

@@ -3,7 +3,7 @@
 //! A tensor is a plain [`ndarray::ArrayD<f32>`]; this module adds the broadcasting rules of
 //! numpy and the reduction that undoes a broadcast in the backward pass.
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
 
 use crate::{Error, Result};
 
@@ -50,19 +50,25 @@ pub fn broadcast_shape(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result
         .collect()
 }
 
-/// Sums `grad` down to `shape`, undoing a broadcast: the gradient of a broadcast operand is
-/// the sum over every position it was copied to.
-pub fn sum_to_shape(grad: Tensor, shape: &[usize]) -> Tensor {
-    let mut grad = grad;
-    while grad.ndim() > shape.len() {
-        grad = grad.sum_axis(Axis(0));
-    }
-    for (axis, &size) in shape.iter().enumerate() {
-        if size == 1 && grad.shape()[axis] != 1 {
-            grad = grad.sum_axis(Axis(axis)).insert_axis(Axis(axis));
+/// Adds `grad` onto `acc`, undoing a broadcast: where `acc` has fewer axes or a 1 against a
+/// longer axis of `grad`, the gradient of that broadcast operand is the sum over every
+/// position it was copied to.
+pub fn add_reduced(mut acc: ArrayViewMutD<f32>, grad: ArrayViewD<f32>) {
+    if acc.ndim() < grad.ndim() {
+        for sub in grad.axis_iter(Axis(0)) {
+            add_reduced(acc.view_mut(), sub);
         }
+        return;
     }
-    grad
+    match (0..grad.ndim()).find(|&a| acc.shape()[a] == 1 && grad.shape()[a] != 1) {
+        Some(axis) => {
+            let mut acc = acc.index_axis_move(Axis(axis), 0);
+            for sub in grad.axis_iter(Axis(axis)) {
+                add_reduced(acc.view_mut(), sub);
+            }
+        }
+        None => Zip::from(&mut acc).and(&grad).for_each(|a, &g| *a += g),
+    }
 }
 
 /// Checks that `axis` names a dimension of `shape`.
@@ -91,9 +97,16 @@ mod tests {
     }
 
     #[test]
-    fn sum_to_shape_undoes_broadcast() {
+    fn add_reduced_undoes_broadcast() {
         let grad = Tensor::ones(IxDyn(&[2, 4, 3]));
-        assert_eq!(sum_to_shape(grad.clone(), &[3]), Tensor::from_elem(IxDyn(&[3]), 8.0));
-        assert_eq!(sum_to_shape(grad, &[4, 1]), Tensor::from_elem(IxDyn(&[4, 1]), 6.0));
+        let mut acc = Tensor::ones(IxDyn(&[3]));
+        add_reduced(acc.view_mut(), grad.view());
+        assert_eq!(acc, Tensor::from_elem(IxDyn(&[3]), 9.0));
+        let mut acc = Tensor::zeros(IxDyn(&[4, 1]));
+        add_reduced(acc.view_mut(), grad.view());
+        assert_eq!(acc, Tensor::from_elem(IxDyn(&[4, 1]), 6.0));
+        let mut acc = Tensor::zeros(IxDyn(&[2, 1, 3]));
+        add_reduced(acc.view_mut(), grad.view());
+        assert_eq!(acc, Tensor::from_elem(IxDyn(&[2, 1, 3]), 4.0));
     }
 }

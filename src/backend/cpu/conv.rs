@@ -1,7 +1,7 @@
 //! 2-d convolution by im2col: every receptive field becomes a row of a matrix, so the
 //! convolution is one matrix product, and its backward pass two more plus a scatter (col2im).
 
-use ndarray::{s, Array2, Array4, ArrayView4, Axis};
+use ndarray::{s, ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, Axis};
 
 use super::for_each_chunk;
 
@@ -42,17 +42,18 @@ impl Window {
 
 /// Receptive fields as rows: `[batch * out_h * out_w, channels * kh * kw]`, rows in
 /// (batch, y, x) order and columns in (channel, ky, kx) order, matching a weight tensor
-/// `[filters, channels, kh, kw]` flattened to `[filters, channels * kh * kw]`. Images are
-/// unrolled in parallel with the `threads` feature.
-pub fn im2col(x: &ArrayView4<f32>, win: &Window) -> Array2<f32> {
+/// `[filters, channels, kh, kw]` flattened to `[filters, channels * kh * kw]`. Every element
+/// of `cols` (contiguous) is written. Images are unrolled in parallel with the `threads`
+/// feature.
+pub fn im2col(x: &ArrayView4<f32>, win: &Window, mut cols: ArrayViewMut2<f32>) {
     let (n, c, h, w) = x.dim();
     let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
     let (kh, kw) = win.kernel;
     let (sh, sw) = win.stride;
     let (pt, _, pl, _) = win.padding;
     let row_len = c * kh * kw;
-    let mut cols = Array2::zeros((n * oh * ow, row_len));
-    let slice = cols.as_slice_mut().expect("a new matrix is contiguous");
+    assert_eq!(cols.dim(), (n * oh * ow, row_len), "im2col: the output does not fit");
+    let slice = cols.as_slice_mut().expect("im2col: the output must be contiguous");
     for_each_chunk(slice, oh * ow * row_len, |b, image_rows| {
         let image = x.index_axis(Axis(0), b);
         for (pixel, out) in image_rows.chunks_exact_mut(row_len).enumerate() {
@@ -62,27 +63,25 @@ pub fn im2col(x: &ArrayView4<f32>, win: &Window) -> Array2<f32> {
                     let iy = (y * sh + ky) as isize - pt as isize;
                     for kx in 0..kw {
                         let ix = (x0 * sw + kx) as isize - pl as isize;
-                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            out[(ch * kh + ky) * kw + kx] = image[[ch, iy as usize, ix as usize]];
-                        }
+                        let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
+                        out[(ch * kh + ky) * kw + kx] =
+                            if inside { image[[ch, iy as usize, ix as usize]] } else { 0.0 };
                     }
                 }
             }
         }
     });
-    cols
 }
 
-/// The adjoint of [`im2col`]: adds every row entry back to the input position it came from.
-/// Images are gathered in parallel with the `threads` feature.
-pub fn col2im(cols: &Array2<f32>, shape: (usize, usize, usize, usize), win: &Window) -> Array4<f32> {
-    let (_, c, h, w) = shape;
+/// The adjoint of [`im2col`]: adds every row entry back onto the position of `x` (contiguous)
+/// it came from. Images are gathered in parallel with the `threads` feature.
+pub fn col2im(cols: &ArrayView2<f32>, win: &Window, mut x: ArrayViewMut4<f32>) {
+    let (_, c, h, w) = x.dim();
     let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
     let (kh, kw) = win.kernel;
     let (sh, sw) = win.stride;
     let (pt, _, pl, _) = win.padding;
-    let mut x = Array4::zeros(shape);
-    let slice = x.as_slice_mut().expect("a new array is contiguous");
+    let slice = x.as_slice_mut().expect("col2im: the output must be contiguous");
     for_each_chunk(slice, c * h * w, |b, image| {
         let rows = cols.slice(s![b * oh * ow..(b + 1) * oh * ow, ..]);
         for (pixel, values) in rows.outer_iter().enumerate() {
@@ -104,17 +103,16 @@ pub fn col2im(cols: &Array2<f32>, shape: (usize, usize, usize, usize), win: &Win
             }
         }
     });
-    x
 }
 
-/// Max pooling; returns the output and, for each output element, the flat index in `x` of
-/// the maximum it took, so that the backward pass is a scatter. A window's first element
+/// Max pooling into `out`; `argmax` receives, for each output element, the flat index in `x`
+/// of the maximum it took, so that the backward pass is a scatter. A window's first element
 /// stands until a larger one comes. Images are pooled in parallel with the `threads` feature.
-pub fn max_pool(x: &ArrayView4<f32>, win: &Window) -> (Array4<f32>, Vec<usize>) {
-    let (n, c, h, w) = x.dim();
-    let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
-    let mut argmax = vec![0; n * c * oh * ow];
-    for_each_chunk(&mut argmax, c * oh * ow, |b, image| {
+pub fn max_pool(x: &ArrayView4<f32>, win: &Window, mut out: ArrayViewMut4<f32>, argmax: &mut [usize]) {
+    let (_, c, h, w) = x.dim();
+    let (_, _, oh, ow) = out.dim();
+    assert_eq!(argmax.len(), out.len(), "max_pool: one argmax per output");
+    for_each_chunk(argmax, c * oh * ow, |b, image| {
         for (i, at) in image.iter_mut().enumerate() {
             let (ch, oy, ox) = (i / (oh * ow), (i / ow) % oh, i % ow);
             let (y0, x0) = (oy * win.stride.0, ox * win.stride.1);
@@ -131,37 +129,29 @@ pub fn max_pool(x: &ArrayView4<f32>, win: &Window) -> (Array4<f32>, Vec<usize>) 
         }
     });
     let flat = |at: usize| (at / (c * h * w), (at / (h * w)) % c, (at / w) % h, at % w);
-    let out = Array4::from_shape_fn((n, c, oh, ow), |(b, ch, y, x0)| {
-        let (b, ch, iy, ix) = flat(argmax[((b * c + ch) * oh + y) * ow + x0]);
-        x[[b, ch, iy, ix]]
-    });
-    (out, argmax)
+    for (o, &at) in out.iter_mut().zip(argmax.iter()) {
+        *o = x[flat(at)];
+    }
 }
 
-/// Average pooling over windows that lie inside the input (no padding).
-pub fn avg_pool(x: &ArrayView4<f32>, win: &Window) -> Array4<f32> {
-    let (n, c, h, w) = x.dim();
-    let (oh, ow) = win.output_size((h, w)).expect("window checked by the caller");
+/// Average pooling into `out`, over windows that lie inside the input (no padding).
+pub fn avg_pool(x: &ArrayView4<f32>, win: &Window, mut out: ArrayViewMut4<f32>) {
     let area = (win.kernel.0 * win.kernel.1) as f32;
-    Array4::from_shape_fn((n, c, oh, ow), |(b, ch, y, x0)| {
+    for ((b, ch, y, x0), o) in out.indexed_iter_mut() {
         let mut sum = 0.0;
         for ky in 0..win.kernel.0 {
             for kx in 0..win.kernel.1 {
                 sum += x[[b, ch, y * win.stride.0 + ky, x0 * win.stride.1 + kx]];
             }
         }
-        sum / area
-    })
+        *o = sum / area;
+    }
 }
 
-/// The adjoint of [`avg_pool`]: each output gradient spread evenly over its window.
-pub fn avg_pool_backward(
-    g: &ArrayView4<f32>,
-    shape: (usize, usize, usize, usize),
-    win: &Window,
-) -> Array4<f32> {
+/// The adjoint of [`avg_pool`]: each output gradient spread evenly over its window, added
+/// onto `dx`.
+pub fn avg_pool_backward(g: &ArrayView4<f32>, win: &Window, mut dx: ArrayViewMut4<f32>) {
     let area = (win.kernel.0 * win.kernel.1) as f32;
-    let mut dx = Array4::zeros(shape);
     for ((b, ch, y, x0), &v) in g.indexed_iter() {
         for ky in 0..win.kernel.0 {
             for kx in 0..win.kernel.1 {
@@ -169,12 +159,12 @@ pub fn avg_pool_backward(
             }
         }
     }
-    dx
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::{Array2, Array4};
 
     #[test]
     fn same_padding_keeps_the_size_at_stride_1_and_ceils_at_stride_2() {
@@ -192,9 +182,10 @@ mod tests {
     fn im2col_then_col2im_counts_how_often_each_input_is_used() {
         let x = Array4::<f32>::ones((1, 1, 3, 3));
         let win = Window { kernel: (2, 2), stride: (1, 1), padding: (0, 0, 0, 0) };
-        let cols = im2col(&x.view(), &win);
-        assert_eq!(cols.dim(), (4, 4));
-        let back = col2im(&cols, (1, 1, 3, 3), &win);
+        let mut cols = Array2::from_elem((4, 4), f32::NAN);
+        im2col(&x.view(), &win, cols.view_mut());
+        let mut back = Array4::zeros((1, 1, 3, 3));
+        col2im(&cols.view(), &win, back.view_mut());
         // The centre sits in all four 2x2 windows, the corners in one.
         assert_eq!(back[[0, 0, 1, 1]], 4.0);
         assert_eq!(back[[0, 0, 0, 0]], 1.0);

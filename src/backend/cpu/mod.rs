@@ -95,8 +95,15 @@ pub fn as_matrix<'a>(op: &'static str, t: &'a Tensor) -> Result<ArrayView2<'a, f
 /// (its SIMD128 kernel in wasm), split across cores with the `threads` feature.
 pub fn matmul(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    gemm_into(a.view(), b.view(), c.view_mut(), pieces(a.nrows(), a.ncols(), b.ncols()));
+    matmul_into(a, b, c.view_mut(), false);
     c
+}
+
+/// `c = a @ b`, or `c += a @ b` when `accumulate`; with `c` overwritten, what it held before
+/// is never read.
+pub fn matmul_into(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: ArrayViewMut2<f32>, accumulate: bool) {
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    gemm_into(a.view(), b.view(), c, beta, pieces(a.nrows(), a.ncols(), b.ncols()));
 }
 
 /// How many threads the CPU kernels split work across: rayon's pool with the `threads`
@@ -151,10 +158,10 @@ fn pieces(m: usize, k: usize, n: usize) -> usize {
     (m * k * n / MIN_WORK_PER_THREAD).clamp(1, threads())
 }
 
-/// `c = a @ b`, cut into `pieces` along the longer side of `c`. Each piece is a whole sgemm
-/// over the full `k`, so the sums are formed in the same order as in one piece and the result
-/// does not depend on the thread count.
-fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, pieces: usize) {
+/// `c = a @ b + beta c`, cut into `pieces` along the longer side of `c`. Each piece is a whole
+/// sgemm over the full `k`, so the sums are formed in the same order as in one piece and the
+/// result does not depend on the thread count.
+fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, beta: f32, pieces: usize) {
     #[cfg(feature = "threads")]
     if pieces > 1 {
         let (m, n) = c.dim();
@@ -165,77 +172,78 @@ fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, 
             let at = cut(m);
             let (a0, a1) = a.split_at(Axis(0), at);
             let (c0, c1) = c.split_at(Axis(0), at);
-            rayon::join(|| gemm_into(a0, b, c0, first), || gemm_into(a1, b, c1, pieces - first));
+            rayon::join(|| gemm_into(a0, b, c0, beta, first), || gemm_into(a1, b, c1, beta, pieces - first));
         } else {
             let at = cut(n);
             let (b0, b1) = b.split_at(Axis(1), at);
             let (c0, c1) = c.split_at(Axis(1), at);
-            rayon::join(|| gemm_into(a, b0, c0, first), || gemm_into(a, b1, c1, pieces - first));
+            rayon::join(|| gemm_into(a, b0, c0, beta, first), || gemm_into(a, b1, c1, beta, pieces - first));
         }
         return;
     }
     let _ = pieces;
-    ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    ndarray::linalg::general_mat_mul(1.0, &a, &b, beta, &mut c);
 }
 
-/// Softmax over the last axis, shifted by the row maximum so `exp` cannot overflow.
-pub fn softmax(x: &Tensor) -> Tensor {
-    let mut out = x.to_owned();
-    let last = Axis(x.ndim() - 1);
-    for mut row in out.lanes_mut(last) {
+/// Softmax over the last axis into `out` (shaped like `x`), shifted by the row maximum so
+/// `exp` cannot overflow.
+pub fn softmax(x: &Tensor, out: &mut Tensor) {
+    out.assign(x);
+    for mut row in out.lanes_mut(Axis(x.ndim() - 1)) {
         let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         row.mapv_inplace(|v| (v - max).exp());
         let sum = row.sum();
         row.mapv_inplace(|v| v / sum);
     }
-    out
 }
 
-/// Log-softmax over the last axis: `x - max - ln(sum(exp(x - max)))`.
-pub fn log_softmax(x: &Tensor) -> Tensor {
-    let mut out = x.to_owned();
-    let last = Axis(x.ndim() - 1);
-    for mut row in out.lanes_mut(last) {
-        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let log_sum = row.fold(0.0, |s, &v| s + (v - max).exp()).ln();
-        row.mapv_inplace(|v| v - max - log_sum);
+/// Log-softmax over the last axis into `out` (shaped like `x`): `x - max - ln(sum(exp(x - max)))`.
+pub fn log_softmax(x: &Tensor, out: &mut Tensor) {
+    out.assign(x);
+    for row in out.lanes_mut(Axis(x.ndim() - 1)) {
+        log_softmax_row(row);
     }
-    out
 }
 
-/// Mean cross-entropy of softmax(`logits`) against integer `labels`, with the probabilities the
-/// backward pass needs.
+fn log_softmax_row(mut row: ndarray::ArrayViewMut1<f32>) {
+    let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let log_sum = row.fold(0.0, |s, &v| s + (v - max).exp()).ln();
+    row.mapv_inplace(|v| v - max - log_sum);
+}
+
+/// Mean cross-entropy of softmax(`logits`) against integer `labels`; the probabilities, which
+/// the backward pass needs, go into `probs` (shaped like `logits`).
 ///
 /// # Errors
 /// When `logits` is not `[batch, classes]`, the label count differs from the batch, or a label
 /// is not below the class count.
-pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u8]) -> Result<(f32, Array2<f32>)> {
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u8], probs: &mut Tensor) -> Result<f32> {
     const OP: &str = "softmax_cross_entropy";
-    let logits = as_matrix(OP, logits)?;
-    let (batch, classes) = logits.dim();
+    let (batch, classes) = as_matrix(OP, logits)?.dim();
     if labels.len() != batch {
         return Err(Error::mismatch(OP, &[batch, classes], &[labels.len()]));
     }
     if let Some(&bad) = labels.iter().find(|&&l| usize::from(l) >= classes) {
         return Err(Error::invalid(OP, format!("label {bad} is not below the class count {classes}")));
     }
-    let log_probs = log_softmax(&logits.to_owned().into_dyn());
-    let loss =
-        labels.iter().enumerate().map(|(i, &l)| -log_probs[[i, usize::from(l)]]).sum::<f32>() / batch as f32;
-    let probs = log_probs.mapv(f32::exp).into_dimensionality::<Ix2>().expect("2-d by construction");
-    Ok((loss, probs))
+    probs.assign(logits);
+    let mut loss = 0.0;
+    for (mut row, &label) in probs.outer_iter_mut().zip(labels) {
+        log_softmax_row(row.view_mut().into_dimensionality().expect("rows of a matrix"));
+        loss -= row[usize::from(label)];
+        row.mapv_inplace(f32::exp);
+    }
+    Ok(loss / batch as f32)
 }
 
-/// Applies `f` to `x`, keeping the layout.
-pub fn map(x: &Tensor, act: Activation) -> Tensor {
-    x.mapv(|v| act.f(v))
+/// `out = f(x)`, elementwise.
+pub fn map(x: &Tensor, act: Activation, out: &mut Tensor) {
+    Zip::from(out).and(x).for_each(|o, &v| *o = act.f(v));
 }
 
-/// `grad * f'(x)` for the activation's backward pass.
-pub fn map_backward(x: &Tensor, y: &Tensor, grad: &Tensor, act: Activation) -> Tensor {
-    let mut out = grad.to_owned();
-    Zip::from(&mut out).and(x).and(y).for_each(|g, &x, &y| *g *= act.df(x, y));
-    out
+/// `grad *= f'(x)`, in place, for the activation's backward pass.
+pub fn map_backward(x: &Tensor, y: &Tensor, grad: &mut Tensor, act: Activation) {
+    Zip::from(grad).and(x).and(y).for_each(|g, &x, &y| *g *= act.df(x, y));
 }
 
 #[cfg(test)]
@@ -246,7 +254,8 @@ mod tests {
     #[test]
     fn softmax_rows_sum_to_one_even_for_huge_logits() {
         let x = array![[1000.0f32, 1000.0], [-5.0, 5.0]].into_dyn();
-        let p = softmax(&x);
+        let mut p = x.clone();
+        softmax(&x, &mut p);
         assert_eq!(p[[0, 0]], 0.5);
         assert!((p.sum_axis(Axis(1)) - 1.0).iter().all(|d| d.abs() < 1e-6));
     }
@@ -257,12 +266,17 @@ mod tests {
             let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 31 + j * 17) % 13) as f32 / 7.0 - 0.9);
             let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 11) % 17) as f32 / 9.0 - 0.8);
             let mut whole = Array2::zeros((m, n));
-            gemm_into(a.view(), b.view(), whole.view_mut(), 1);
+            gemm_into(a.view(), b.view(), whole.view_mut(), 0.0, 1);
             assert!((&whole - &a.dot(&b)).iter().all(|d| d.abs() < 1e-4));
+            let mut twice = whole.clone();
+            gemm_into(a.view(), b.view(), twice.view_mut(), 1.0, 1);
+            assert!((&twice - &whole * 2.0).iter().all(|d| d.abs() < 1e-4));
             for pieces in [2, 3, 5] {
                 let mut cut = Array2::from_elem((m, n), f32::NAN);
-                gemm_into(a.view(), b.view(), cut.view_mut(), pieces);
+                gemm_into(a.view(), b.view(), cut.view_mut(), 0.0, pieces);
                 assert_eq!(cut, whole, "{m}x{k} @ {k}x{n} in {pieces} pieces");
+                gemm_into(a.view(), b.view(), cut.view_mut(), 1.0, pieces);
+                assert_eq!(cut, twice, "accumulated, {m}x{k} @ {k}x{n} in {pieces} pieces");
             }
         }
     }
@@ -270,10 +284,12 @@ mod tests {
     #[test]
     fn cross_entropy_of_uniform_logits_is_ln_classes() {
         let logits = Tensor::zeros(ndarray::IxDyn(&[3, 10]));
-        let (loss, _) = softmax_cross_entropy(&logits, &[0, 4, 9]).unwrap();
+        let mut probs = logits.clone();
+        let loss = softmax_cross_entropy(&logits, &[0, 4, 9], &mut probs).unwrap();
         // -ln(1/10) = ln 10
         assert!((loss - 10f32.ln()).abs() < 1e-6);
-        let err = softmax_cross_entropy(&logits, &[0, 4, 10]).unwrap_err().to_string();
+        assert!(probs.iter().all(|&p| (p - 0.1).abs() < 1e-6));
+        let err = softmax_cross_entropy(&logits, &[0, 4, 10], &mut probs).unwrap_err().to_string();
         assert_eq!(err, "softmax_cross_entropy: label 10 is not below the class count 10");
     }
 }
