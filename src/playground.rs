@@ -460,8 +460,7 @@ impl Playground {
         if self.trainer.is_busy() {
             return Ok(Progress::Busy);
         }
-        let batch: Vec<Sample> = self.order[self.position..self.position + batch_size].to_vec();
-        let (images, labels) = self.batch(&batch);
+        let (images, labels) = self.batch(self.position..self.position + batch_size);
         let stats = self.trainer.submit_step(images, &labels)?;
         self.position += batch_size;
         let epoch_finished = complete && self.position == self.order.len();
@@ -488,18 +487,24 @@ impl Playground {
         self.checked = arrived;
     }
 
-    fn batch(&self, samples: &[Sample]) -> (Tensor, Vec<u8>) {
+    /// The samples at `positions` of the epoch's order as a batch, in memory the trainer's
+    /// last step gave back.
+    fn batch(&mut self, positions: std::ops::Range<usize>) -> (Tensor, Vec<u8>) {
         let data = self.data.as_ref().expect("samples exist only with data");
-        let mut images = Dataset::empty(self.examples.image_size().0, self.examples.image_size().1);
-        for &sample in samples {
+        let (rows, cols) = self.examples.image_size();
+        let mut images = self.trainer.batch_tensor(&[positions.len(), 1, rows, cols]);
+        let pixels = images.as_slice_mut().expect("a fresh batch is contiguous");
+        let mut labels = Vec::with_capacity(positions.len());
+        for (&sample, out) in self.order[positions].iter().zip(pixels.chunks_exact_mut(rows * cols)) {
             let (image, label) = match sample {
                 Sample::Stream(i) => (data.train.image(i), data.train.label(i)),
                 Sample::Example(i) => (self.examples.image(i), self.examples.labels()[i]),
             };
-            images.push(image, label).expect("sizes checked when the data arrived");
+            // Every image's size was checked against the examples' when it arrived.
+            preprocess::scale(image, out);
+            labels.push(label);
         }
-        let all: Vec<usize> = (0..images.len()).collect();
-        images.batch(&all)
+        (images, labels)
     }
 
     fn restart_epochs(&mut self) {

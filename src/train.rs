@@ -345,6 +345,12 @@ impl Trainer {
         self.clip_norm
     }
 
+    /// A tensor of `shape` for the next batch of images, made from memory the last step gave
+    /// back: every element must be written.
+    pub fn batch_tensor(&mut self, shape: &[usize]) -> Tensor {
+        self.pool.take(shape)
+    }
+
     /// One optimizer step on a batch of `images` shaped `[batch, ..input]` with `labels`,
     /// waiting for its results on the GPU (natively only: in a browser, use
     /// [`Trainer::submit_step`]).
@@ -436,8 +442,10 @@ impl Trainer {
         let mut order: Vec<usize> = (0..data.len()).collect();
         order.shuffle(&mut self.rng);
         let (mut loss, mut correct) = (0.0, 0.0);
+        let (rows, cols) = data.image_size();
         for indices in order.chunks(batch_size) {
-            let (images, labels) = data.batch(indices);
+            let mut images = self.batch_tensor(&[indices.len(), 1, rows, cols]);
+            let labels = data.batch_into(indices, &mut images);
             let stats = self.step(images, &labels)?;
             loss += stats.loss * stats.samples as f32;
             correct += stats.accuracy * stats.samples as f32;

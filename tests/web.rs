@@ -2,12 +2,46 @@
 //! failures as JavaScript exceptions with readable messages.
 #![cfg(target_arch = "wasm32")]
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ferrograd::backend::cpu;
 use ferrograd::data::idx::encode;
 use ferrograd::web::Session;
+use ndarray::Array2;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+/// The allocator, counting the blocks of 1 KiB or more it hands out: any tensor of the
+/// models below is that large, and bookkeeping (a label list, a node of the tape) is not.
+struct CountingLarge;
+
+static LARGE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingLarge {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= 1024 {
+            LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size >= 1024 {
+            LARGE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingLarge = CountingLarge;
 
 /// Synthetic 28x28 "digits": class `c` lights a 7x7 block at a position of its own, plus a
 /// little deterministic noise, so that the classes are learnable but not trivial. Returns the
@@ -129,4 +163,43 @@ fn errors_arrive_as_exceptions_with_messages() {
     assert_eq!(message(err), "predict: 100 pixels are not a whole number of 784-pixel images");
     let err = session.add_example(&[0; 784], 11).err().unwrap();
     assert_eq!(message(err), "data: label 11 is not a digit 0-9");
+}
+
+#[wasm_bindgen_test]
+fn after_its_first_steps_training_allocates_no_tensor_memory() {
+    for preset in ["mlp", "cnn", "lstm", "gru"] {
+        let mut session = Session::new(preset, settings(r#"{"batchSize": 32}"#)).unwrap();
+        load(&mut session, 320, 50, 4096);
+        // The first step fills the trainer's pool; the second finds every buffer in it.
+        for _ in 0..2 {
+            session.step().unwrap();
+        }
+        let before = LARGE_BLOCKS.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            assert_eq!(get(&session.step().unwrap(), &["status"]), "trained");
+        }
+        let allocated = LARGE_BLOCKS.load(Ordering::Relaxed) - before;
+        assert_eq!(allocated, 0, "{preset}: three steps allocated {allocated} blocks of 1 KiB or more");
+    }
+}
+
+#[wasm_bindgen_test]
+fn products_on_the_simd128_kernel_match_the_definition() {
+    // Sizes around the kernel's 4 x 8 tile and its blocks, and transposed operands.
+    for (m, k, n) in [(1, 1, 1), (3, 5, 7), (4, 8, 8), (5, 9, 9), (65, 257, 257), (130, 600, 33)] {
+        let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 31 + j * 17) % 13) as f32 / 7.0 - 0.9);
+        let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 11) % 17) as f32 / 9.0 - 0.8);
+        let want = Array2::from_shape_fn((m, n), |(i, j)| (0..k).map(|p| a[[i, p]] * b[[p, j]]).sum::<f32>());
+        let close =
+            |got: &Array2<f32>| got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4 * (1.0 + w.abs()));
+        assert!(close(&cpu::matmul(&a.view(), &b.view())), "{m}x{k} @ {k}x{n}");
+        let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+        assert!(close(&cpu::matmul(&at.t(), &bt.t())), "transposed operands, {m}x{k} @ {k}x{n}");
+        let mut c = want.clone();
+        cpu::matmul_into(&a.view(), &b.view(), c.view_mut(), true);
+        assert!(
+            c.iter().zip(&want).all(|(c, w)| (c - 2.0 * w).abs() <= 2e-4 * (1.0 + w.abs())),
+            "accumulated"
+        );
+    }
 }

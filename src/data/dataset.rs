@@ -1,6 +1,6 @@
 //! Labelled images and the batches a model trains on.
 
-use ndarray::Array4;
+use ndarray::IxDyn;
 
 use super::{preprocess, IdxDecoder};
 use crate::tensor::Tensor;
@@ -67,7 +67,28 @@ impl Dataset {
     /// When an index is out of range.
     #[track_caller]
     pub fn batch(&self, indices: &[usize]) -> (Tensor, Vec<u8>) {
-        batch(&self.images, &self.labels, self.rows, self.cols, indices)
+        let mut images = Tensor::zeros(IxDyn(&[indices.len(), 1, self.rows, self.cols]));
+        let labels = self.batch_into(indices, &mut images);
+        (images, labels)
+    }
+
+    /// [`Dataset::batch`] into `images`, which must be `[indices.len(), 1, rows, cols]` and
+    /// contiguous (such as [`crate::train::Trainer::batch_tensor`] gives); returns the labels.
+    ///
+    /// # Panics
+    /// When an index is out of range or `images` has another shape.
+    #[track_caller]
+    pub fn batch_into(&self, indices: &[usize], images: &mut Tensor) -> Vec<u8> {
+        assert_eq!(
+            images.shape(),
+            [indices.len(), 1, self.rows, self.cols],
+            "batch_into: the tensor does not fit"
+        );
+        let out = images.as_slice_mut().expect("batch_into: the tensor must be contiguous");
+        for (&i, out) in indices.iter().zip(out.chunks_exact_mut(self.rows * self.cols)) {
+            preprocess::scale(self.image(i), out);
+        }
+        indices.iter().map(|&i| self.labels[i]).collect()
     }
 
     /// This set without its unreadable images (see [`preprocess::is_readable`]), and how many
@@ -108,18 +129,6 @@ impl Dataset {
     pub fn empty(rows: usize, cols: usize) -> Self {
         Dataset { images: Vec::new(), labels: Vec::new(), rows, cols }
     }
-}
-
-/// Images at `indices` from row-major `images` as a `[batch, 1, rows, cols]` tensor in
-/// `[0, 1]`, and their labels.
-fn batch(images: &[u8], labels: &[u8], rows: usize, cols: usize, indices: &[usize]) -> (Tensor, Vec<u8>) {
-    let n = rows * cols;
-    let mut pixels = Vec::with_capacity(indices.len() * n);
-    for &i in indices {
-        pixels.extend(images[i * n..(i + 1) * n].iter().map(|&p| f32::from(p) / 255.0));
-    }
-    let tensor = Array4::from_shape_vec((indices.len(), 1, rows, cols), pixels).expect("one image per index");
-    (tensor.into_dyn(), indices.iter().map(|&i| labels[i]).collect())
 }
 
 /// Builds a [`Dataset`] from an images stream and a labels stream fed in chunks, in any

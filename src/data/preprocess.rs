@@ -12,6 +12,14 @@ const MIN_INK: usize = 10;
 /// inverted (light digits on dark have most pixels "inked").
 const MAX_INK_SHARE: f32 = 0.5;
 
+/// Writes an image's pixels into `out` scaled to `[0, 1]`, the range the models take.
+pub fn scale(image: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(image.len(), out.len());
+    for (out, &p) in out.iter_mut().zip(image) {
+        *out = f32::from(p) / 255.0;
+    }
+}
+
 /// Whether an image looks like a digit that can be learnt from: not blank, not noise.
 pub fn is_readable(image: &[u8]) -> bool {
     let ink = image.iter().filter(|&&p| p >= INK).count();

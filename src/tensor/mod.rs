@@ -3,7 +3,7 @@
 //! A tensor is a plain [`ndarray::ArrayD<f32>`]; this module adds the broadcasting rules of
 //! numpy and the reduction that undoes a broadcast in the backward pass.
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Zip};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn, Slice, Zip};
 
 use crate::{Error, Result};
 
@@ -60,14 +60,23 @@ pub fn add_reduced(mut acc: ArrayViewMutD<f32>, grad: ArrayViewD<f32>) {
         }
         return;
     }
-    match (0..grad.ndim()).find(|&a| acc.shape()[a] == 1 && grad.shape()[a] != 1) {
-        Some(axis) => {
-            let mut acc = acc.index_axis_move(Axis(axis), 0);
-            for sub in grad.axis_iter(Axis(axis)) {
-                add_reduced(acc.view_mut(), sub);
+    let broadcast = (0..grad.ndim()).any(|a| acc.shape()[a] == 1 && grad.shape()[a] != 1);
+    if !broadcast {
+        Zip::from(&mut acc).and(&grad).for_each(|a, &g| *a += g);
+        return;
+    }
+    // Each element of `acc` takes the sum of the block of `grad` it was copied over.
+    let dims = acc.raw_dim();
+    for (index, a) in acc.indexed_iter_mut() {
+        let block = grad.slice_each_axis(|axis| {
+            let i = axis.axis.index();
+            if dims[i] == 1 {
+                Slice::from(..)
+            } else {
+                Slice::from(index[i]..index[i] + 1)
             }
-        }
-        None => Zip::from(&mut acc).and(&grad).for_each(|a, &g| *a += g),
+        });
+        *a += block.sum();
     }
 }
 

@@ -1,6 +1,10 @@
 //! CPU kernels: the reference implementation of every numerical routine the ops need.
 
 pub mod conv;
+// The product's kernel in wasm; natively only its tests run, matrixmultiply's AVX2/FMA
+// kernels being faster there.
+#[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
+mod gemm;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2, Zip};
 use serde::{Deserialize, Serialize};
@@ -91,8 +95,8 @@ pub fn as_matrix<'a>(op: &'static str, t: &'a Tensor) -> Result<ArrayView2<'a, f
     t.view().into_dimensionality::<Ix2>().map_err(|_| Error::bad_shape(op, t.shape(), "expects a matrix"))
 }
 
-/// `a @ b` for matrices `[m, k]` and `[k, n]`: matrixmultiply's packed, cache-blocked sgemm
-/// (its SIMD128 kernel in wasm), split across cores with the `threads` feature.
+/// `a @ b` for matrices `[m, k]` and `[k, n]`: a packed, cache-blocked sgemm (our SIMD128 one
+/// in wasm, matrixmultiply's natively), split across cores with the `threads` feature.
 pub fn matmul(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
     matmul_into(a, b, c.view_mut(), false);
@@ -161,7 +165,7 @@ fn pieces(m: usize, k: usize, n: usize) -> usize {
 /// `c = a @ b + beta c`, cut into `pieces` along the longer side of `c`. Each piece is a whole
 /// sgemm over the full `k`, so the sums are formed in the same order as in one piece and the
 /// result does not depend on the thread count.
-fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, beta: f32, pieces: usize) {
+fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta: f32, pieces: usize) {
     #[cfg(feature = "threads")]
     if pieces > 1 {
         let (m, n) = c.dim();
@@ -182,7 +186,10 @@ fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, 
         return;
     }
     let _ = pieces;
-    ndarray::linalg::general_mat_mul(1.0, &a, &b, beta, &mut c);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    gemm::gemm(a, b, c, beta);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    ndarray::linalg::general_mat_mul(1.0, &a, &b, beta, &mut { c });
 }
 
 /// Softmax over the last axis into `out` (shaped like `x`), shifted by the row maximum so
