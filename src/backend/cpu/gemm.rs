@@ -104,20 +104,31 @@ fn pack(out: &mut [f32], block: ArrayView2<f32>, width: usize) {
     }
 }
 
-/// The `MR x NR` tile `a_panel @ b_panel` over `kc` steps, as rows of two 4-lane halves.
+/// The `MR x NR` tile `a_panel @ b_panel` over `kc` steps, as rows of two 4-lane halves. The
+/// accumulators are spelled out, so that they live in registers whatever the optimiser's
+/// appetite for unrolling.
 #[inline(always)]
 fn kernel(kc: usize, a: &[f32], b: &[f32]) -> [[F32x4; 2]; MR] {
     let (a, b) = (&a[..kc * MR], &b[..kc * NR]);
-    let mut acc = [[F32x4::zero(); 2]; MR];
+    let zero = F32x4::zero();
+    let (mut c00, mut c01, mut c10, mut c11) = (zero, zero, zero, zero);
+    let (mut c20, mut c21, mut c30, mut c31) = (zero, zero, zero, zero);
     for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         let (b0, b1) = (F32x4::load(&b[..4]), F32x4::load(&b[4..]));
-        for (row, &a) in acc.iter_mut().zip(a) {
-            let a = F32x4::splat(a);
-            row[0] = row[0].mul_add(a, b0);
-            row[1] = row[1].mul_add(a, b1);
-        }
+        let a0 = F32x4::splat(a[0]);
+        c00 = c00.mul_add(a0, b0);
+        c01 = c01.mul_add(a0, b1);
+        let a1 = F32x4::splat(a[1]);
+        c10 = c10.mul_add(a1, b0);
+        c11 = c11.mul_add(a1, b1);
+        let a2 = F32x4::splat(a[2]);
+        c20 = c20.mul_add(a2, b0);
+        c21 = c21.mul_add(a2, b1);
+        let a3 = F32x4::splat(a[3]);
+        c30 = c30.mul_add(a3, b0);
+        c31 = c31.mul_add(a3, b1);
     }
-    acc
+    [[c00, c01], [c10, c11], [c20, c21], [c30, c31]]
 }
 
 /// Writes the top-left `rows x cols` of `tile` into `c` at `(i, j)`, plus `beta` times what
