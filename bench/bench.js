@@ -89,13 +89,14 @@ async function matmulGflops(run) {
 
 // ---------------------------------------------------------------- ferrograd
 
-const MODULES = { wasm: '../pkg/ferrograd.js', 'wasm-threads': '../pkg/threads/ferrograd.js', webgpu: '../pkg/gpu/ferrograd.js' };
+const BUILDS = { wasm: '../pkg/', 'wasm-threads': '../pkg/threads/', webgpu: '../pkg/gpu/' };
 
 async function ferrograd() {
   const onGpu = backend === 'webgpu';
-  if (!MODULES[backend]) throw new Error(`unknown ferrograd backend ${backend}`);
-  const module = await import(MODULES[backend]);
-  await module.default();
+  if (!BUILDS[backend]) throw new Error(`unknown ferrograd backend ${backend}`);
+  // As the playground's worker starts it.
+  const { startBuild } = await import('../www/start.js');
+  const module = await startBuild(BUILDS[backend]);
   if (backend === 'wasm-threads') {
     if (!crossOriginIsolated) throw new Error('threads need a cross-origin-isolated page');
     await module.initThreadPool(navigator.hardwareConcurrency);

@@ -58,6 +58,7 @@
 // carries on on the CPU from the weights last brought back, with a notice.
 
 import { forget, keep, kept } from './store.js';
+import { startBuild } from './start.js';
 import { streamUrl } from './stream.js';
 
 const SLICE_MS = 25;
@@ -394,8 +395,7 @@ async function loadModule() {
   if (wanted !== 'cpu') {
     const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
     if (adapter) {
-      const module = await import('../pkg/gpu/ferrograd.js');
-      await module.default();
+      const module = await startBuild('../pkg/gpu/');
       try {
         gpu = await module.requestGpu();
         return module;
@@ -411,17 +411,14 @@ async function loadModule() {
   // single-threaded module runs, with no error.
   if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
     try {
-      const module = await import('../pkg/threads/ferrograd.js');
-      await module.default();
+      const module = await startBuild('../pkg/threads/');
       await module.initThreadPool(navigator.hardwareConcurrency);
       return module;
     } catch (error) {
       console.warn(`ferrograd: threads could not start, training on one: ${errorText(error)}`);
     }
   }
-  const module = await import('../pkg/ferrograd.js');
-  await module.default();
-  return module;
+  return startBuild('../pkg/');
 }
 
 try {

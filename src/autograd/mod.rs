@@ -238,7 +238,7 @@ impl<'p> Tape<'p> {
     }
 
     /// Records the result of an op whose operands are `inputs`. Off the record, or when no
-    /// operand needs a gradient, the op's saved state is dropped on the spot.
+    /// operand needs a gradient, the op's saved state goes back to the pool on the spot.
     fn push(&mut self, value: Tensor, op: ops::Op, inputs: &[Var]) -> Var {
         let needs_grad = self.recording && inputs.iter().any(|v| self.nodes[v.0].needs_grad);
         let op = if needs_grad || self.keep_ops {
