@@ -6,13 +6,13 @@
 //! part of it). Broadcast operands get their gradient summed back to their own shape. Every
 //! temporary comes from the tape's pool and goes back to it.
 
-use ndarray::{ArrayView2, ArrayViewD, Axis, Ix2, IxDyn, Slice, Zip};
+use ndarray::{ArrayView2, ArrayViewD, Axis, IxDyn, Slice, Zip};
 
 use crate::backend::cpu::{self, conv};
 use crate::tensor::{self, Tensor};
 use crate::{Error, Result};
 
-use super::ops::{as4, as4_mut, Op};
+use super::ops::{as4, as4_mut, matrix, Op};
 use super::{ParamId, Pool, Tape, Var};
 
 /// The gradients of one backward pass: of every parameter used, and of every
@@ -248,7 +248,7 @@ impl Tape<'_> {
                 // col2im scatters dcols back onto the input.
                 let weight = self.value(*w);
                 let filters = weight.shape()[0];
-                let cols = cols.view().into_dimensionality::<Ix2>().expect("saved as a matrix");
+                let cols = cpu::as_matrix("conv2d backward", cols)?;
                 let (n, _, oh, ow) = as4("conv2d backward", &g)?.dim();
                 let mut g_rows = self.alloc(&[n, oh, ow, filters]);
                 g_rows.assign(&g.view().permuted_axes(IxDyn(&[0, 2, 3, 1])));
@@ -257,11 +257,9 @@ impl Tape<'_> {
                 if self.needs_grad(*x) {
                     let w_mat = weight.to_shape((filters, cols.ncols())).expect("contiguous weights");
                     let mut dcols = self.alloc(cols.shape());
-                    let dcols_mat = dcols.view_mut().into_dimensionality::<Ix2>().expect("made as a matrix");
-                    cpu::matmul_into(&g_mat, &w_mat.view(), dcols_mat, false);
+                    cpu::matmul_into(&g_mat, &w_mat.view(), matrix(&mut dcols), false);
                     let dx = self.slot(grads, *x).expect("needs a gradient");
-                    let dcols_mat = dcols.view().into_dimensionality::<Ix2>().expect("made as a matrix");
-                    conv::col2im(&dcols_mat, window, as4_mut(dx));
+                    conv::col2im(&cpu::as_matrix("conv2d backward", &dcols)?, window, as4_mut(dx));
                     self.recycle(dcols);
                 }
                 self.recycle(g_rows);

@@ -443,8 +443,7 @@ impl Tape<'_> {
         // Rows (batch, y, x) by filters, then moved to [batch, filters, y, x].
         let mut rows = self.alloc(&[n, oh, ow, filters]);
         let rows_mat = rows.view_mut().into_shape_with_order((n * oh * ow, filters)).expect("contiguous");
-        let cols_mat = cols.view().into_dimensionality::<Ix2>().expect("made as a matrix");
-        cpu::matmul_into(&cols_mat, &w_mat.t(), rows_mat, false);
+        cpu::matmul_into(&cpu::as_matrix("conv2d", &cols)?, &w_mat.t(), rows_mat, false);
         let mut value = self.alloc(&[n, filters, oh, ow]);
         value.assign(&rows.view().permuted_axes(IxDyn(&[0, 3, 1, 2])));
         self.recycle(rows);
