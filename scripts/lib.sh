@@ -119,6 +119,9 @@ build_wasm() {
   node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-threads \
     "$out/ferrograd_bg.wasm" -o "$out/ferrograd_bg.wasm"
+  # The generated bindings are a third of their size minified (32 KB to 13 for the CPU module).
+  node_modules/.bin/esbuild "$out/ferrograd.js" --minify --format=esm --log-level=warning \
+    --outfile="$out/ferrograd.js" --allow-overwrite
 }
 
 # What the ONNX export test runs its checks with.

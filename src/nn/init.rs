@@ -2,12 +2,12 @@
 
 use ndarray::IxDyn;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::tensor::Tensor;
 
 /// How a layer's weights are drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Init {
     /// Uniform in `±sqrt(6 / (fan_in + fan_out))` (Glorot & Bengio 2010), the Keras default.

@@ -4,7 +4,7 @@
 //! Every kernel takes its sizes in a small storage buffer of `u32` words (`p` in the WGSL;
 //! floats as their bits) at binding 0 and its operands at bindings 1 and up. A [`Dispatch`]
 //! is one kernel bound to its buffers with its sizes, built once and run as often as wanted,
-//! so that a training step ([`plan`]) allocates nothing.
+//! so that a training step (`plan.rs`) allocates nothing.
 
 mod engine;
 mod plan;

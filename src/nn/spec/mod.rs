@@ -10,8 +10,10 @@
 //! [`ModelSpec::from_json`] reports a bad spec by the JSON path of the offending value, for
 //! example `layers[1].units`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
+
+mod read;
 
 use super::Init;
 use crate::backend::cpu::conv::Window;
@@ -19,11 +21,10 @@ use crate::backend::cpu::Activation;
 use crate::{Error, Result};
 
 /// A whole model: the shape of one input sample and the layers in order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ModelSpec {
-    /// The shape of one sample, without the batch axis: `[channels, height, width]` for images.
-    #[serde(default = "mnist_input")]
+    /// The shape of one sample, without the batch axis: `[channels, height, width]` for images;
+    /// MNIST's `[1, 28, 28]` when absent.
     pub input: Vec<usize>,
     /// Standardisation applied to the raw `[0, 1]` pixels before the first layer; none when
     /// absent. Part of the model so that saved and exported models apply it too.
@@ -33,8 +34,7 @@ pub struct ModelSpec {
 }
 
 /// `(x - mean) / std` on every input value.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Normalize {
     pub mean: f32,
     pub std: f32,
@@ -49,20 +49,21 @@ fn mnist_input() -> Vec<usize> {
     vec![1, 28, 28]
 }
 
-/// One layer. `type` selects the variant.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// One layer. `type` selects the variant. Fields marked with a default may be left out of the
+/// JSON (`read.rs` reads it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum LayerSpec {
     /// Flattens everything but the batch axis.
     Flatten,
     /// `activation(x W + b)`, with `W` of shape `[inputs, units]`.
     Dense {
         units: usize,
-        #[serde(default)]
+        /// Default `linear`.
         activation: ActivationName,
-        #[serde(default = "yes")]
+        /// Default true.
         bias: bool,
-        #[serde(default)]
+        /// Default `glorot_uniform`.
         init: Init,
     },
     /// Zeroes a fraction `rate` of its inputs while training; the identity in inference.
@@ -77,62 +78,58 @@ pub enum LayerSpec {
     Conv2d {
         filters: usize,
         kernel_size: usize,
-        #[serde(default = "one")]
+        /// Default 1.
         stride: usize,
-        #[serde(default)]
+        /// Default `valid`.
         padding: Padding,
-        #[serde(default)]
+        /// Default `linear`.
         activation: ActivationName,
-        #[serde(default = "yes")]
+        /// Default true.
         bias: bool,
-        #[serde(default)]
+        /// Default `glorot_uniform`.
         init: Init,
     },
-    /// The maximum of each `pool_size` square, moved by `stride` (default: `pool_size`).
+    /// The maximum of each `pool_size` square (default 2), moved by `stride` (default:
+    /// `pool_size`).
     MaxPool2d {
-        #[serde(default = "two")]
         pool_size: usize,
         stride: Option<usize>,
     },
-    /// The mean of each `pool_size` square, moved by `stride` (default: `pool_size`).
+    /// The mean of each `pool_size` square (default 2), moved by `stride` (default:
+    /// `pool_size`).
     AvgPool2d {
-        #[serde(default = "two")]
         pool_size: usize,
         stride: Option<usize>,
     },
     /// Normalises each feature (each channel, for images) by the batch's mean and variance
     /// while training and by running averages in inference, then scales and shifts it by
-    /// learnt `gamma` and `beta`. `momentum` weighs the newest batch in the running averages
-    /// (PyTorch's convention).
+    /// learnt `gamma` and `beta`. `momentum` (default 0.1) weighs the newest batch in the
+    /// running averages (PyTorch's convention); `eps` defaults to 1e-5.
     BatchNorm {
-        #[serde(default = "bn_momentum")]
         momentum: f32,
-        #[serde(default = "bn_eps")]
         eps: f32,
     },
-    /// `h = tanh(x W + h U + b)` over `[time, features]`.
+    /// `h = tanh(x W + h U + b)` over `[time, features]`. `return_sequences` (default false)
+    /// outputs every step's `h` rather than the last.
     SimpleRnn {
         units: usize,
-        #[serde(default)]
         return_sequences: bool,
     },
     /// Long short-term memory over `[time, features]`; gates in the order input, forget,
     /// cell, output (Keras and PyTorch).
     Lstm {
         units: usize,
-        #[serde(default)]
         return_sequences: bool,
     },
     /// Gated recurrent unit over `[time, features]`; gates in the order reset, update, new,
     /// with the reset applied after the recurrent product (PyTorch; Keras `reset_after`).
     Gru {
         units: usize,
-        #[serde(default)]
         return_sequences: bool,
     },
     Relu,
+    /// `alpha` defaults to 0.01.
     LeakyRelu {
-        #[serde(default = "default_leak")]
         alpha: f32,
     },
     Sigmoid,
@@ -140,7 +137,7 @@ pub enum LayerSpec {
 }
 
 /// How a convolution treats the border.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Padding {
     /// No padding: the output shrinks by `kernel_size - 1`.
@@ -150,32 +147,12 @@ pub enum Padding {
     Same,
 }
 
-fn one() -> usize {
-    1
-}
-
-fn two() -> usize {
-    2
-}
-
-fn bn_momentum() -> f32 {
-    0.1
-}
-
-fn bn_eps() -> f32 {
-    1e-5
-}
-
-fn yes() -> bool {
-    true
-}
-
 fn default_leak() -> f32 {
     0.01
 }
 
 /// The activation a dense layer applies to its output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationName {
     #[default]
@@ -421,42 +398,7 @@ impl ModelSpec {
     /// # Errors
     /// As [`ModelSpec::from_json`].
     pub fn from_value(value: Value) -> Result<ModelSpec> {
-        let Value::Object(mut fields) = value else {
-            return Err(Error::spec("top level", "expected an object with a `layers` array"));
-        };
-        if let Some(key) = fields.keys().find(|k| !matches!(k.as_str(), "input" | "normalize" | "layers")) {
-            return Err(Error::spec(key.clone(), "unknown field; expected `input`, `normalize` or `layers`"));
-        }
-        let input = match fields.remove("input") {
-            None => mnist_input(),
-            Some(v) => serde_json::from_value(v).map_err(|e| {
-                Error::spec("input", format!("{e}; expected an array of sizes such as [1, 28, 28]"))
-            })?,
-        };
-        let normalize = match fields.remove("normalize") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(serde_json::from_value(v).map_err(|e| {
-                Error::spec("normalize", format!("{e}; expected {{\"mean\": number, \"std\": number}}"))
-            })?),
-        };
-        let Some(Value::Array(raw_layers)) = fields.remove("layers") else {
-            return Err(Error::spec("layers", "missing, or not an array of layers"));
-        };
-        let layers = raw_layers
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let kind = raw.get("type").and_then(Value::as_str).map(str::to_owned);
-                serde_json::from_value(raw).map_err(|e| {
-                    let location = match kind {
-                        Some(kind) => format!("layers[{i}] ({kind})"),
-                        None => format!("layers[{i}]"),
-                    };
-                    Error::spec(location, e.to_string())
-                })
-            })
-            .collect::<Result<Vec<LayerSpec>>>()?;
-        let spec = ModelSpec { input, normalize, layers };
+        let spec = read::model(value)?;
         spec.output_shape()?;
         Ok(spec)
     }
@@ -509,41 +451,133 @@ mod tests {
     }
 
     #[test]
+    fn every_layer_reads_back_what_to_json_writes() {
+        let layers = vec![
+            LayerSpec::Reshape { shape: vec![1, 28, 28] },
+            LayerSpec::Conv2d {
+                filters: 4,
+                kernel_size: 3,
+                stride: 2,
+                padding: Padding::Same,
+                activation: ActivationName::LeakyRelu,
+                bias: false,
+                init: Init::HeUniform,
+            },
+            LayerSpec::BatchNorm { momentum: 0.2, eps: 1e-3 },
+            LayerSpec::MaxPool2d { pool_size: 2, stride: Some(1) },
+            LayerSpec::AvgPool2d { pool_size: 2, stride: None },
+            LayerSpec::LeakyRelu { alpha: 0.2 },
+            LayerSpec::Sigmoid,
+            LayerSpec::Relu,
+            LayerSpec::Tanh,
+            LayerSpec::Reshape { shape: vec![4, 36] },
+            LayerSpec::SimpleRnn { units: 3, return_sequences: true },
+            LayerSpec::Gru { units: 3, return_sequences: true },
+            LayerSpec::Lstm { units: 3, return_sequences: false },
+            LayerSpec::Dropout { rate: 0.25 },
+            LayerSpec::Dense {
+                units: 10,
+                activation: ActivationName::Tanh,
+                bias: true,
+                init: Init::GlorotUniform,
+            },
+            LayerSpec::Flatten,
+        ];
+        let spec = ModelSpec { input: vec![1, 28, 28], normalize: Some(Normalize::MNIST), layers };
+        assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+    }
+
+    #[test]
+    fn absent_fields_take_their_defaults() {
+        let json = r#"{"layers":[{"type":"conv2d","filters":2,"kernel_size":3},{"type":"max_pool2d"},
+            {"type":"batch_norm"},{"type":"leaky_relu"},{"type":"flatten"},{"type":"dense","units":1}]}"#;
+        let spec = ModelSpec::from_json(json).unwrap();
+        assert_eq!(spec.input, [1, 28, 28]);
+        assert_eq!(spec.normalize, None);
+        assert_eq!(
+            spec.layers,
+            [
+                LayerSpec::Conv2d {
+                    filters: 2,
+                    kernel_size: 3,
+                    stride: 1,
+                    padding: Padding::Valid,
+                    activation: ActivationName::Linear,
+                    bias: true,
+                    init: Init::GlorotUniform,
+                },
+                LayerSpec::MaxPool2d { pool_size: 2, stride: None },
+                LayerSpec::BatchNorm { momentum: 0.1, eps: 1e-5 },
+                LayerSpec::LeakyRelu { alpha: 0.01 },
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units: 1,
+                    activation: ActivationName::Linear,
+                    bias: true,
+                    init: Init::GlorotUniform
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn bad_specs_name_the_layer_and_field() {
-        assert_eq!(
-            err(r#"{"layers":[{"type":"flatten"},{"type":"dense"}]}"#),
-            "model spec, layers[1] (dense): missing field `units`"
-        );
-        assert!(err(r#"{"layers":[{"type":"dense","unit":5}]}"#)
-            .starts_with("model spec, layers[0] (dense): unknown field `unit`"));
-        assert!(err(r#"{"layers":[{"type":"conv9"}]}"#)
-            .starts_with("model spec, layers[0] (conv9): unknown variant `conv9`"));
-        assert_eq!(
-            err(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":0}]}"#),
-            "model spec, layers[1] (dense).units: must be at least 1"
-        );
-        assert_eq!(
-            err(r#"{"layers":[{"type":"dense","units":3}]}"#),
-            "model spec, layers[0] (dense): dense expects a flat input but gets shape [1, 28, 28]; put a flatten layer before it"
-        );
-        assert_eq!(
-            err(r#"{"layers":[{"type":"dropout","rate":1.5}]}"#),
-            "model spec, layers[0] (dropout).rate: 1.5 is not in [0, 1)"
-        );
-        assert!(err(r#"{"layers":[{"type":"flatten"},{"type":"dense","units":"many"}]}"#)
-            .starts_with("model spec, layers[1] (dense): invalid type: string \"many\""));
-        assert_eq!(err(r#"{"layers": [}"#), "model spec, line 1, column 13: invalid JSON");
-        assert_eq!(
-            err(r#"{"layer": []}"#),
-            "model spec, layer: unknown field; expected `input`, `normalize` or `layers`"
-        );
-        assert_eq!(err(r#"{"layers": []}"#), "model spec, layers: a model needs at least one layer");
-        assert_eq!(
-            err(r#"{"normalize":{"mean":0.1,"std":0},"layers":[{"type":"flatten"}]}"#),
-            "model spec, normalize: mean 0.1 and std 0 must be finite, std positive"
-        );
-        assert!(err(r#"{"normalize":{"mean":0.1},"layers":[{"type":"flatten"}]}"#)
-            .starts_with("model spec, normalize: missing field `std`"));
-        assert_eq!(err(r#"[1]"#), "model spec, top level: expected an object with a `layers` array");
+        let cases = [
+            (r#"{"layers":[{"type":"flatten"},{"type":"dense"}]}"#, "layers[1] (dense): missing field `units`"),
+            (
+                r#"{"layers":[{"type":"dense","unit":5}]}"#,
+                "layers[0] (dense): unknown field `unit`; expected `units`, `activation`, `bias` or `init`",
+            ),
+            (r#"{"layers":[{"type":"flatten","units":5}]}"#, "layers[0] (flatten): unknown field `units`; it takes none"),
+            (r#"{"layers":[{"units":3}]}"#, "layers[0]: missing field `type`"),
+            (r#"{"layers":[{"type":3}]}"#, "layers[0].type: expected a string, got 3"),
+            (
+                r#"{"layers":["dense"]}"#,
+                r#"layers[0]: expected a layer such as {"type": "flatten"}, got the string "dense""#,
+            ),
+            (r#"{"layers":[{"type":"flatten"},{"type":"dense","units":0}]}"#, "layers[1] (dense).units: must be at least 1"),
+            (
+                r#"{"layers":[{"type":"dense","units":3}]}"#,
+                "layers[0] (dense): dense expects a flat input but gets shape [1, 28, 28]; put a flatten layer before it",
+            ),
+            (r#"{"layers":[{"type":"dropout","rate":1.5}]}"#, "layers[0] (dropout).rate: 1.5 is not in [0, 1)"),
+            (
+                r#"{"layers":[{"type":"flatten"},{"type":"dense","units":"many"}]}"#,
+                r#"layers[1] (dense).units: expected a whole number, got the string "many""#,
+            ),
+            (
+                r#"{"layers":[{"type":"flatten"},{"type":"dense","units":2.5}]}"#,
+                "layers[1] (dense).units: expected a whole number, got 2.5",
+            ),
+            (
+                r#"{"layers":[{"type":"flatten"},{"type":"dense","units":4,"activation":"swish"}]}"#,
+                "layers[1] (dense).activation: unknown value `swish`; expected one of linear, relu, leaky_relu, sigmoid, tanh",
+            ),
+            (
+                r#"{"layers":[{"type":"lstm","units":4,"return_sequences":"yes"}]}"#,
+                r#"layers[0] (lstm).return_sequences: expected true or false, got the string "yes""#,
+            ),
+            (r#"{"layers": [}"#, "line 1, column 13: invalid JSON"),
+            (r#"{"layer": []}"#, "top level: unknown field `layer`; expected `input`, `normalize` or `layers`"),
+            (r#"{"input": [1, 28, 28]}"#, "top level: missing field `layers`"),
+            (r#"{"layers": {}}"#, "layers: expected an array of layers, got an object"),
+            (
+                r#"{"input": [1, -28], "layers": [{"type":"flatten"}]}"#,
+                "input: expected an array of whole numbers such as [1, 28, 28], got an array",
+            ),
+            (r#"{"layers": []}"#, "layers: a model needs at least one layer"),
+            (
+                r#"{"normalize":{"mean":0.1,"std":0},"layers":[{"type":"flatten"}]}"#,
+                "normalize: mean 0.1 and std 0 must be finite, std positive",
+            ),
+            (r#"{"normalize":{"mean":0.1},"layers":[{"type":"flatten"}]}"#, "normalize: missing field `std`"),
+            (r#"[1]"#, "top level: expected an object with a `layers` array, got an array"),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(err(json), format!("model spec, {expected}"), "{json}");
+        }
+        assert!(err(r#"{"layers":[{"type":"conv9"}]}"#).starts_with(
+            "model spec, layers[0].type: unknown layer type `conv9`; expected one of flatten, dense,"
+        ));
     }
 }

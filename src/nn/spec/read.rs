@@ -1,0 +1,269 @@
+//! Reading a [`ModelSpec`] from parsed JSON.
+//!
+//! By hand rather than with serde's derive: the derived reader of a `type`-tagged enum goes
+//! through serde's buffered `Content` and was the second largest function of the page's wasm
+//! module (45 KB); reading by hand took 52 KB off the module, and names the field at fault in
+//! every error.
+
+use serde_json::{Map, Value};
+
+use super::{ActivationName, LayerSpec, ModelSpec, Normalize, Padding};
+use crate::nn::Init;
+use crate::{Error, Result};
+
+/// Every layer `type` and the fields it takes besides.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("flatten", &[]),
+    ("dense", &["units", "activation", "bias", "init"]),
+    ("dropout", &["rate"]),
+    ("reshape", &["shape"]),
+    ("conv2d", &["filters", "kernel_size", "stride", "padding", "activation", "bias", "init"]),
+    ("max_pool2d", &["pool_size", "stride"]),
+    ("avg_pool2d", &["pool_size", "stride"]),
+    ("batch_norm", &["momentum", "eps"]),
+    ("simple_rnn", &["units", "return_sequences"]),
+    ("lstm", &["units", "return_sequences"]),
+    ("gru", &["units", "return_sequences"]),
+    ("relu", &[]),
+    ("leaky_relu", &["alpha"]),
+    ("sigmoid", &[]),
+    ("tanh", &[]),
+];
+
+const ACTIVATIONS: &[(&str, ActivationName)] = &[
+    ("linear", ActivationName::Linear),
+    ("relu", ActivationName::Relu),
+    ("leaky_relu", ActivationName::LeakyRelu),
+    ("sigmoid", ActivationName::Sigmoid),
+    ("tanh", ActivationName::Tanh),
+];
+
+const PADDINGS: &[(&str, Padding)] = &[("valid", Padding::Valid), ("same", Padding::Same)];
+
+const INITS: &[(&str, Init)] = &[("glorot_uniform", Init::GlorotUniform), ("he_uniform", Init::HeUniform)];
+
+pub(super) fn model(value: Value) -> Result<ModelSpec> {
+    let map = object(value, "top level", "an object with a `layers` array")?;
+    let mut fields = Fields::new(map, String::new(), &["input", "normalize", "layers"])?;
+    let input = fields.sizes("input")?.unwrap_or_else(super::mnist_input);
+    let normalize = match fields.take("normalize") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(normalize(value)?),
+    };
+    let layers = match fields.take("layers") {
+        Some(Value::Array(layers)) => layers,
+        Some(other) => {
+            return Err(Error::spec(
+                "layers",
+                format!("expected an array of layers, got {}", describe(&other)),
+            ))
+        }
+        None => return Err(Error::spec("top level", "missing field `layers`")),
+    };
+    let layers = layers.into_iter().enumerate().map(|(i, value)| layer(value, i)).collect::<Result<_>>()?;
+    Ok(ModelSpec { input, normalize, layers })
+}
+
+fn normalize(value: Value) -> Result<Normalize> {
+    let map = object(value, "normalize", r#"{"mean": number, "std": number}"#)?;
+    let mut fields = Fields::new(map, "normalize".into(), &["mean", "std"])?;
+    let mean = fields.number("mean")?;
+    let std = fields.number("std")?;
+    Ok(Normalize { mean: fields.need("mean", mean)?, std: fields.need("std", std)? })
+}
+
+fn layer(value: Value, index: usize) -> Result<LayerSpec> {
+    let mut map = object(value, &format!("layers[{index}]"), r#"a layer such as {"type": "flatten"}"#)?;
+    let kind = match map.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(other) => {
+            return Err(Error::spec(
+                format!("layers[{index}].type"),
+                format!("expected a string, got {}", describe(&other)),
+            ))
+        }
+        None => return Err(Error::spec(format!("layers[{index}]"), "missing field `type`")),
+    };
+    let Some(&(_, names)) = LAYERS.iter().find(|(name, _)| *name == kind) else {
+        let kinds: Vec<&str> = LAYERS.iter().map(|(name, _)| *name).collect();
+        return Err(Error::spec(
+            format!("layers[{index}].type"),
+            format!("unknown layer type `{kind}`; expected one of {}", kinds.join(", ")),
+        ));
+    };
+    let mut f = Fields::new(map, format!("layers[{index}] ({kind})"), names)?;
+    Ok(match kind.as_str() {
+        "flatten" => LayerSpec::Flatten,
+        "dense" => {
+            let units = f.count("units")?;
+            LayerSpec::Dense {
+                units: f.need("units", units)?,
+                activation: f.choice("activation", ACTIVATIONS)?.unwrap_or_default(),
+                bias: f.flag("bias")?.unwrap_or(true),
+                init: f.choice("init", INITS)?.unwrap_or_default(),
+            }
+        }
+        "dropout" => {
+            let rate = f.number("rate")?;
+            LayerSpec::Dropout { rate: f.need("rate", rate)? }
+        }
+        "reshape" => {
+            let shape = f.sizes("shape")?;
+            LayerSpec::Reshape { shape: f.need("shape", shape)? }
+        }
+        "conv2d" => {
+            let filters = f.count("filters")?;
+            let kernel_size = f.count("kernel_size")?;
+            LayerSpec::Conv2d {
+                filters: f.need("filters", filters)?,
+                kernel_size: f.need("kernel_size", kernel_size)?,
+                stride: f.count("stride")?.unwrap_or(1),
+                padding: f.choice("padding", PADDINGS)?.unwrap_or_default(),
+                activation: f.choice("activation", ACTIVATIONS)?.unwrap_or_default(),
+                bias: f.flag("bias")?.unwrap_or(true),
+                init: f.choice("init", INITS)?.unwrap_or_default(),
+            }
+        }
+        "max_pool2d" | "avg_pool2d" => {
+            let pool_size = f.count("pool_size")?.unwrap_or(2);
+            // `null` as well as a missing stride means the pool size, as written by `to_json`.
+            let stride = f.count("stride")?;
+            if kind == "max_pool2d" {
+                LayerSpec::MaxPool2d { pool_size, stride }
+            } else {
+                LayerSpec::AvgPool2d { pool_size, stride }
+            }
+        }
+        "batch_norm" => LayerSpec::BatchNorm {
+            momentum: f.number("momentum")?.unwrap_or(0.1),
+            eps: f.number("eps")?.unwrap_or(1e-5),
+        },
+        "simple_rnn" | "lstm" | "gru" => {
+            let units = f.count("units")?;
+            let units = f.need("units", units)?;
+            let return_sequences = f.flag("return_sequences")?.unwrap_or(false);
+            match kind.as_str() {
+                "simple_rnn" => LayerSpec::SimpleRnn { units, return_sequences },
+                "lstm" => LayerSpec::Lstm { units, return_sequences },
+                _ => LayerSpec::Gru { units, return_sequences },
+            }
+        }
+        "relu" => LayerSpec::Relu,
+        "leaky_relu" => LayerSpec::LeakyRelu { alpha: f.number("alpha")?.unwrap_or(super::default_leak()) },
+        "sigmoid" => LayerSpec::Sigmoid,
+        _ => LayerSpec::Tanh,
+    })
+}
+
+/// `value` as an object, or an error at `location` saying what was `expected`.
+fn object(value: Value, location: &str, expected: &str) -> Result<Map<String, Value>> {
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::spec(location, format!("expected {expected}, got {}", describe(&other)))),
+    }
+}
+
+/// The fields of one JSON object, taken by name.
+struct Fields {
+    map: Map<String, Value>,
+    /// Where the object is, for errors: `layers[1] (dense)`; empty at the top level.
+    location: String,
+}
+
+impl Fields {
+    /// The fields of `map`, or an error naming the first that is not one of `names`, so
+    /// that a misspelt field is reported as such rather than as the one it should have been
+    /// being missing.
+    fn new(map: Map<String, Value>, location: String, names: &[&str]) -> Result<Fields> {
+        let Some(unknown) = map.keys().find(|key| !names.contains(&key.as_str())) else {
+            return Ok(Fields { map, location });
+        };
+        let expected = match names {
+            [] => "it takes none".to_owned(),
+            [name] => format!("expected `{name}`"),
+            [names @ .., last] => {
+                let names: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+                format!("expected {} or `{last}`", names.join(", "))
+            }
+        };
+        let here = if location.is_empty() { "top level".to_owned() } else { location };
+        Err(Error::spec(here, format!("unknown field `{unknown}`; {expected}")))
+    }
+
+    /// The location of its field `name`, for errors about that field.
+    fn path(&self, name: &str) -> String {
+        if self.location.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.location)
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name)
+    }
+
+    /// `name` read by `read`, which says what it expected when the value is not that; `null`
+    /// counts as absent.
+    fn read<T>(&mut self, name: &str, expected: &str, read: fn(&Value) -> Option<T>) -> Result<Option<T>> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => read(&value).map(Some).ok_or_else(|| {
+                Error::spec(self.path(name), format!("expected {expected}, got {}", describe(&value)))
+            }),
+        }
+    }
+
+    fn count(&mut self, name: &str) -> Result<Option<usize>> {
+        self.read(name, "a whole number", |v| v.as_u64().and_then(|n| usize::try_from(n).ok()))
+    }
+
+    #[allow(clippy::cast_possible_truncation)] // JSON numbers are doubles; the spec's are f32
+    fn number(&mut self, name: &str) -> Result<Option<f32>> {
+        self.read(name, "a number", |v| v.as_f64().map(|n| n as f32))
+    }
+
+    fn flag(&mut self, name: &str) -> Result<Option<bool>> {
+        self.read(name, "true or false", Value::as_bool)
+    }
+
+    fn sizes(&mut self, name: &str) -> Result<Option<Vec<usize>>> {
+        self.read(name, "an array of whole numbers such as [1, 28, 28]", |v| {
+            v.as_array()?.iter().map(|n| n.as_u64().and_then(|n| usize::try_from(n).ok())).collect()
+        })
+    }
+
+    /// One of the names in `options`, as the value it stands for.
+    fn choice<T: Copy>(&mut self, name: &str, options: &[(&str, T)]) -> Result<Option<T>> {
+        let Some(value) = self.read(name, "a string", |v| v.as_str().map(str::to_owned))? else {
+            return Ok(None);
+        };
+        match options.iter().find(|(option, _)| *option == value) {
+            Some(&(_, choice)) => Ok(Some(choice)),
+            None => {
+                let names: Vec<&str> = options.iter().map(|(option, _)| *option).collect();
+                Err(Error::spec(
+                    self.path(name),
+                    format!("unknown value `{value}`; expected one of {}", names.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// `value`, or an error saying the field `name` is missing.
+    fn need<T>(&self, name: &str, value: Option<T>) -> Result<T> {
+        value.ok_or_else(|| Error::spec(self.location.clone(), format!("missing field `{name}`")))
+    }
+}
+
+/// A short description of a JSON value for errors: `the string "many"`, `an array`.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
