@@ -94,8 +94,9 @@ const BUILDS = { wasm: '../pkg/', 'wasm-threads': '../pkg/threads/', webgpu: '..
 async function ferrograd() {
   const onGpu = backend === 'webgpu';
   if (!BUILDS[backend]) throw new Error(`unknown ferrograd backend ${backend}`);
-  // As the playground's worker starts it.
-  const { startBuild } = await import('../www/start.js');
+  // As the playground's worker starts it: its two helper modules load together (the worker
+  // imports them statically), and then the build.
+  const [{ startBuild }, { streamUrl }] = await Promise.all([import('../www/start.js'), import('../www/stream.js')]);
   const module = await startBuild(BUILDS[backend]);
   if (backend === 'wasm-threads') {
     if (!crossOriginIsolated) throw new Error('threads need a cross-origin-isolated page');
@@ -121,7 +122,7 @@ async function ferrograd() {
   }
   // Time to the first step as the playground gets there: the data streamed in, the first
   // step taken as soon as one batch has arrived.
-  const firstStepMs = await firstStreamedStep(Session, gpu);
+  const firstStepMs = await firstStreamedStep(Session, gpu, streamUrl);
   const data = await loadData();
   const session = (epochs) => {
     const s = new Session(model, { batchSize: BATCH, epochs });
@@ -160,8 +161,7 @@ async function step(session) {
 }
 
 /** Streams the four files into a Session and returns when (ms after navigation) it first trained. */
-async function firstStreamedStep(Session, gpu) {
-  const { streamUrl } = await import('../www/stream.js');
+async function firstStreamedStep(Session, gpu, streamUrl) {
   const session = new Session(model, { batchSize: BATCH, epochs: 1 });
   if (gpu) session.useGpu(gpu);
   // In the playground's order: labels first, so a batch can be taken as soon as its images arrive.
