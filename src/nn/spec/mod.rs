@@ -28,7 +28,7 @@ pub struct ModelSpec {
     pub input: Vec<usize>,
     /// Standardisation applied to the raw `[0, 1]` pixels before the first layer; none when
     /// absent. Part of the model so that saved and exported models apply it too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub normalize: Option<Normalize>,
     pub layers: Vec<LayerSpec>,
 }
