@@ -151,7 +151,8 @@ fn layer(value: Value, index: usize) -> Result<LayerSpec> {
         "relu" => LayerSpec::Relu,
         "leaky_relu" => LayerSpec::LeakyRelu { alpha: f.number("alpha")?.unwrap_or(super::default_leak()) },
         "sigmoid" => LayerSpec::Sigmoid,
-        _ => LayerSpec::Tanh,
+        "tanh" => LayerSpec::Tanh,
+        _ => unreachable!("every type in LAYERS is built above (tested)"),
     })
 }
 
@@ -265,5 +266,27 @@ fn describe(value: &Value) -> String {
         Value::String(s) => format!("the string {s:?}"),
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_type_is_built_and_takes_its_listed_fields() {
+        let values =
+            serde_json::json!({"units": 2, "rate": 0.5, "shape": [1], "filters": 1, "kernel_size": 1});
+        for (index, &(kind, names)) in LAYERS.iter().enumerate() {
+            let mut object = Map::new();
+            object.insert("type".into(), kind.into());
+            for &name in names {
+                if let Some(value) = values.get(name) {
+                    object.insert(name.into(), value.clone());
+                }
+            }
+            let layer = layer(Value::Object(object), index).unwrap();
+            assert_eq!(layer.kind(), kind);
+        }
     }
 }
