@@ -42,13 +42,17 @@ describe('the guide', () => {
     const playgrounds = page.locator('ferrograd-playground');
     assert.equal(await playgrounds.nth(0).locator('select').inputValue(), 'mlp');
     assert.equal(await playgrounds.nth(1).locator('select').inputValue(), 'cnn');
-    await playgrounds.nth(0).locator('button.start').click();
+    // Both at work at once. The MLP runs its epoch of the sample in well under a second, so
+    // catching both mid-epoch would be a race: the slow CNN starts first instead, and the MLP,
+    // started after it, must have stepped while the CNN is still training.
     await playgrounds.nth(1).locator('button.start').click();
-    // Both at work at once: each has stepped while the other is still training.
+    await playgrounds.nth(0).locator('button.start').click();
     await page.waitForFunction(() => {
-      const all = [...document.querySelectorAll('ferrograd-playground')].map((e) => e.state);
-      return all.every((s) => s.steps > 5 && s.trainState === 'training');
-    }, null, { timeout: 60_000, polling: 50 });
+      const [mlp, cnn] = [...document.querySelectorAll('ferrograd-playground')].map((e) => e.state);
+      return mlp.steps > 5 && cnn.steps > 5 && cnn.trainState === 'training';
+    }, null, { timeout: 60_000, polling: 50 }).catch(async (error) => {
+      throw new Error(`${error.message}; states: ${JSON.stringify(await embedState(page))}`);
+    });
     const [mlp, cnn] = await embedState(page);
     assert.notEqual(mlp.steps, cnn.steps, 'each element reports its own progress');
     const texts = await Promise.all([0, 1].map((i) => playgrounds.nth(i).locator('.train-text').textContent()));
