@@ -38,7 +38,11 @@ ensure_wasm_bindgen() {
   have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)"
   if [ "$have" != "$want" ]; then
     log "installing wasm-bindgen-cli $want (a few minutes, once)"
-    cargo install wasm-bindgen-cli --version "$want" --locked
+    # Its own lock file first; a registry that lacks one of the versions it pins (a mirror a
+    # little behind crates.io) gets the newest compatible ones instead.
+    cargo install wasm-bindgen-cli --version "$want" --locked \
+      || { log "a crate locked by wasm-bindgen-cli is not in the registry: resolving afresh"
+           cargo install wasm-bindgen-cli --version "$want"; }
   fi
 }
 
