@@ -74,7 +74,8 @@ describe('the page for every user', () => {
   });
 
   test('every control is reached and used from the keyboard', async () => {
-    const { page, context } = await open(env.browser, env.server.url);
+    // Enough epochs that training is still going when Pause is pressed, however fast the machine.
+    const { page, context } = await open(env.browser, `${env.server.url}?epochs=100`);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     // Tab through the page: every button, field and the pad must take the focus on the way.
     const reached = new Set();
