@@ -4,7 +4,8 @@
 //
 // Training: samples/s at batch 64 with Adam 1e-3 on the bundled MNIST sample (median of three
 // windows), test accuracy after one epoch, time from navigation to the first finished
-// training step. Matmul: GFLOP/s of square products. Both: JavaScript and wasm bytes downloaded.
+// training step (where `stop=first-step` ends it). Matmul: GFLOP/s of square products. Both:
+// JavaScript and wasm bytes downloaded.
 
 const query = new URLSearchParams(location.search);
 const lib = query.get('lib') ?? 'ferrograd';
@@ -12,6 +13,8 @@ const backend = query.get('backend') ?? 'wasm';
 const task = query.get('task') ?? 'train';
 const model = query.get('model') ?? 'mlp';
 const seconds = Number(query.get('seconds') ?? 5);
+// `stop=first-step`: only the time to the first step, which bench/run.mjs takes over several loads.
+const firstStepOnly = query.get('stop') === 'first-step';
 const WINDOWS = 3;
 // Test accuracy needs a whole epoch; a backend too slow to train one within this budget is
 // reported without it rather than holding up the run for many minutes.
@@ -123,6 +126,7 @@ async function ferrograd() {
   // Time to the first step as the playground gets there: the data streamed in, the first
   // step taken as soon as one batch has arrived.
   const firstStepMs = await firstStreamedStep(Session, gpu, streamUrl);
+  if (firstStepOnly) return { firstStepMs };
   const data = await loadData();
   const session = (epochs) => {
     const s = new Session(model, { batchSize: BATCH, epochs });
@@ -263,6 +267,10 @@ async function tfjs() {
   const timed = build();
   await trainStep(timed, 0);
   const firstStepMs = sinceNavigation();
+  if (firstStepOnly) {
+    timed.dispose();
+    return { firstStepMs };
+  }
   let b = 1;
   const samplesPerSecond = await throughput(() => trainStep(timed, b++));
   timed.dispose();
