@@ -98,8 +98,10 @@ async function ferrograd() {
   const onGpu = backend === 'webgpu';
   if (!BUILDS[backend]) throw new Error(`unknown ferrograd backend ${backend}`);
   // As the playground's worker starts it: its two helper modules load together (the worker
-  // imports them statically), and then the build.
+  // imports them statically), and then the build. The data starts streaming meanwhile, as a
+  // page that trains at once would have it (the playground waits for its Train button).
   const [{ startBuild }, { streamUrl }] = await Promise.all([import('../www/start.js'), import('../www/stream.js')]);
+  const streams = task === 'train' ? startStreams(streamUrl) : null;
   const module = await startBuild(BUILDS[backend]);
   if (backend === 'wasm-threads') {
     if (!crossOriginIsolated) throw new Error('threads need a cross-origin-isolated page');
@@ -125,7 +127,7 @@ async function ferrograd() {
   }
   // Time to the first step as the playground gets there: the data streamed in, the first
   // step taken as soon as one batch has arrived.
-  const firstStepMs = await firstStreamedStep(Session, gpu, streamUrl);
+  const firstStepMs = await firstStreamedStep(Session, gpu, streams);
   if (firstStepOnly) return { firstStepMs };
   const data = await loadData();
   const session = (epochs) => {
@@ -164,14 +166,28 @@ async function step(session) {
   return samples;
 }
 
-/** Streams the four files into a Session and returns when (ms after navigation) it first trained. */
-async function firstStreamedStep(Session, gpu, streamUrl) {
+// In the playground's order: labels first, so a batch can be taken as soon as its images arrive.
+const STREAMED = { trainLabels: 'train-labels-idx1-ubyte', testLabels: 't10k-labels-idx1-ubyte', trainImages: 'train-images-idx3-ubyte', testImages: 't10k-images-idx3-ubyte' };
+
+/**
+ * Starts streaming the four files before there is a Session to take them: each holds back
+ * after its first chunk until `into(feed)` says where chunks go, so that decompressing the
+ * rest does not take the CPU from compiling the module. `done` resolves once all arrived.
+ */
+function startStreams(streamUrl) {
+  let into;
+  const feed = new Promise((resolve) => { into = resolve; });
+  const done = Promise.all(Object.entries(STREAMED).map(([part, name]) => streamUrl(`${DATA}${name}.gz`, {
+    onChunk: async (chunk) => (await feed)(part, chunk),
+  })));
+  return { done, into };
+}
+
+/** Feeds the streams into a Session and returns when (ms after navigation) it first trained. */
+async function firstStreamedStep(Session, gpu, streams) {
   const session = new Session(model, { batchSize: BATCH, epochs: 1 });
   if (gpu) session.useGpu(gpu);
-  // In the playground's order: labels first, so a batch can be taken as soon as its images arrive.
-  const parts = { trainLabels: 'train-labels-idx1-ubyte', testLabels: 't10k-labels-idx1-ubyte', trainImages: 'train-images-idx3-ubyte', testImages: 't10k-images-idx3-ubyte' };
-  const urls = Object.values(parts).map((name) => `${DATA}${name}.gz`);
-  session.beginLoad(...urls);
+  session.beginLoad(...Object.values(STREAMED).map((name) => `${DATA}${name}.gz`));
   let at = null;
   let submitted = false;
   // A step has finished when its statistics are back: at once on the CPU, later on the GPU.
@@ -180,12 +196,11 @@ async function firstStreamedStep(Session, gpu, streamUrl) {
     if (!submitted) submitted = session.step().status === 'trained';
     if (submitted && (!gpu || session.finishedSteps().length > 0)) at = sinceNavigation();
   };
-  await Promise.all(Object.entries(parts).map(([part, name]) => streamUrl(`${DATA}${name}.gz`, {
-    onChunk: (chunk) => {
-      session.feed(part, chunk);
-      tryStep();
-    },
-  })));
+  streams.into((part, chunk) => {
+    session.feed(part, chunk);
+    tryStep();
+  });
+  await streams.done;
   session.endLoad();
   while (at == null) {
     tryStep();
@@ -202,6 +217,9 @@ const script = (src) => import(src);
 
 async function tfjs() {
   const base = './node_modules/@tensorflow/';
+  // The data loads while the library starts, as ferrograd's streams while its module compiles.
+  const loading = task === 'train' ? loadData() : null;
+  loading?.catch(() => {}); // reported where it is awaited, or moot if the library failed first
   await script(`${base}tfjs/dist/tf.min.js`);
   const tf = globalThis.tf;
   const tfBackend = backend === 'wasm-threads' ? 'wasm' : backend;
@@ -229,7 +247,7 @@ async function tfjs() {
     });
   }
 
-  const data = await loadData();
+  const data = await loading;
   const build = () => {
     const m = tf.sequential();
     if (model === 'mlp') {

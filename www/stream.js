@@ -5,7 +5,8 @@ const GZIP_MAGIC = [0x1f, 0x8b];
 
 /**
  * Streams `url` into `onChunk(bytes)`, undoing gzip (detected by its magic number, whatever
- * the file is called) with the browser's DecompressionStream. `onStart(size)` gets the size the
+ * the file is called) with the browser's DecompressionStream. The next chunk waits for the
+ * promise `onChunk` returns, if any, so a consumer that is not ready yet holds the stream back. `onStart(size)` gets the size the
  * server announces (null when it does not), `onBytes(n)` counts the bytes received from the
  * network, before decompression. Resolves with the total received.
  */
@@ -57,7 +58,7 @@ export async function streamUrl(url, { onChunk, onStart, onBytes, signal }) {
     for (;;) {
       const { done, value } = await decoded.read();
       if (done) break;
-      onChunk(value);
+      await onChunk(value);
     }
   } catch (error) {
     if (signal?.aborted) throw error;
