@@ -157,9 +157,11 @@ pub fn for_each_chunk<T: Send>(out: &mut [T], len: usize, f: impl Fn(usize, &mut
 /// costs tens of microseconds in a browser, about what a product of this size takes.
 const MIN_WORK_PER_THREAD: usize = 1 << 20;
 
-/// How many pieces to cut an `m x k @ k x n` product into.
+/// How many pieces to cut an `m x k @ k x n` product into. The work is counted in `u64`: in
+/// wasm32, `usize` wraps at 2048³ and such a product ran on one thread.
 fn pieces(m: usize, k: usize, n: usize) -> usize {
-    (m * k * n / MIN_WORK_PER_THREAD).clamp(1, threads())
+    let work = m as u64 * k as u64 * n as u64;
+    (work / MIN_WORK_PER_THREAD as u64).clamp(1, threads() as u64) as usize
 }
 
 /// `c = a @ b + beta c`, cut into `pieces` along the longer side of `c`. Each piece is a whole
