@@ -224,11 +224,17 @@ async function tfjs() {
   const tf = globalThis.tf;
   const tfBackend = backend === 'wasm-threads' ? 'wasm' : backend;
   if (tfBackend === 'wasm') {
+    // Its threaded build starts a pool of half as many workers as the page reports cores, and
+    // uses no more threads than that: on two cores, one. Reporting twice the cores gives it
+    // the thread per core that ferrograd's threaded build runs on.
+    if (backend === 'wasm-threads') {
+      Object.defineProperty(navigator, 'hardwareConcurrency', { value: 2 * navigator.hardwareConcurrency });
+    }
     await script(`${base}tfjs-backend-wasm/dist/tf-backend-wasm.min.js`);
     tf.wasm.setWasmPaths(`${base}tfjs-backend-wasm/dist/`);
-    // Its threaded build runs on a cross-origin-isolated page, on every core unless told.
+    // Its threaded build runs on a cross-origin-isolated page; one thread per real core.
     if (!crossOriginIsolated && backend === 'wasm-threads') throw new Error('threads need a cross-origin-isolated page');
-    tf.wasm.setThreadsCount(backend === 'wasm' ? 1 : navigator.hardwareConcurrency);
+    tf.wasm.setThreadsCount(backend === 'wasm' ? 1 : navigator.hardwareConcurrency / 2);
   }
   if (tfBackend === 'webgpu') await script(`${base}tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js`);
   if (!(await tf.setBackend(tfBackend))) throw new Error(`backend ${tfBackend} is not available`);
