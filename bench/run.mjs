@@ -1,5 +1,7 @@
 // Runs every benchmark configuration, each in a fresh page of headless Chromium served by
-// `ferrograd serve` (cross-origin isolated), and writes bench/results/results.{json,md}.
+// `ferrograd serve`, and writes bench/results/results.{json,md}. Pages are cross-origin
+// isolated only for the threaded backends, which need it; the others are served as plain
+// static hosting serves them (isolation costs a page about 30 ms more to start here).
 //
 // The time to the first step is the median of FIRST_STEP_LOADS fresh loads of a training
 // configuration: one load varies by ±100 ms on a busy 2-core machine. Backends that need a
@@ -32,8 +34,9 @@ for (const task of [...MODELS, 'matmul']) {
   for (const backend of TFJS_BACKENDS) configs.push({ lib: 'tfjs', backend, task: model ? 'train' : task, model });
 }
 
-function serve() {
-  const child = spawn(join(ROOT, 'target/release/ferrograd'), ['serve', '--root', ROOT, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+function serve({ isolation }) {
+  const args = ['serve', '--root', ROOT, '--port', '0', ...(isolation ? [] : ['--no-isolation'])];
+  const child = spawn(join(ROOT, 'target/release/ferrograd'), args, { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.on('error', reject);
     child.stdout.on('data', (data) => {
@@ -51,7 +54,8 @@ if (picked.length === 0) {
   process.exit(2);
 }
 
-const server = await serve();
+const servers = { isolated: await serve({ isolation: true }), plain: await serve({ isolation: false }) };
+const serverFor = (config) => (config.backend === 'wasm-threads' ? servers.isolated : servers.plain);
 const FIRST_STEP_LOADS = 5;
 const GPU_BACKENDS = new Set(['webgl', 'webgpu']);
 const launch = (gpu) => chromium.launch({
@@ -77,7 +81,7 @@ async function load(config, extra = {}) {
   let page;
   try {
     page = await (await browserFor(config)).newPage();
-    await page.goto(`${server.url}bench/index.html?${query}`);
+    await page.goto(`${serverFor(config).url}bench/index.html?${query}`);
     await page.waitForFunction(() => window.benchResult, null, { timeout: 15 * 60_000, polling: 500 });
     return await page.evaluate(() => window.benchResult);
   } catch (error) {
@@ -110,7 +114,7 @@ try {
     results.push(result);
   }
 } finally {
-  server.close();
+  for (const server of Object.values(servers)) server.close();
   for (const browser of Object.values(browsers)) await browser.then((b) => b.close(), () => {});
 }
 
