@@ -64,6 +64,7 @@ describe('with a WebGPU adapter', () => {
     await waitForState(page, (s) => s.backend === 'cpu', 30_000);
     const notice = await page.locator('#notice').textContent();
     assert.match(notice, /The GPU failed .*training carries on on the CPU from step \d+/);
+    assert.doesNotMatch(notice, /\n/, 'the notice is one line, with no JavaScript stack in it');
     assert.match(await backendText(page), /^CPU .*the GPU failed/);
     const state = await waitForState(page, (s) => s.trainState === 'done', 120_000);
     assert.ok(state.testAccuracy > 0.88, `test accuracy ${state.testAccuracy}`);

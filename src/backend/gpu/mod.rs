@@ -159,7 +159,7 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::Gpu(format!("no WebGPU/Vulkan adapter: {e}")))?;
+            .map_err(|e| gpu_error("no WebGPU/Vulkan adapter", e))?;
         let info = adapter.get_info();
         // Browsers keep the adapter's name to themselves.
         let name = if info.name.is_empty() { "unnamed adapter" } else { info.name.as_str() };
@@ -179,7 +179,7 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::Gpu(format!("{adapter_name}: no device: {e}")))?;
+            .map_err(|e| gpu_error(&format!("{adapter_name}: no device"), e))?;
         let failure = Arc::new(Mutex::new(None));
         let record = |failure: &Arc<Mutex<Option<String>>>, message: String| {
             if let Ok(mut slot) = failure.lock() {
@@ -362,7 +362,7 @@ impl Gpu {
     /// [`Error::Gpu`] when the device reported an error or was lost.
     pub fn poll(&self, wait: bool) -> Result<()> {
         let poll = if wait { wgpu::PollType::wait_indefinitely() } else { wgpu::PollType::Poll };
-        self.device.poll(poll).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.device.poll(poll).map_err(|e| gpu_error("waiting for the GPU", e))?;
         self.check()
     }
 
@@ -406,7 +406,7 @@ impl Gpu {
                         .raw
                         .slice(..)
                         .get_mapped_range()
-                        .map_err(|e| Error::Gpu(format!("reading a buffer back: {e}")))?;
+                        .map_err(|e| gpu_error("reading a buffer back", e))?;
                     let mut data: Vec<T> = bytemuck::cast_slice(&view).to_vec();
                     data.truncate(readback.len);
                     data
@@ -466,5 +466,30 @@ impl Readback {
     /// Whether a read through it has come back (or failed) and waits to be taken.
     pub fn is_settled(&self) -> bool {
         matches!(self.state.load(Ordering::Acquire), READY | FAILED)
+    }
+}
+
+/// An error from wgpu, after `context`. In the browser wgpu's message can carry the whole
+/// JavaScript stack of the failed call, line after line; only its first line is kept, which
+/// says what failed, so that the message reads as one line where the page shows it.
+fn gpu_error(context: &str, error: impl std::fmt::Display) -> Error {
+    let message = error.to_string();
+    let first = message.lines().next().unwrap_or_default().trim_end();
+    Error::Gpu(format!("{context}: {first}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wgpu_error_keeps_only_its_first_line() {
+        let from_browser =
+            "Buffer view error: OperationError: getMappedRange failed\n    at w (ferrograd.js:2:1026)\n";
+        let Error::Gpu(message) = gpu_error("reading a buffer back", from_browser) else { unreachable!() };
+        assert_eq!(
+            message,
+            "reading a buffer back: Buffer view error: OperationError: getMappedRange failed"
+        );
     }
 }
