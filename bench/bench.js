@@ -180,6 +180,7 @@ function startStreams(streamUrl) {
   const done = Promise.all(Object.entries(STREAMED).map(([part, name]) => streamUrl(`${DATA}${name}.gz`, {
     onChunk: async (chunk) => (await feed)(part, chunk),
   })));
+  done.catch(() => {}); // reported where it is awaited
   return { done, into };
 }
 

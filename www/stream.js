@@ -6,9 +6,10 @@ const GZIP_MAGIC = [0x1f, 0x8b];
 /**
  * Streams `url` into `onChunk(bytes)`, undoing gzip (detected by its magic number, whatever
  * the file is called) with the browser's DecompressionStream. The next chunk waits for the
- * promise `onChunk` returns, if any, so a consumer that is not ready yet holds the stream back. `onStart(size)` gets the size the
- * server announces (null when it does not), `onBytes(n)` counts the bytes received from the
- * network, before decompression. Resolves with the total received.
+ * promise `onChunk` returns, if any, so that a consumer not ready yet holds the stream back.
+ * `onStart(size)` gets the size the server announces (null when it does not), `onBytes(n)`
+ * counts the bytes received from the network, before decompression. Resolves with the total
+ * received.
  */
 export async function streamUrl(url, { onChunk, onStart, onBytes, signal }) {
   let response;
