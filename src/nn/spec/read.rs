@@ -67,9 +67,7 @@ pub(super) fn model(value: Value) -> Result<ModelSpec> {
 fn normalize(value: Value) -> Result<Normalize> {
     let map = object(value, "normalize", r#"{"mean": number, "std": number}"#)?;
     let mut fields = Fields::new(map, "normalize".into(), &["mean", "std"])?;
-    let mean = fields.number("mean")?;
-    let std = fields.number("std")?;
-    Ok(Normalize { mean: fields.need("mean", mean)?, std: fields.need("std", std)? })
+    Ok(Normalize { mean: fields.need("mean", Fields::number)?, std: fields.need("std", Fields::number)? })
 }
 
 fn layer(value: Value, index: usize) -> Result<LayerSpec> {
@@ -94,36 +92,23 @@ fn layer(value: Value, index: usize) -> Result<LayerSpec> {
     let mut f = Fields::new(map, format!("layers[{index}] ({kind})"), names)?;
     Ok(match kind.as_str() {
         "flatten" => LayerSpec::Flatten,
-        "dense" => {
-            let units = f.count("units")?;
-            LayerSpec::Dense {
-                units: f.need("units", units)?,
-                activation: f.choice("activation", ACTIVATIONS)?.unwrap_or_default(),
-                bias: f.flag("bias")?.unwrap_or(true),
-                init: f.choice("init", INITS)?.unwrap_or_default(),
-            }
-        }
-        "dropout" => {
-            let rate = f.number("rate")?;
-            LayerSpec::Dropout { rate: f.need("rate", rate)? }
-        }
-        "reshape" => {
-            let shape = f.sizes("shape")?;
-            LayerSpec::Reshape { shape: f.need("shape", shape)? }
-        }
-        "conv2d" => {
-            let filters = f.count("filters")?;
-            let kernel_size = f.count("kernel_size")?;
-            LayerSpec::Conv2d {
-                filters: f.need("filters", filters)?,
-                kernel_size: f.need("kernel_size", kernel_size)?,
-                stride: f.count("stride")?.unwrap_or(1),
-                padding: f.choice("padding", PADDINGS)?.unwrap_or_default(),
-                activation: f.choice("activation", ACTIVATIONS)?.unwrap_or_default(),
-                bias: f.flag("bias")?.unwrap_or(true),
-                init: f.choice("init", INITS)?.unwrap_or_default(),
-            }
-        }
+        "dense" => LayerSpec::Dense {
+            units: f.need("units", Fields::count)?,
+            activation: f.choice("activation", ACTIVATIONS)?.unwrap_or_default(),
+            bias: f.flag("bias")?.unwrap_or(true),
+            init: f.choice("init", INITS)?.unwrap_or_default(),
+        },
+        "dropout" => LayerSpec::Dropout { rate: f.need("rate", Fields::number)? },
+        "reshape" => LayerSpec::Reshape { shape: f.need("shape", Fields::sizes)? },
+        "conv2d" => LayerSpec::Conv2d {
+            filters: f.need("filters", Fields::count)?,
+            kernel_size: f.need("kernel_size", Fields::count)?,
+            stride: f.count("stride")?.unwrap_or(1),
+            padding: f.choice("padding", PADDINGS)?.unwrap_or_default(),
+            activation: f.choice("activation", ACTIVATIONS)?.unwrap_or_default(),
+            bias: f.flag("bias")?.unwrap_or(true),
+            init: f.choice("init", INITS)?.unwrap_or_default(),
+        },
         "max_pool2d" | "avg_pool2d" => {
             let pool_size = f.count("pool_size")?.unwrap_or(2);
             // `null` as well as a missing stride means the pool size, as written by `to_json`.
@@ -139,8 +124,7 @@ fn layer(value: Value, index: usize) -> Result<LayerSpec> {
             eps: f.number("eps")?.unwrap_or(1e-5),
         },
         "simple_rnn" | "lstm" | "gru" => {
-            let units = f.count("units")?;
-            let units = f.need("units", units)?;
+            let units = f.need("units", Fields::count)?;
             let return_sequences = f.flag("return_sequences")?.unwrap_or(false);
             match kind.as_str() {
                 "simple_rnn" => LayerSpec::SimpleRnn { units, return_sequences },
@@ -251,9 +235,10 @@ impl Fields {
         }
     }
 
-    /// `value`, or an error saying the field `name` is missing.
-    fn need<T>(&self, name: &str, value: Option<T>) -> Result<T> {
-        value.ok_or_else(|| Error::spec(self.location.clone(), format!("missing field `{name}`")))
+    /// The field `name` read by `read` (one of the readers above), or an error saying it is
+    /// missing.
+    fn need<T>(&mut self, name: &str, read: fn(&mut Fields, &str) -> Result<Option<T>>) -> Result<T> {
+        read(self, name)?.ok_or_else(|| Error::spec(self.location.clone(), format!("missing field `{name}`")))
     }
 }
 
