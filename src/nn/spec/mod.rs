@@ -242,13 +242,7 @@ impl LayerSpec {
                 positive(location, "kernel_size", kernel_size)?;
                 positive(location, "stride", stride)?;
                 let [_, h, w] = image(input, location, "conv2d")?;
-                let window = conv_window(kernel_size, stride, padding, (h, w));
-                let (oh, ow) = window.output_size((h, w)).ok_or_else(|| {
-                    Error::spec(
-                        format!("{location}.kernel_size"),
-                        format!("{kernel_size} is larger than the {h}x{w} input"),
-                    )
-                })?;
+                let (oh, ow) = windowed(location, "kernel_size", kernel_size, stride, padding, (h, w))?;
                 Ok(vec![filters, oh, ow])
             }
             LayerSpec::MaxPool2d { pool_size, stride } | LayerSpec::AvgPool2d { pool_size, stride } => {
@@ -256,13 +250,7 @@ impl LayerSpec {
                 let stride = stride.unwrap_or(pool_size);
                 positive(location, "stride", stride)?;
                 let [c, h, w] = image(input, location, self.kind())?;
-                let window = conv_window(pool_size, stride, Padding::Valid, (h, w));
-                let (oh, ow) = window.output_size((h, w)).ok_or_else(|| {
-                    Error::spec(
-                        format!("{location}.pool_size"),
-                        format!("{pool_size} is larger than the {h}x{w} input"),
-                    )
-                })?;
+                let (oh, ow) = windowed(location, "pool_size", pool_size, stride, Padding::Valid, (h, w))?;
                 Ok(vec![c, oh, ow])
             }
             LayerSpec::BatchNorm { momentum, eps } => {
@@ -322,6 +310,21 @@ fn image(input: &[usize], location: &str, layer: &str) -> Result<[usize; 3]> {
             location,
             format!("{layer} expects an image [channels, height, width] but gets shape {input:?}"),
         )
+    })
+}
+
+/// The output size of a square window `size` wide (the layer's field `field`) moved by
+/// `stride` over an `(h, w)` input, or an error when the window does not fit in it.
+fn windowed(
+    location: &str,
+    field: &str,
+    size: usize,
+    stride: usize,
+    padding: Padding,
+    (h, w): (usize, usize),
+) -> Result<(usize, usize)> {
+    conv_window(size, stride, padding, (h, w)).output_size((h, w)).ok_or_else(|| {
+        Error::spec(format!("{location}.{field}"), format!("{size} is larger than the {h}x{w} input"))
     })
 }
 
@@ -541,6 +544,14 @@ mod tests {
                 "layers[0] (dense): dense expects a flat input but gets shape [1, 28, 28]; put a flatten layer before it",
             ),
             (r#"{"layers":[{"type":"dropout","rate":1.5}]}"#, "layers[0] (dropout).rate: 1.5 is not in [0, 1)"),
+            (
+                r#"{"layers":[{"type":"conv2d","filters":1,"kernel_size":29}]}"#,
+                "layers[0] (conv2d).kernel_size: 29 is larger than the 28x28 input",
+            ),
+            (
+                r#"{"layers":[{"type":"max_pool2d","pool_size":30}]}"#,
+                "layers[0] (max_pool2d).pool_size: 30 is larger than the 28x28 input",
+            ),
             (
                 r#"{"layers":[{"type":"flatten"},{"type":"dense","units":"many"}]}"#,
                 r#"layers[1] (dense).units: expected a whole number, got the string "many""#,
