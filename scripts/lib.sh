@@ -119,9 +119,12 @@ build_wasm() {
   wasm-bindgen --target web --no-typescript --out-dir "$out" "$target_dir/wasm32-unknown-unknown/wasm/ferrograd.wasm"
   # The features rustc's wasm32 target enables, plus SIMD and threads. wasm-opt comes from
   # npm's binaryen (Debian's version 108 breaks wasm-bindgen's externref table); it takes
-  # about 15% off each module.
+  # about 15% off each module. By default it inlines every function that has one caller,
+  # whatever its size; the limit keeps apart what the source keeps out of line (see
+  # src/autograd/backward.rs): the browser optimises big functions slowly.
   node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-threads \
+    --one-caller-inline-max-function-size=200 \
     "$out/ferrograd_bg.wasm" -o "$out/ferrograd_bg.wasm"
   # The generated bindings are a third of their size minified (32 KB to 13 for the CPU module).
   node_modules/.bin/esbuild "$out/ferrograd.js" --minify --format=esm --log-level=warning \

@@ -1,10 +1,17 @@
-//! Every backward rule, in one `match`.
+//! Every backward rule, dispatched by one `match`.
 //!
 //! Each rule takes the gradient of the loss with respect to an op's output (`g`) and adds the
 //! gradient with respect to each operand that needs one into that operand's slot, where
 //! possible without a temporary (a product accumulates straight into it, a slice into its
 //! part of it). Broadcast operands get their gradient summed back to their own shape. Every
 //! temporary comes from the tape's pool and goes back to it.
+//!
+//! A rule with loops of its own is a method of its own, kept out of line (`#[inline(never)]`),
+//! as are the helpers the rules share. In wasm a function is the unit that the browser
+//! optimises, once it has run for a while, in time that grows faster than its size: with every
+//! rule inlined into the dispatcher, V8 took a quarter of a second over that one 69 KB
+//! function, during the first training steps and on a core the step needed, while the rules'
+//! loops waited in baseline code. Split, only the rules a model uses are optimised, each soon.
 
 use ndarray::{ArrayView2, ArrayViewD, Axis, IxDyn, Slice, Zip};
 
@@ -93,11 +100,7 @@ impl Tape<'_> {
                 Some(g)
             }
             Op::Sub(a, b) => {
-                self.add_into(grads, *a, g.view());
-                if self.needs_grad(*b) {
-                    g.mapv_inplace(|v| -v);
-                    self.add_into(grads, *b, g.view());
-                }
+                self.sub_backward(grads, &mut g, *a, *b);
                 Some(g)
             }
             Op::Mul(a, b) => {
@@ -107,27 +110,11 @@ impl Tape<'_> {
                 Some(g)
             }
             Op::Div(a, b) => {
-                // d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
-                self.send_product_with(grads, *a, &g, *b, |g, y| g / y);
-                if self.needs_grad(*b) {
-                    let (x, y) = (self.value(*a), self.value(*b));
-                    let mut full = self.alloc(g.shape());
-                    Zip::from(&mut full)
-                        .and(&g)
-                        .and_broadcast(x)
-                        .and_broadcast(y)
-                        .for_each(|d, &g, &x, &y| *d = -g * x / (y * y));
-                    self.send_reduced(grads, *b, full);
-                }
+                self.div_backward(grads, &g, *a, *b);
                 Some(g)
             }
             Op::MatMul(a, b) => {
-                // C = AB: dA = dC B^T, dB = A^T dC
-                let gm = cpu::as_matrix("matmul backward", &g)?;
-                let x = cpu::as_matrix("matmul backward", self.value(*a))?;
-                let y = cpu::as_matrix("matmul backward", self.value(*b))?;
-                self.add_product(grads, *a, &gm, &y.t());
-                self.add_product(grads, *b, &x.t(), &gm);
+                self.matmul_backward(grads, &g, *a, *b)?;
                 Some(g)
             }
             Op::Sum { x, axis } => {
@@ -166,72 +153,35 @@ impl Tape<'_> {
                 None
             }
             Op::Softmax(x) => {
-                // dx = y * (g - sum(g * y)) along the softmax axis
-                let y = self.value(Var(i));
-                let last = Axis(y.ndim() - 1);
-                Zip::from(g.lanes_mut(last)).and(y.lanes(last)).for_each(|mut g, y| {
-                    let dot = g.view().dot(&y);
-                    Zip::from(&mut g).and(&y).for_each(|g, &y| *g = y * (*g - dot));
-                });
+                self.softmax_backward(&mut g, Var(i));
                 self.send(grads, *x, g);
                 None
             }
             Op::LogSoftmax(x) => {
-                // dx = g - softmax(x) * sum(g) along the axis, and softmax(x) = exp(y)
-                let y = self.value(Var(i));
-                let last = Axis(y.ndim() - 1);
-                Zip::from(g.lanes_mut(last)).and(y.lanes(last)).for_each(|mut g, y| {
-                    let total = g.sum();
-                    Zip::from(&mut g).and(&y).for_each(|g, &y| *g -= y.exp() * total);
-                });
+                self.log_softmax_backward(&mut g, Var(i));
                 self.send(grads, *x, g);
                 None
             }
             Op::SoftmaxCrossEntropy { logits, labels, probs } => {
-                // d(mean CE)/dlogits = (softmax - onehot) / batch
-                let scale = g.iter().next().copied().unwrap_or_default() / labels.len() as f32;
-                let mut d = self.alloc(probs.shape());
-                d.assign(probs);
-                for (mut row, &label) in d.outer_iter_mut().zip(labels) {
-                    row[usize::from(label)] -= 1.0;
-                }
-                d *= scale;
-                self.send(grads, *logits, d);
+                self.cross_entropy_backward(grads, &g, *logits, labels, probs);
                 Some(g)
             }
             Op::MeanSquaredError(a, b) => {
-                // d mean((a-b)^2)/da = 2(a-b)/n, and the negation for b
-                let (x, y) = (self.value(*a), self.value(*b));
-                let scale = 2.0 * g.iter().next().copied().unwrap_or_default() / x.len() as f32;
-                let mut d = self.alloc(x.shape());
-                Zip::from(&mut d).and(x).and(y).for_each(|d, &x, &y| *d = (x - y) * scale);
-                self.add_into(grads, *a, d.view());
-                if self.needs_grad(*b) {
-                    d.mapv_inplace(|v| -v);
-                    self.add_into(grads, *b, d.view());
-                }
-                self.recycle(d);
+                self.mean_squared_error_backward(grads, &g, *a, *b);
                 Some(g)
             }
             Op::Dropout { x, mask, .. } => {
-                g *= mask;
+                dropout_backward(&mut g, mask);
                 self.send(grads, *x, g);
                 None
             }
             Op::Pow { x, exponent } => {
-                // d(x^p)/dx = p x^(p-1)
-                Zip::from(&mut g)
-                    .and(self.value(*x))
-                    .for_each(|g, &b| *g *= exponent * b.powf(exponent - 1.0));
+                self.pow_backward(&mut g, *x, *exponent);
                 self.send(grads, *x, g);
                 None
             }
             Op::Slice { x, axis, start } => {
-                if let Some(dx) = self.slot(grads, *x) {
-                    let len = g.shape()[*axis];
-                    dx.slice_axis_mut(Axis(*axis), Slice::from(*start..start + len))
-                        .zip_mut_with(&g, |d, &g| *d += g);
-                }
+                self.slice_backward(grads, &g, *x, *axis, *start);
                 Some(g)
             }
             Op::Concat { inputs, axis } => {
@@ -244,34 +194,11 @@ impl Tape<'_> {
                 Some(g)
             }
             Op::Conv2d { x, w, window, cols } => {
-                // out = cols @ W^T (rows: batch, y, x): dW = g^T cols, dcols = g W, then
-                // col2im scatters dcols back onto the input.
-                let weight = self.value(*w);
-                let filters = weight.shape()[0];
-                let cols = cpu::as_matrix("conv2d backward", cols)?;
-                let (n, _, oh, ow) = as4("conv2d backward", &g)?.dim();
-                let mut g_rows = self.alloc(&[n, oh, ow, filters]);
-                g_rows.assign(&g.view().permuted_axes(IxDyn(&[0, 2, 3, 1])));
-                let g_mat = g_rows.view().into_shape_with_order((cols.nrows(), filters)).expect("contiguous");
-                self.add_product(grads, *w, &g_mat.t(), &cols);
-                if self.needs_grad(*x) {
-                    let w_mat = weight.to_shape((filters, cols.ncols())).expect("contiguous weights");
-                    let mut dcols = self.alloc(cols.shape());
-                    cpu::matmul_into(&g_mat, &w_mat.view(), matrix(&mut dcols), false);
-                    let dx = self.slot(grads, *x).expect("needs a gradient");
-                    conv::col2im(&cpu::as_matrix("conv2d backward", &dcols)?, window, as4_mut(dx));
-                    self.recycle(dcols);
-                }
-                self.recycle(g_rows);
+                self.conv2d_backward(grads, &g, *x, *w, window, cols)?;
                 Some(g)
             }
             Op::MaxPool2d { x, argmax, .. } => {
-                if let Some(dx) = self.slot(grads, *x) {
-                    let flat = dx.as_slice_mut().expect("gradients are contiguous");
-                    for (&at, &v) in argmax.iter().zip(g.iter()) {
-                        flat[at] += v;
-                    }
-                }
+                self.max_pool2d_backward(grads, &g, *x, argmax);
                 Some(g)
             }
             Op::AvgPool2d { x, window } => {
@@ -286,6 +213,160 @@ impl Tape<'_> {
             self.recycle(g);
         }
         Ok(())
+    }
+
+    /// C = AB: dA = dC B^T, dB = A^T dC.
+    #[inline(never)]
+    fn matmul_backward(&self, grads: &mut Slots, g: &Tensor, a: Var, b: Var) -> Result<()> {
+        let gm = cpu::as_matrix("matmul backward", g)?;
+        let x = cpu::as_matrix("matmul backward", self.value(a))?;
+        let y = cpu::as_matrix("matmul backward", self.value(b))?;
+        self.add_product(grads, a, &gm, &y.t());
+        self.add_product(grads, b, &x.t(), &gm);
+        Ok(())
+    }
+
+    /// d(a-b)/da = 1, d(a-b)/db = -1; `g` is negated in place for `b`.
+    #[inline(never)]
+    fn sub_backward(&self, grads: &mut Slots, g: &mut Tensor, a: Var, b: Var) {
+        self.add_into(grads, a, g.view());
+        if self.needs_grad(b) {
+            g.mapv_inplace(|v| -v);
+            self.add_into(grads, b, g.view());
+        }
+    }
+
+    /// d(a/b)/da = 1/b, d(a/b)/db = -a/b^2.
+    #[inline(never)]
+    fn div_backward(&self, grads: &mut Slots, g: &Tensor, a: Var, b: Var) {
+        self.send_product_with(grads, a, g, b, |g, y| g / y);
+        if self.needs_grad(b) {
+            let (x, y) = (self.value(a), self.value(b));
+            let mut full = self.alloc(g.shape());
+            Zip::from(&mut full)
+                .and(g)
+                .and_broadcast(x)
+                .and_broadcast(y)
+                .for_each(|d, &g, &x, &y| *d = -g * x / (y * y));
+            self.send_reduced(grads, b, full);
+        }
+    }
+
+    /// Turns `g` into the softmax's input gradient, `y * (g - sum(g * y))` along its axis,
+    /// where `y` is the softmax's output.
+    #[inline(never)]
+    fn softmax_backward(&self, g: &mut Tensor, y: Var) {
+        let y = self.value(y);
+        let last = Axis(y.ndim() - 1);
+        Zip::from(g.lanes_mut(last)).and(y.lanes(last)).for_each(|mut g, y| {
+            let dot = g.view().dot(&y);
+            Zip::from(&mut g).and(&y).for_each(|g, &y| *g = y * (*g - dot));
+        });
+    }
+
+    /// Turns `g` into the log-softmax's input gradient, `g - softmax(x) * sum(g)` along its
+    /// axis, where softmax(x) = exp(y) for its output `y`.
+    #[inline(never)]
+    fn log_softmax_backward(&self, g: &mut Tensor, y: Var) {
+        let y = self.value(y);
+        let last = Axis(y.ndim() - 1);
+        Zip::from(g.lanes_mut(last)).and(y.lanes(last)).for_each(|mut g, y| {
+            let total = g.sum();
+            Zip::from(&mut g).and(&y).for_each(|g, &y| *g -= y.exp() * total);
+        });
+    }
+
+    /// d(mean CE)/dlogits = (softmax - onehot) / batch.
+    #[inline(never)]
+    fn cross_entropy_backward(
+        &self,
+        grads: &mut Slots,
+        g: &Tensor,
+        logits: Var,
+        labels: &[u8],
+        probs: &Tensor,
+    ) {
+        let scale = g.iter().next().copied().unwrap_or_default() / labels.len() as f32;
+        let mut d = self.alloc(probs.shape());
+        d.assign(probs);
+        for (mut row, &label) in d.outer_iter_mut().zip(labels) {
+            row[usize::from(label)] -= 1.0;
+        }
+        d *= scale;
+        self.send(grads, logits, d);
+    }
+
+    /// d mean((a-b)^2)/da = 2(a-b)/n, and the negation for b.
+    #[inline(never)]
+    fn mean_squared_error_backward(&self, grads: &mut Slots, g: &Tensor, a: Var, b: Var) {
+        let (x, y) = (self.value(a), self.value(b));
+        let scale = 2.0 * g.iter().next().copied().unwrap_or_default() / x.len() as f32;
+        let mut d = self.alloc(x.shape());
+        Zip::from(&mut d).and(x).and(y).for_each(|d, &x, &y| *d = (x - y) * scale);
+        self.add_into(grads, a, d.view());
+        if self.needs_grad(b) {
+            d.mapv_inplace(|v| -v);
+            self.add_into(grads, b, d.view());
+        }
+        self.recycle(d);
+    }
+
+    /// Turns `g` into the input gradient of `x^p`: d(x^p)/dx = p x^(p-1).
+    #[inline(never)]
+    fn pow_backward(&self, g: &mut Tensor, x: Var, exponent: f32) {
+        Zip::from(g).and(self.value(x)).for_each(|g, &b| *g *= exponent * b.powf(exponent - 1.0));
+    }
+
+    /// Adds `g` into the part of `x`'s gradient that the slice took.
+    #[inline(never)]
+    fn slice_backward(&self, grads: &mut Slots, g: &Tensor, x: Var, axis: usize, start: usize) {
+        if let Some(dx) = self.slot(grads, x) {
+            let len = g.shape()[axis];
+            dx.slice_axis_mut(Axis(axis), Slice::from(start..start + len)).zip_mut_with(g, |d, &g| *d += g);
+        }
+    }
+
+    /// out = cols @ W^T (rows: batch, y, x): dW = g^T cols, dcols = g W, then col2im scatters
+    /// dcols back onto the input.
+    #[inline(never)]
+    fn conv2d_backward(
+        &self,
+        grads: &mut Slots,
+        g: &Tensor,
+        x: Var,
+        w: Var,
+        window: &conv::Window,
+        cols: &Tensor,
+    ) -> Result<()> {
+        let weight = self.value(w);
+        let filters = weight.shape()[0];
+        let cols = cpu::as_matrix("conv2d backward", cols)?;
+        let (n, _, oh, ow) = as4("conv2d backward", g)?.dim();
+        let mut g_rows = self.alloc(&[n, oh, ow, filters]);
+        g_rows.assign(&g.view().permuted_axes(IxDyn(&[0, 2, 3, 1])));
+        let g_mat = g_rows.view().into_shape_with_order((cols.nrows(), filters)).expect("contiguous");
+        self.add_product(grads, w, &g_mat.t(), &cols);
+        if self.needs_grad(x) {
+            let w_mat = weight.to_shape((filters, cols.ncols())).expect("contiguous weights");
+            let mut dcols = self.alloc(cols.shape());
+            cpu::matmul_into(&g_mat, &w_mat.view(), matrix(&mut dcols), false);
+            let dx = self.slot(grads, x).expect("needs a gradient");
+            conv::col2im(&cpu::as_matrix("conv2d backward", &dcols)?, window, as4_mut(dx));
+            self.recycle(dcols);
+        }
+        self.recycle(g_rows);
+        Ok(())
+    }
+
+    /// Sends each output's gradient to the input element that was its maximum.
+    #[inline(never)]
+    fn max_pool2d_backward(&self, grads: &mut Slots, g: &Tensor, x: Var, argmax: &[usize]) {
+        if let Some(dx) = self.slot(grads, x) {
+            let flat = dx.as_slice_mut().expect("gradients are contiguous");
+            for (&at, &v) in argmax.iter().zip(g.iter()) {
+                flat[at] += v;
+            }
+        }
     }
 
     fn needs_grad(&self, v: Var) -> bool {
@@ -313,6 +394,7 @@ impl Tape<'_> {
     }
 
     /// Adds `grad` to the gradient of `to`, summing over the axes `to` was broadcast along.
+    #[inline(never)]
     fn add_into(&self, grads: &mut Slots, to: Var, grad: ArrayViewD<f32>) {
         if !self.needs_grad(to) {
             return;
@@ -344,6 +426,7 @@ impl Tape<'_> {
     }
 
     /// Sends `f(g, other)` elementwise, `other` broadcast to `g`'s shape, to `to`.
+    #[inline(never)]
     fn send_product_with(
         &self,
         grads: &mut Slots,
@@ -362,6 +445,7 @@ impl Tape<'_> {
 
     /// Adds the matrix product `l @ r` to the gradient of `to` (whose elements, in order, are
     /// the product's): the product accumulates straight into the slot.
+    #[inline(never)]
     fn add_product(&self, grads: &mut Slots, to: Var, l: &ArrayView2<f32>, r: &ArrayView2<f32>) {
         if !self.needs_grad(to) {
             return;
@@ -378,6 +462,7 @@ impl Tape<'_> {
     }
 
     /// Copies the gradient of a reduction back along the reduced axis, times `scale`.
+    #[inline(never)]
     fn spread(&self, grads: &mut Slots, g: &Tensor, x: Var, axis: usize, scale: f32) {
         if !self.needs_grad(x) {
             return;
@@ -387,4 +472,10 @@ impl Tape<'_> {
         Zip::from(&mut dx).and_broadcast(&g).for_each(|o, &g| *o = g * scale);
         self.send(grads, x, dx);
     }
+}
+
+/// Turns `g` into the dropout's input gradient: through the kept units, scaled as they were.
+#[inline(never)]
+fn dropout_backward(g: &mut Tensor, mask: &Tensor) {
+    *g *= mask;
 }
