@@ -1,6 +1,7 @@
 //! CPU kernels: the reference implementation of every numerical routine the ops need.
 
 pub mod conv;
+mod math;
 // The product's kernel in wasm; natively only its tests run, matrixmultiply's AVX2/FMA
 // kernels being faster there.
 #[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
@@ -43,6 +44,7 @@ impl Activation {
     }
 
     /// The activation at `x`.
+    #[inline]
     pub fn f(self, x: f32) -> f32 {
         match self {
             Activation::Relu => x.max(0.0),
@@ -53,21 +55,14 @@ impl Activation {
                     alpha * x
                 }
             }
-            // Written so neither branch overflows for large |x|.
-            Activation::Sigmoid => {
-                if x >= 0.0 {
-                    1.0 / (1.0 + (-x).exp())
-                } else {
-                    let e = x.exp();
-                    e / (1.0 + e)
-                }
-            }
-            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => math::sigmoid(x),
+            Activation::Tanh => math::tanh(x),
         }
     }
 
     /// The derivative at input `x`, given the output `y = f(x)` (sigmoid and tanh are cheaper
     /// from `y`).
+    #[inline]
     pub fn df(self, x: f32, y: f32) -> f32 {
         match self {
             Activation::Relu => {
@@ -247,7 +242,21 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u8], probs: &mut Tensor)
 
 /// `out = f(x)`, elementwise.
 pub fn map(x: &Tensor, act: Activation, out: &mut Tensor) {
-    Zip::from(out).and(x).for_each(|o, &v| *o = act.f(v));
+    let (Some(xs), Some(outs)) = (x.as_slice(), out.as_slice_mut()) else {
+        Zip::from(out).and(x).for_each(|o, &v| *o = act.f(v));
+        return;
+    };
+    // Tape values are contiguous. A plain loop per activation, with the `match` outside it,
+    // vectorises; one loop with the match inside does not.
+    fn each(xs: &[f32], outs: &mut [f32], f: impl Fn(f32) -> f32) {
+        outs.iter_mut().zip(xs).for_each(|(o, &v)| *o = f(v));
+    }
+    match act {
+        Activation::Relu => each(xs, outs, |v| Activation::Relu.f(v)),
+        Activation::LeakyRelu { alpha } => each(xs, outs, |v| Activation::LeakyRelu { alpha }.f(v)),
+        Activation::Sigmoid => each(xs, outs, |v| Activation::Sigmoid.f(v)),
+        Activation::Tanh => each(xs, outs, |v| Activation::Tanh.f(v)),
+    }
 }
 
 /// `grad *= f'(x)`, in place, for the activation's backward pass.
