@@ -38,11 +38,17 @@ impl Pool {
         Tensor::from_shape_vec(IxDyn(shape), data).expect("the length is the shape's")
     }
 
-    /// A tensor of `shape` filled with zeros.
+    /// A tensor of `shape` filled with zeros: a kept buffer is cleared, a new one comes zeroed.
     pub fn zeros(&mut self, shape: &[usize]) -> Tensor {
-        let mut t = self.take(shape);
-        t.fill(0.0);
-        t
+        let len = shape.iter().product();
+        let data = match self.floats.reuse(len) {
+            Some(mut kept) => {
+                kept.fill(0.0);
+                kept
+            }
+            None => vec![0.0; len],
+        };
+        Tensor::from_shape_vec(IxDyn(shape), data).expect("the length is the shape's")
     }
 
     /// Keeps `t`'s memory for a later [`Pool::take`].
@@ -80,10 +86,12 @@ impl<T> Default for Shelf<T> {
 
 impl<T: Copy> Shelf<T> {
     fn take(&mut self, len: usize, fill: T) -> Vec<T> {
-        match self.free.get_mut(&len).and_then(Vec::pop) {
-            Some((v, _)) => v,
-            None => vec![fill; len],
-        }
+        self.reuse(len).unwrap_or_else(|| vec![fill; len])
+    }
+
+    /// A kept buffer of `len` elements, if there is one.
+    fn reuse(&mut self, len: usize) -> Option<Vec<T>> {
+        self.free.get_mut(&len).and_then(Vec::pop).map(|(v, _)| v)
     }
 
     fn give(&mut self, v: Vec<T>) {
@@ -117,5 +125,17 @@ mod tests {
         pool.end_step();
         pool.end_step();
         assert!(pool.floats.free[&6].is_empty(), "unused through a step, freed");
+    }
+
+    #[test]
+    fn zeros_clears_a_kept_buffer() {
+        let mut pool = Pool::default();
+        let mut t = pool.zeros(&[4]);
+        t.fill(7.0);
+        let at = t.as_ptr();
+        pool.give(t);
+        let again = pool.zeros(&[2, 2]);
+        assert_eq!(again.as_ptr(), at, "the kept buffer");
+        assert!(again.iter().all(|&v| v == 0.0));
     }
 }
