@@ -356,10 +356,10 @@ impl GpuMatmulBench {
         let n = size as usize;
         let values: Vec<f32> = (0..n * n).map(|i| (i % 11) as f32 / 11.0).collect();
         let (a, b, c) = (gpu.upload(&values), gpu.upload(&values), gpu.zeros(n * n));
-        let groups = (size.div_ceil(32), size.div_ceil(32));
+        let groups = (size.div_ceil(32), size.div_ceil(32), 1);
         let product = gpu.dispatch_groups(
             Kernel::MatMul,
-            &[size, size, size, size, 1, size, 1, 0],
+            &[size, size, size, size, 1, size, 1, 0, size],
             &[&a, &b, &c],
             groups,
         );

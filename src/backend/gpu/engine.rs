@@ -137,7 +137,7 @@ impl Engine {
                     Kernel::SumSquares,
                     &params,
                     &[&self.grads[i], &self.norms],
-                    (1, 1),
+                    (1, 1, 1),
                 ));
             }
         }

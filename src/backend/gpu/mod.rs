@@ -123,7 +123,7 @@ pub struct Gpu {
 pub struct Dispatch {
     kernel: Kernel,
     bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
+    groups: (u32, u32, u32),
 }
 
 /// A buffer of `f32` (or `u32`) elements on the GPU, with its element count.
@@ -306,7 +306,7 @@ impl Gpu {
     ) -> Dispatch {
         let groups = u32::try_from(invocations.div_ceil(GROUP as usize)).unwrap_or(u32::MAX).max(1);
         let x = groups.min(MAX_GROUPS);
-        self.dispatch_groups(kernel, params, buffers, (x, groups.div_ceil(x)))
+        self.dispatch_groups(kernel, params, buffers, (x, groups.div_ceil(x), 1))
     }
 
     /// `kernel` over a grid of workgroups.
@@ -315,7 +315,7 @@ impl Gpu {
         kernel: Kernel,
         params: &[u32],
         buffers: &[&Buffer],
-        groups: (u32, u32),
+        groups: (u32, u32, u32),
     ) -> Dispatch {
         self.created.fetch_add(1, Ordering::Relaxed);
         let params = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -348,7 +348,7 @@ impl Gpu {
             for d in dispatches {
                 pass.set_pipeline(&self.pipelines[d.kernel as usize]);
                 pass.set_bind_group(0, &d.bind_group, &[]);
-                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+                pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
             }
         }
         self.queue.submit([encoder.finish()]);

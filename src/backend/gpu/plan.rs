@@ -30,6 +30,8 @@ pub struct Plan {
     pub(super) scratch: Vec<Vec<Buffer>>,
     /// Gradient buffers to zero before each step.
     pub(super) zero: Vec<Rc<Buffer>>,
+    /// The partial products of the matrix products split along k (see [`matmul`]).
+    partials: Vec<Buffer>,
     /// Forward, then backward.
     pub(super) dispatches: Vec<Dispatch>,
     /// The value and gradient buffers of every tape position.
@@ -73,6 +75,7 @@ impl Plan {
             dropouts: Vec::new(),
             scratch: (0..tape.len()).map(|_| Vec::new()).collect(),
             zero: Vec::new(),
+            partials: Vec::new(),
             dispatches: Vec::new(),
             slots: Slots { values: Vec::new(), grads: Vec::new() },
         };
@@ -155,10 +158,12 @@ impl Plan {
             }
             Op::MatMul(a, b) => {
                 let (m, k, cols) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
-                self.push(matmul(gpu, (m, cols, k), (k, 1), (cols, 1), false, value(*a), value(*b), out));
+                let product = matmul(gpu, (m, cols, k), (k, 1), (cols, 1), false, value(*a), value(*b), out);
+                self.dispatches.extend(product.into_dispatches(&mut self.partials));
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
-                let params = reduction(shape(*x), *axis, matches!(op, Op::Mean { .. }));
+                let [before, len, after, scale] = reduction(shape(*x), *axis, matches!(op, Op::Mean { .. }));
+                let params = [before, len, after, scale, 0];
                 self.push(gpu.dispatch(Kernel::Reduce, &params, &[value(*x), out], n));
             }
             Op::Permute { x, axes } => {
@@ -216,16 +221,9 @@ impl Plan {
                 self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], cols.len()));
                 // [rows, filters] = cols · W^T, W read as [filters, width].
                 let dims = (conv.rows, conv.filters, conv.width);
-                self.push(matmul(
-                    gpu,
-                    dims,
-                    (conv.width, 1),
-                    (1, conv.width),
-                    false,
-                    &cols,
-                    value(*w),
-                    &out_mat,
-                ));
+                let product =
+                    matmul(gpu, dims, (conv.width, 1), (1, conv.width), false, &cols, value(*w), &out_mat);
+                self.dispatches.extend(product.into_dispatches(&mut self.partials));
                 // Rows are (batch, y, x): move the filters ahead of the positions.
                 let (b, f, s) = (conv.batch, conv.filters, conv.positions);
                 let params = copy_params(&[b, f, s], (0, &[s * f, 1, f]), (0, &[f * s, s, 1]), false)?;
@@ -258,7 +256,7 @@ impl Plan {
                     Kernel::SoftmaxCrossEntropy,
                     &params,
                     &[value(*logits), &self.labels, grad, out],
-                    (1, 1),
+                    (1, 1, 1),
                 ));
             }
             Op::Softmax(_) | Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
@@ -306,11 +304,13 @@ impl Plan {
                 let (m, k, n) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
                 if let Some(ga) = grad(*a) {
                     // dA [m, k] += dC · B^T
-                    self.push(matmul(gpu, (m, k, n), (n, 1), (1, n), true, g, value(*b), ga));
+                    let product = matmul(gpu, (m, k, n), (n, 1), (1, n), true, g, value(*b), ga);
+                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
                 }
                 if let Some(gb) = grad(*b) {
                     // dB [k, n] += A^T · dC
-                    self.push(matmul(gpu, (k, n, m), (1, k), (n, 1), true, value(*a), g, gb));
+                    let product = matmul(gpu, (k, n, m), (1, k), (n, 1), true, value(*a), g, gb);
+                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
                 }
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
@@ -389,15 +389,15 @@ impl Plan {
                     // dW [filters, width] += g_mat^T · cols
                     let dims = (conv.filters, conv.width, conv.rows);
                     let cols = &self.scratch[i][0];
-                    let dispatch =
+                    let product =
                         matmul(gpu, dims, (1, conv.filters), (conv.width, 1), true, &g_mat, cols, gw);
-                    self.push(dispatch);
+                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
                 }
                 if let Some(gx) = grad(*x) {
                     // dcols [rows, width] = g_mat · W, then col2im adds it back onto the input.
                     let dcols = gpu.zeros(conv.rows * conv.width);
                     let dims = (conv.rows, conv.width, conv.filters);
-                    self.push(matmul(
+                    let product = matmul(
                         gpu,
                         dims,
                         (conv.filters, 1),
@@ -406,7 +406,8 @@ impl Plan {
                         &g_mat,
                         value(*w),
                         &dcols,
-                    ));
+                    );
+                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
                     self.push(gpu.dispatch(Kernel::Col2im, &conv.params, &[&dcols, gx], gx.len()));
                     self.scratch[i].push(dcols);
                 }
@@ -497,6 +498,26 @@ async fn next_task() {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
+/// About as many invocations as fill a large GPU: a product whose 4 x 4 tiles are fewer gets
+/// its k split (see matmul.wgsl), into pieces of at least `MIN_CHUNK`.
+const INVOCATIONS: usize = 16_384;
+const MIN_CHUNK: usize = 256;
+
+/// The dispatches of a matrix product: one, or with its k split, the partial products and
+/// their sum, with the buffer that holds the partial products.
+struct Product {
+    dispatches: Vec<Dispatch>,
+    partials: Option<Buffer>,
+}
+
+impl Product {
+    /// The dispatches, the partial products' buffer (if any) kept in `partials`.
+    fn into_dispatches(self, partials: &mut Vec<Buffer>) -> Vec<Dispatch> {
+        partials.extend(self.partials);
+        self.dispatches
+    }
+}
+
 /// `c [m, n] (+)= a [m, k] · b [k, n]`, each operand read through (row, column) strides.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
@@ -508,11 +529,25 @@ fn matmul(
     a: &Buffer,
     b: &Buffer,
     c: &Buffer,
-) -> Dispatch {
-    let params = [m, n, k, a_strides.0, a_strides.1, b_strides.0, b_strides.1, usize::from(accumulate)]
-        .map(|v| v as u32);
-    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32);
-    gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c], groups)
+) -> Product {
+    let tiles = m.div_ceil(4) * n.div_ceil(4);
+    let chunk = k.div_ceil((INVOCATIONS / tiles).min(k / MIN_CHUNK).max(1));
+    let splits = k.div_ceil(chunk.max(1)).max(1);
+    let params = |accumulate: bool| {
+        [m, n, k, a_strides.0, a_strides.1, b_strides.0, b_strides.1, usize::from(accumulate), chunk]
+            .map(|v| v as u32)
+    };
+    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, splits as u32);
+    if splits == 1 {
+        let dispatch = gpu.dispatch_groups(Kernel::MatMul, &params(accumulate), &[a, b, c], groups);
+        return Product { dispatches: vec![dispatch], partials: None };
+    }
+    let partials = gpu.zeros(splits * m * n);
+    let product = gpu.dispatch_groups(Kernel::MatMul, &params(false), &[a, b, &partials], groups);
+    // reduce.wgsl over [1, splits, m n]
+    let sum = [1, splits as u32, (m * n) as u32, 1f32.to_bits(), u32::from(accumulate)];
+    let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&partials, c], m * n);
+    Product { dispatches: vec![product, sum], partials: Some(partials) }
 }
 
 /// The kernels index with up to four axes; shorter shapes get leading axes of 1.

@@ -153,8 +153,9 @@ mod gpu {
         let a: Vec<f32> = (0..size * size).map(|i| (i % 11) as f32 / 11.0).collect();
         let (a, b, c) = (gpu.upload(&a), gpu.upload(&a), gpu.zeros(size * size));
         let n = size as u32;
-        let groups = (n.div_ceil(32), n.div_ceil(32));
-        let product = gpu.dispatch_groups(Kernel::MatMul, &[n, n, n, n, 1, n, 1, 0], &[&a, &b, &c], groups);
+        let groups = (n.div_ceil(32), n.div_ceil(32), 1);
+        let product =
+            gpu.dispatch_groups(Kernel::MatMul, &[n, n, n, n, 1, n, 1, 0, n], &[&a, &b, &c], groups);
         gpu.run(&[], &[&product]);
         gpu.wait()?;
         let rates = (0..super::WINDOWS)

@@ -4,7 +4,13 @@
 // covers 32 x 32. No workgroup memory or barriers: software Vulkan (lavapipe, SwiftShader)
 // runs barriers slowly, and hardware caches serve the repeated loads.
 //
-// p: m, n, k, a row stride, a column stride, b row stride, b column stride, accumulate (1: c += a · b).
+// Split k: the workgroups along z each take `chunk` of k and write their partial product to a
+// [m, n] slice of their own, so that c holds [splits, m, n] for a reduction to sum. A product
+// with few outputs for its k (a convolution's weight gradient sums over every position of
+// every image) would otherwise run on a handful of invocations, each through the whole of k.
+//
+// p: m, n, k, a row stride, a column stride, b row stride, b column stride, accumulate
+// (1: c += a · b), chunk (k for a product in one piece).
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -29,7 +35,8 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         cols[i] = min(col0 + i, n - 1u) * p[6];
     }
     var sum: array<vec4<f32>, 4>;
-    for (var kk = 0u; kk < k; kk++) {
+    let k_end = min(k, (id.z + 1u) * p[8]);
+    for (var kk = id.z * p[8]; kk < k_end; kk++) {
         let ka = kk * p[4];
         let kb = kk * p[5];
         let bv = vec4<f32>(b[kb + cols[0]], b[kb + cols[1]], b[kb + cols[2]], b[kb + cols[3]]);
@@ -38,6 +45,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         sum[2] += a[rows[2] + ka] * bv;
         sum[3] += a[rows[3] + ka] * bv;
     }
+    let slice = id.z * m * n;
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + i;
         if (row >= m) {
@@ -46,7 +54,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + j;
             if (col < n) {
-                let at = row * n + col;
+                let at = slice + row * n + col;
                 if (p[7] == 1u) {
                     c[at] += sum[i][j];
                 } else {

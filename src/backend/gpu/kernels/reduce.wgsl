@@ -1,7 +1,7 @@
 // out[i, j] = scale * sum over k of x[i, k, j]: a sum or mean over one axis of x seen as
 // [before, axis, after].
 //
-// p: before, axis length, after, scale (f32 bits).
+// p: before, axis length, after, scale (f32 bits), accumulate (1: out += the sum).
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -20,5 +20,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     for (var k = 0u; k < len; k++) {
         sum += x[start + k * after];
     }
-    out[o] = sum * bitcast<f32>(p[3]);
+    if (p[4] == 1u) {
+        out[o] += sum * bitcast<f32>(p[3]);
+    } else {
+        out[o] = sum * bitcast<f32>(p[3]);
+    }
 }
