@@ -356,13 +356,7 @@ impl GpuMatmulBench {
         let n = size as usize;
         let values: Vec<f32> = (0..n * n).map(|i| (i % 11) as f32 / 11.0).collect();
         let (a, b, c) = (gpu.upload(&values), gpu.upload(&values), gpu.zeros(n * n));
-        let groups = (size.div_ceil(32), size.div_ceil(32), 1);
-        let product = gpu.dispatch_groups(
-            Kernel::MatMul,
-            &[size, size, size, size, 1, size, 1, 0, size],
-            &[&a, &b, &c],
-            groups,
-        );
+        let product = gpu.square_product(n, &a, &b, &c);
         let probe = gpu.zeros(1);
         // copy.wgsl: one element, from offset 0 of c to offset 0 of the probe.
         let take =

@@ -309,6 +309,12 @@ impl Gpu {
         self.dispatch_groups(kernel, params, buffers, (x, groups.div_ceil(x), 1))
     }
 
+    /// `c = a · b` for `n x n` row-major matrices, in one dispatch: the product the benchmarks
+    /// time.
+    pub fn square_product(&self, n: usize, a: &Buffer, b: &Buffer, c: &Buffer) -> Dispatch {
+        plan::product_dispatch(self, (n, n, n), ((n, 1), (n, 1)), false, (1, n), [a, b, c])
+    }
+
     /// `kernel` over a grid of workgroups.
     pub fn dispatch_groups(
         &self,

@@ -158,8 +158,10 @@ impl Plan {
             }
             Op::MatMul(a, b) => {
                 let (m, k, cols) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
-                let product = matmul(gpu, (m, cols, k), (k, 1), (cols, 1), false, value(*a), value(*b), out);
-                self.dispatches.extend(product.into_dispatches(&mut self.partials));
+                let (a, b) = (value(*a), value(*b));
+                let product =
+                    matmul(gpu, (m, cols, k), (k, 1), (cols, 1), false, a, b, out, &mut self.partials);
+                self.dispatches.extend(product);
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
                 let [before, len, after, scale] = reduction(shape(*x), *axis, matches!(op, Op::Mean { .. }));
@@ -221,9 +223,18 @@ impl Plan {
                 self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], cols.len()));
                 // [rows, filters] = cols · W^T, W read as [filters, width].
                 let dims = (conv.rows, conv.filters, conv.width);
-                let product =
-                    matmul(gpu, dims, (conv.width, 1), (1, conv.width), false, &cols, value(*w), &out_mat);
-                self.dispatches.extend(product.into_dispatches(&mut self.partials));
+                let product = matmul(
+                    gpu,
+                    dims,
+                    (conv.width, 1),
+                    (1, conv.width),
+                    false,
+                    &cols,
+                    value(*w),
+                    &out_mat,
+                    &mut self.partials,
+                );
+                self.dispatches.extend(product);
                 // Rows are (batch, y, x): move the filters ahead of the positions.
                 let (b, f, s) = (conv.batch, conv.filters, conv.positions);
                 let params = copy_params(&[b, f, s], (0, &[s * f, 1, f]), (0, &[f * s, s, 1]), false)?;
@@ -304,13 +315,15 @@ impl Plan {
                 let (m, k, n) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
                 if let Some(ga) = grad(*a) {
                     // dA [m, k] += dC · B^T
-                    let product = matmul(gpu, (m, k, n), (n, 1), (1, n), true, g, value(*b), ga);
-                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
+                    let product =
+                        matmul(gpu, (m, k, n), (n, 1), (1, n), true, g, value(*b), ga, &mut self.partials);
+                    self.dispatches.extend(product);
                 }
                 if let Some(gb) = grad(*b) {
                     // dB [k, n] += A^T · dC
-                    let product = matmul(gpu, (k, n, m), (1, k), (n, 1), true, value(*a), g, gb);
-                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
+                    let product =
+                        matmul(gpu, (k, n, m), (1, k), (n, 1), true, value(*a), g, gb, &mut self.partials);
+                    self.dispatches.extend(product);
                 }
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
@@ -389,9 +402,10 @@ impl Plan {
                     // dW [filters, width] += g_mat^T · cols
                     let dims = (conv.filters, conv.width, conv.rows);
                     let cols = &self.scratch[i][0];
+                    let (a_strides, b_strides) = ((1, conv.filters), (conv.width, 1));
                     let product =
-                        matmul(gpu, dims, (1, conv.filters), (conv.width, 1), true, &g_mat, cols, gw);
-                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
+                        matmul(gpu, dims, a_strides, b_strides, true, &g_mat, cols, gw, &mut self.partials);
+                    self.dispatches.extend(product);
                 }
                 if let Some(gx) = grad(*x) {
                     // dcols [rows, width] = g_mat · W, then col2im adds it back onto the input.
@@ -406,8 +420,9 @@ impl Plan {
                         &g_mat,
                         value(*w),
                         &dcols,
+                        &mut self.partials,
                     );
-                    self.dispatches.extend(product.into_dispatches(&mut self.partials));
+                    self.dispatches.extend(product);
                     self.push(gpu.dispatch(Kernel::Col2im, &conv.params, &[&dcols, gx], gx.len()));
                     self.scratch[i].push(dcols);
                 }
@@ -503,22 +518,9 @@ async fn next_task() {
 const INVOCATIONS: usize = 16_384;
 const MIN_CHUNK: usize = 256;
 
-/// The dispatches of a matrix product: one, or with its k split, the partial products and
-/// their sum, with the buffer that holds the partial products.
-struct Product {
-    dispatches: Vec<Dispatch>,
-    partials: Option<Buffer>,
-}
-
-impl Product {
-    /// The dispatches, the partial products' buffer (if any) kept in `partials`.
-    fn into_dispatches(self, partials: &mut Vec<Buffer>) -> Vec<Dispatch> {
-        partials.extend(self.partials);
-        self.dispatches
-    }
-}
-
-/// `c [m, n] (+)= a [m, k] · b [k, n]`, each operand read through (row, column) strides.
+/// The dispatches of `c [m, n] (+)= a [m, k] · b [k, n]`, each operand read through (row,
+/// column) strides: one, or with k split, the partial products and their sum, the buffer of
+/// partial products pushed onto `partials` to live as long as the dispatches.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     gpu: &Gpu,
@@ -529,25 +531,41 @@ fn matmul(
     a: &Buffer,
     b: &Buffer,
     c: &Buffer,
-) -> Product {
+    partials: &mut Vec<Buffer>,
+) -> Vec<Dispatch> {
     let tiles = m.div_ceil(4) * n.div_ceil(4);
-    let chunk = k.div_ceil((INVOCATIONS / tiles).min(k / MIN_CHUNK).max(1));
-    let splits = k.div_ceil(chunk.max(1)).max(1);
-    let params = |accumulate: bool| {
-        [m, n, k, a_strides.0, a_strides.1, b_strides.0, b_strides.1, usize::from(accumulate), chunk]
-            .map(|v| v as u32)
+    let chunk = k.div_ceil((INVOCATIONS / tiles).min(k / MIN_CHUNK).max(1)).max(1);
+    let splits = k.div_ceil(chunk).max(1);
+    let product = |accumulate: bool, c: &Buffer| {
+        product_dispatch(gpu, (m, n, k), (a_strides, b_strides), accumulate, (splits, chunk), [a, b, c])
     };
-    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, splits as u32);
     if splits == 1 {
-        let dispatch = gpu.dispatch_groups(Kernel::MatMul, &params(accumulate), &[a, b, c], groups);
-        return Product { dispatches: vec![dispatch], partials: None };
+        return vec![product(accumulate, c)];
     }
-    let partials = gpu.zeros(splits * m * n);
-    let product = gpu.dispatch_groups(Kernel::MatMul, &params(false), &[a, b, &partials], groups);
+    let parts = gpu.zeros(splits * m * n);
+    let product = product(false, &parts);
     // reduce.wgsl over [1, splits, m n]
     let sum = [1, splits as u32, (m * n) as u32, 1f32.to_bits(), u32::from(accumulate)];
-    let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&partials, c], m * n);
-    Product { dispatches: vec![product, sum], partials: Some(partials) }
+    let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&parts, c], m * n);
+    partials.push(parts);
+    vec![product, sum]
+}
+
+/// One dispatch of matmul.wgsl over k in `splits` chunks of `chunk` (one chunk: the whole
+/// product, into `c`; more: each chunk's partial product into its own [m, n] slice of `c`).
+pub(super) fn product_dispatch(
+    gpu: &Gpu,
+    (m, n, k): (usize, usize, usize),
+    (a_strides, b_strides): ((usize, usize), (usize, usize)),
+    accumulate: bool,
+    (splits, chunk): (usize, usize),
+    [a, b, c]: [&Buffer; 3],
+) -> Dispatch {
+    let params =
+        [m, n, k, a_strides.0, a_strides.1, b_strides.0, b_strides.1, usize::from(accumulate), chunk]
+            .map(|v| v as u32);
+    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, splits as u32);
+    gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c], groups)
 }
 
 /// The kernels index with up to four axes; shorter shapes get leading axes of 1.

@@ -126,7 +126,7 @@ mod gpu {
     use std::time::Instant;
 
     use anyhow::Result;
-    use ferrograd::backend::gpu::{Gpu, Kernel};
+    use ferrograd::backend::gpu::Gpu;
     use ferrograd::train::Trainer;
 
     /// The adapter, or why there is none.
@@ -152,10 +152,7 @@ mod gpu {
         let Ok(gpu) = Gpu::blocking() else { return Ok(None) };
         let a: Vec<f32> = (0..size * size).map(|i| (i % 11) as f32 / 11.0).collect();
         let (a, b, c) = (gpu.upload(&a), gpu.upload(&a), gpu.zeros(size * size));
-        let n = size as u32;
-        let groups = (n.div_ceil(32), n.div_ceil(32), 1);
-        let product =
-            gpu.dispatch_groups(Kernel::MatMul, &[n, n, n, n, 1, n, 1, 0, n], &[&a, &b, &c], groups);
+        let product = gpu.square_product(size, &a, &b, &c);
         gpu.run(&[], &[&product]);
         gpu.wait()?;
         let rates = (0..super::WINDOWS)
