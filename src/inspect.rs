@@ -1,5 +1,5 @@
 //! A look inside a model for one input: what each layer sees and what the prediction rests
-//! on. Feeds the page's filter, feature-map, gate and saliency views.
+//! on. Feeds the page's filter, feature-map, gate, attention and saliency views.
 
 use ndarray::{Axis, IxDyn};
 use serde::Serialize;
@@ -35,6 +35,36 @@ pub struct RecurrentTrace {
     pub gates: Vec<(&'static str, Vec<f32>)>,
 }
 
+/// One attention layer's weights for one input: `weights[(head * tokens + query) * tokens +
+/// key]`, each query's row summing to 1.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttentionMaps {
+    pub heads: usize,
+    pub tokens: usize,
+    pub weights: Vec<f32>,
+}
+
+/// The attention of a Transformer for one input: every layer's weights, the grid of patches
+/// its tokens stand for, and the attention rollout to the pooled output.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attention {
+    /// Every attention layer, in the order they run.
+    pub layers: Vec<AttentionMaps>,
+    /// `[rows, columns]` of patches when the tokens come from a `patch_embed` layer (token
+    /// `r * columns + c` is the patch at row r, column c); absent otherwise.
+    pub grid: Option<[usize; 2]>,
+    /// `rollout[query * tokens + key]`: how much of each token's final representation flows
+    /// from each input token through every layer (Abnar and Zuidema 2020: the heads'
+    /// mean plus the identity for the residual path, rows renormalised, multiplied through
+    /// the layers).
+    pub rollout: Vec<f32>,
+    /// The mean of the rollout's rows: what flows from each input token to the mean over the
+    /// tokens that the classifier reads.
+    pub pooled: Vec<f32>,
+}
+
 /// Everything the inside views show for one input.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -46,9 +76,12 @@ pub struct Inspection {
     pub saliency: Vec<f32>,
     /// The first convolution's kernels, one map per (filter, input channel).
     pub filters: Option<Maps>,
-    /// The output of every convolution, one map per channel.
+    /// The output of every top-level convolution and residual block on images, one map per
+    /// channel.
     pub feature_maps: Vec<Maps>,
     pub recurrent: Vec<RecurrentTrace>,
+    /// For models with attention layers.
+    pub attention: Option<Attention>,
 }
 
 /// Inspects `model` on one sample shaped as its input (without the batch axis).
@@ -103,10 +136,18 @@ pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
             values: weight.iter().copied().collect(),
         }
     });
+    let blocks: Vec<usize> = model
+        .spec()
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l, LayerSpec::Conv2d { .. } | LayerSpec::Residual { .. }))
+        .map(|(i, _)| i)
+        .collect();
     let feature_maps = trace
         .outputs
         .iter()
-        .filter(|(layer, _)| convs.contains(layer))
+        .filter(|&&(layer, var)| blocks.contains(&layer) && tape.value(var).ndim() == 4)
         .map(|&(layer, var)| {
             let value = tape.value(var);
             let s = value.shape();
@@ -141,7 +182,78 @@ pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
             RecurrentTrace { layer: *layer, kind: cell.name(), steps: steps.len(), units, hidden, gates }
         })
         .collect();
-    Ok(Inspection { probabilities, predicted, saliency, filters, feature_maps, recurrent })
+    let attention = (!trace.attention.is_empty()).then(|| {
+        let layers: Vec<AttentionMaps> = trace
+            .attention
+            .iter()
+            .map(|a| {
+                let value = tape.value(a.weights);
+                let tokens = value.shape()[1];
+                // The sample's heads: the first `heads` matrices of [batch * heads, t, t].
+                let weights = value.iter().take(a.heads * tokens * tokens).copied().collect();
+                AttentionMaps { heads: a.heads, tokens, weights }
+            })
+            .collect();
+        let grid = model.spec().layers.iter().zip(model_shapes(model)).find_map(|(l, input)| match *l {
+            LayerSpec::PatchEmbed { patch_size, .. } => Some([input[1] / patch_size, input[2] / patch_size]),
+            _ => None,
+        });
+        let rollout = rollout(&layers);
+        let tokens = layers[0].tokens;
+        let pooled = (0..tokens)
+            .map(|key| (0..tokens).map(|query| rollout[query * tokens + key]).sum::<f32>() / tokens as f32)
+            .collect();
+        Attention { layers, grid, rollout, pooled }
+    });
+    Ok(Inspection { probabilities, predicted, saliency, filters, feature_maps, recurrent, attention })
+}
+
+/// The input shape of each top-level layer.
+fn model_shapes(model: &Model) -> Vec<Vec<usize>> {
+    let mut shape = model.spec().input.clone();
+    let mut shapes = Vec::new();
+    for layer in &model.spec().layers {
+        shapes.push(shape.clone());
+        shape = layer.output_shape(&shape, "").unwrap_or_default();
+    }
+    shapes
+}
+
+/// Attention rollout over `layers` of equal token counts: the product, first layer rightmost,
+/// of `0.5 * mean over heads + 0.5 * identity` with rows renormalised; row-major
+/// `[tokens, tokens]`.
+pub fn rollout(layers: &[AttentionMaps]) -> Vec<f32> {
+    let tokens = layers.first().map_or(0, |l| l.tokens);
+    let mut flow: Vec<f32> =
+        (0..tokens * tokens).map(|i| f32::from(u8::from(i % (tokens + 1) == 0))).collect();
+    for layer in layers {
+        let mut mixed = vec![0.0; tokens * tokens];
+        for head in layer.weights.chunks(tokens * tokens) {
+            for (m, &w) in mixed.iter_mut().zip(head) {
+                *m += 0.5 * w / layer.heads as f32;
+            }
+        }
+        for i in 0..tokens {
+            mixed[i * tokens + i] += 0.5;
+            // Each row of the heads' mean sums to 1, so rows sum to 1 already; renormalised
+            // against rounding.
+            let row = &mut mixed[i * tokens..(i + 1) * tokens];
+            let sum: f32 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= sum);
+        }
+        // flow = mixed · flow: this layer's mixing applied after the layers before it.
+        let mut next = vec![0.0; tokens * tokens];
+        for i in 0..tokens {
+            for j in 0..tokens {
+                let m = mixed[i * tokens + j];
+                for k in 0..tokens {
+                    next[i * tokens + k] += m * flow[j * tokens + k];
+                }
+            }
+        }
+        flow = next;
+    }
+    flow
 }
 
 /// The class scores (logits) `[batch, classes]` for a batch, flattened, in inference mode.

@@ -19,7 +19,7 @@ use crate::backend::cpu::{self, conv};
 use crate::tensor::{self, Tensor};
 use crate::{Error, Result};
 
-use super::ops::{as4, as4_mut, matrix, Op};
+use super::ops::{as4, as4_mut, matrix, product_dims, Op};
 use super::{ParamId, Pool, Tape, Var};
 
 /// The gradients of one backward pass: of every parameter used, and of every
@@ -215,14 +215,30 @@ impl Tape<'_> {
         Ok(())
     }
 
-    /// C = AB: dA = dC B^T, dB = A^T dC.
+    /// C = AB: dA = dC B^T, dB = A^T dC, for each matrix of a batched product.
     #[inline(never)]
     fn matmul_backward(&self, grads: &mut Slots, g: &Tensor, a: Var, b: Var) -> Result<()> {
-        let gm = cpu::as_matrix("matmul backward", g)?;
-        let x = cpu::as_matrix("matmul backward", self.value(a))?;
-        let y = cpu::as_matrix("matmul backward", self.value(b))?;
-        self.add_product(grads, a, &gm, &y.t());
-        self.add_product(grads, b, &x.t(), &gm);
+        let (x, y) = (self.value(a), self.value(b));
+        let dims = product_dims(x.shape(), y.shape())?;
+        for (to, other) in [(a, b), (b, a)] {
+            if !self.needs_grad(to) {
+                continue;
+            }
+            let (slot, accumulate) = match &mut grads[to.0] {
+                Some(acc) => (acc, true),
+                slot @ None => (slot.insert(self.alloc(self.value(to).shape())), false),
+            };
+            let other = self.value(other);
+            for i in 0..dims.batch {
+                let (gm, o) = (dims.operand(g, i), dims.operand(other, i));
+                let out = dims.output(slot, i);
+                if to == a {
+                    cpu::matmul_into(&gm, &o.t(), out, accumulate);
+                } else {
+                    cpu::matmul_into(&o.t(), &gm, out, accumulate);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 
 pub use backward::Gradients;
 #[cfg(feature = "webgpu")]
-pub(crate) use ops::Op;
+pub(crate) use ops::{product_dims, Op, ProductDims};
 pub use params::{ParamId, Parameter, Params};
 pub use pool::Pool;
 

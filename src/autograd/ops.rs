@@ -147,18 +147,23 @@ impl Tape<'_> {
         Ok(out)
     }
 
-    /// The matrix product of `[m, k]` and `[k, n]`.
+    /// The matrix product of `[m, k]` and `[k, n]`, or the batched product of `[b, m, k]` and
+    /// `[b, k, n]` (one product per leading index, as attention's heads need).
     ///
     /// # Errors
-    /// When either operand is not a matrix or the inner dimensions differ.
+    /// When the operands are not both matrices or both stacks of as many matrices, or their
+    /// inner dimensions differ.
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
-        let x = cpu::as_matrix("matmul", self.value(a))?;
-        let y = cpu::as_matrix("matmul", self.value(b))?;
-        if x.ncols() != y.nrows() {
-            return Err(Error::mismatch("matmul", x.shape(), y.shape()));
+        let (x, y) = (self.value(a), self.value(b));
+        let dims = product_dims(x.shape(), y.shape())?;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("two or three axes") = dims.n;
+        let mut value = self.alloc(&shape);
+        for i in 0..dims.batch {
+            let (x, y) = (dims.operand(x, i), dims.operand(y, i));
+            let out = dims.output(&mut value, i);
+            cpu::matmul_into(&x, &y, out, false);
         }
-        let mut value = self.alloc(&[x.nrows(), y.ncols()]);
-        cpu::matmul_into(&x, &y, matrix(&mut value), false);
         Ok(self.push(value, Op::MatMul(a, b), &[a, b]))
     }
 
@@ -272,6 +277,10 @@ impl Tape<'_> {
 
     pub fn tanh(&mut self, x: Var) -> Var {
         self.activation(x, Activation::Tanh)
+    }
+
+    pub fn gelu(&mut self, x: Var) -> Var {
+        self.activation(x, Activation::Gelu)
     }
 
     /// Softmax over the last axis.
@@ -492,6 +501,40 @@ impl Tape<'_> {
                 format!("a {kernel:?} window with stride {stride:?} does not fit"),
             )),
         }
+    }
+}
+
+/// The sizes of a (batched) matrix product `[batch, m, k] @ [batch, k, n]`; plain matrices
+/// are a batch of one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProductDims {
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// The product's sizes, or an error naming both shapes.
+pub(crate) fn product_dims(a: &[usize], b: &[usize]) -> Result<ProductDims> {
+    let dims = match (a, b) {
+        (&[m, k], &[k2, n]) if k == k2 => ProductDims { batch: 1, m, k, n },
+        (&[batch, m, k], &[batch2, k2, n]) if k == k2 && batch == batch2 => ProductDims { batch, m, k, n },
+        _ => return Err(Error::mismatch("matmul", a, b)),
+    };
+    Ok(dims)
+}
+
+impl ProductDims {
+    /// Matrix `i` of a stack (the tensor itself for a plain matrix).
+    pub fn operand<'a>(&self, t: &'a Tensor, i: usize) -> ndarray::ArrayView2<'a, f32> {
+        let t = if t.ndim() == 3 { t.index_axis(Axis(0), i) } else { t.view() };
+        t.into_dimensionality::<Ix2>().expect("checked by product_dims")
+    }
+
+    /// Matrix `i` of a stack, to write into.
+    pub fn output<'a>(&self, t: &'a mut Tensor, i: usize) -> ndarray::ArrayViewMut2<'a, f32> {
+        let t = if t.ndim() == 3 { t.index_axis_mut(Axis(0), i) } else { t.view_mut() };
+        t.into_dimensionality::<Ix2>().expect("checked by product_dims")
     }
 }
 

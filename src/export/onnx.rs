@@ -8,6 +8,11 @@
 //! (input, forget, cell, output) to ONNX's (input, output, forget, cell), GRU blocks from our
 //! (reset, update, new) to ONNX's (update, reset, hidden) with `linear_before_reset = 1`, and
 //! the sequence axis moves first.
+//!
+//! A residual block's layers (and shortcut) are exported in line and summed with `Add`;
+//! attention is `MatMul`s on `[N, heads, tokens, key_size]` with `Softmax` over the keys;
+//! layer norm is `LayerNormalization`; GELU (tanh form, which opset 17 has no operator for)
+//! is spelt out in `Mul`, `Add` and `Tanh`.
 
 use prost::Message;
 
@@ -39,10 +44,7 @@ pub fn export(model: &Model) -> Result<Vec<u8>> {
         x = g.node("Sub", &[&x, &mean], vec![]);
         x = g.node("Div", &[&x, &std], vec![]);
     }
-    for (i, layer) in spec.layers.iter().enumerate() {
-        x = g.layer(i, layer, &x, &shape)?;
-        shape = layer.output_shape(&shape, "")?;
-    }
+    (x, shape) = g.layers("layers", &spec.layers, &x, &shape)?;
     let logits = g.node_named("Identity", &[&x], vec![], LOGITS);
     g.node_named("Softmax", &[&logits], vec![int("axis", -1)], PROBABILITIES);
 
@@ -79,33 +81,56 @@ struct Graph<'m> {
 }
 
 impl Graph<'_> {
-    /// Adds the nodes of layer `i` reading `x` (one sample of `shape`); returns its output.
-    fn layer(&mut self, i: usize, layer: &LayerSpec, x: &str, shape: &[usize]) -> Result<String> {
+    /// Adds the nodes of `layers`, whose parameters are named `{prefix}.{i}.…`, reading `x`
+    /// (one sample of `shape`); returns the output and its shape.
+    fn layers(
+        &mut self,
+        prefix: &str,
+        layers: &[LayerSpec],
+        x: &str,
+        shape: &[usize],
+    ) -> Result<(String, Vec<usize>)> {
+        let (mut x, mut shape) = (x.to_owned(), shape.to_vec());
+        for (i, layer) in layers.iter().enumerate() {
+            x = self.layer(&format!("{prefix}.{i}"), layer, &x, &shape)?;
+            shape = layer.output_shape(&shape, "")?;
+        }
+        Ok((x, shape))
+    }
+
+    /// Adds the nodes of the layer whose parameters are named `{prefix}.…`, reading `x` (one
+    /// sample of `shape`); returns its output.
+    fn layer(&mut self, prefix: &str, layer: &LayerSpec, x: &str, shape: &[usize]) -> Result<String> {
         Ok(match layer {
             LayerSpec::Flatten => self.node("Flatten", &[x], vec![int("axis", 1)]),
             LayerSpec::Reshape { shape: to } => {
                 // -1 lets the batch size through.
                 let dims: Vec<i64> = std::iter::once(-1).chain(to.iter().map(|&d| d as i64)).collect();
-                let target = self.ints_constant(&format!("layers.{i}.shape"), dims);
+                let target = self.ints_constant(&format!("{prefix}.shape"), dims);
                 self.node("Reshape", &[x, &target], vec![])
             }
             LayerSpec::Dropout { .. } => x.to_owned(),
-            LayerSpec::Dense { activation, bias, .. } => {
-                let w = self.param(&format!("layers.{i}.weight"));
+            LayerSpec::Dense { activation, bias, .. } if shape.len() == 1 => {
+                let w = self.param(&format!("{prefix}.weight"));
                 let mut inputs = vec![x.to_owned(), w];
                 if *bias {
-                    inputs.push(self.param(&format!("layers.{i}.bias")));
+                    inputs.push(self.param(&format!("{prefix}.bias")));
                 }
                 let y = self.node("Gemm", &refs(&inputs), vec![]);
+                self.activation_name(&y, *activation)
+            }
+            // On a sequence: MatMul broadcasts over the tokens, as Gemm cannot.
+            LayerSpec::Dense { activation, bias, .. } => {
+                let y = self.projection(prefix, x, *bias);
                 self.activation_name(&y, *activation)
             }
             LayerSpec::Conv2d { kernel_size, stride, padding, activation, bias, .. } => {
                 let window = crate::nn::conv_window(*kernel_size, *stride, *padding, (shape[1], shape[2]));
                 let (top, bottom, left, right) = window.padding;
-                let w = self.param(&format!("layers.{i}.weight"));
+                let w = self.param(&format!("{prefix}.weight"));
                 let mut inputs = vec![x.to_owned(), w];
                 if *bias {
-                    inputs.push(self.param(&format!("layers.{i}.bias")));
+                    inputs.push(self.param(&format!("{prefix}.bias")));
                 }
                 let k = *kernel_size as i64;
                 let s = *stride as i64;
@@ -125,7 +150,7 @@ impl Graph<'_> {
             }
             LayerSpec::BatchNorm { eps, .. } => {
                 let names = ["gamma", "beta", "running_mean", "running_var"]
-                    .map(|p| self.param(&format!("layers.{i}.{p}")));
+                    .map(|p| self.param(&format!("{prefix}.{p}")));
                 self.node(
                     "BatchNormalization",
                     &[x, &names[0], &names[1], &names[2], &names[3]],
@@ -133,28 +158,102 @@ impl Graph<'_> {
                 )
             }
             LayerSpec::SimpleRnn { units, return_sequences } => {
-                self.recurrent(i, "RNN", &[0], *units, *return_sequences, x, false)?
+                self.recurrent(prefix, "RNN", &[0], *units, *return_sequences, x, false)?
             }
             // Our (i, f, g, o) blocks in ONNX's (i, o, f, c) order.
             LayerSpec::Lstm { units, return_sequences } => {
-                self.recurrent(i, "LSTM", &[0, 3, 1, 2], *units, *return_sequences, x, false)?
+                self.recurrent(prefix, "LSTM", &[0, 3, 1, 2], *units, *return_sequences, x, false)?
             }
             // Our (r, z, n) blocks in ONNX's (z, r, h) order.
             LayerSpec::Gru { units, return_sequences } => {
-                self.recurrent(i, "GRU", &[1, 0, 2], *units, *return_sequences, x, true)?
+                self.recurrent(prefix, "GRU", &[1, 0, 2], *units, *return_sequences, x, true)?
             }
             LayerSpec::Relu => self.activation(x, Activation::Relu),
             LayerSpec::LeakyRelu { alpha } => self.activation(x, Activation::LeakyRelu { alpha: *alpha }),
             LayerSpec::Sigmoid => self.activation(x, Activation::Sigmoid),
             LayerSpec::Tanh => self.activation(x, Activation::Tanh),
+            LayerSpec::Gelu => self.activation(x, Activation::Gelu),
+            LayerSpec::Residual { layers, shortcut } => {
+                let (y, _) = self.layers(&format!("{prefix}.layers"), layers, x, shape)?;
+                let skip = match shortcut {
+                    Some(shortcut) => self.layers(&format!("{prefix}.shortcut"), shortcut, x, shape)?.0,
+                    None => x.to_owned(),
+                };
+                self.node("Add", &[&y, &skip], vec![])
+            }
+            LayerSpec::LayerNorm { eps } => {
+                let gamma = self.param(&format!("{prefix}.gamma"));
+                let beta = self.param(&format!("{prefix}.beta"));
+                self.node(
+                    "LayerNormalization",
+                    &[x, &gamma, &beta],
+                    vec![int("axis", -1), float("epsilon", *eps)],
+                )
+            }
+            LayerSpec::MultiHeadAttention { heads, key_size, .. } => {
+                let h = *heads as i64;
+                let k = key_size.unwrap_or(shape[1] / heads) as i64;
+                // [N, T, h * k] as [N, T, h, k] (0 keeps a dimension), heads ahead of tokens.
+                let split = self.ints_constant(&format!("{prefix}.split_heads"), vec![0, 0, h, k]);
+                let mut heads = |part: &str, perm: Vec<i64>| {
+                    let y = self.projection(&format!("{prefix}.{part}"), x, true);
+                    let y = self.node("Reshape", &[&y, &split], vec![]);
+                    self.node("Transpose", &[&y], vec![ints("perm", perm)])
+                };
+                let q = heads("query", vec![0, 2, 1, 3]);
+                let kt = heads("key", vec![0, 2, 3, 1]);
+                let v = heads("value", vec![0, 2, 1, 3]);
+                let scores = self.node("MatMul", &[&q, &kt], vec![]);
+                let scale = self.constant(&format!("{prefix}.scale"), &[], vec![1.0 / (k as f32).sqrt()]);
+                let scores = self.node("Mul", &[&scores, &scale], vec![]);
+                let weights = self.node("Softmax", &[&scores], vec![int("axis", -1)]);
+                let context = self.node("MatMul", &[&weights, &v], vec![]);
+                let context = self.node("Transpose", &[&context], vec![ints("perm", vec![0, 2, 1, 3])]);
+                let merge = self.ints_constant(&format!("{prefix}.merge_heads"), vec![0, 0, h * k]);
+                let context = self.node("Reshape", &[&context, &merge], vec![]);
+                self.projection(&format!("{prefix}.output"), &context, true)
+            }
+            LayerSpec::PatchEmbed { patch_size, .. } => {
+                let w = self.param(&format!("{prefix}.weight"));
+                let b = self.param(&format!("{prefix}.bias"));
+                let p = *patch_size as i64;
+                let attrs = vec![ints("kernel_shape", vec![p, p]), ints("strides", vec![p, p])];
+                let y = self.node("Conv", &[x, &w, &b], attrs);
+                let tokens = ((shape[1] / patch_size) * (shape[2] / patch_size)) as i64;
+                let flat = self.ints_constant(&format!("{prefix}.tokens"), vec![0, 0, tokens]);
+                let y = self.node("Reshape", &[&y, &flat], vec![]);
+                let y = self.node("Transpose", &[&y], vec![ints("perm", vec![0, 2, 1])]);
+                let position = self.param(&format!("{prefix}.position"));
+                self.node("Add", &[&y, &position], vec![])
+            }
+            LayerSpec::GlobalAvgPool if shape.len() == 3 => {
+                let y = self.node("GlobalAveragePool", &[x], vec![]);
+                self.node("Flatten", &[&y], vec![int("axis", 1)])
+            }
+            LayerSpec::GlobalAvgPool => {
+                self.node("ReduceMean", &[x], vec![ints("axes", vec![1]), int("keepdims", 0)])
+            }
         })
+    }
+
+    /// `x W + b` over the last axis of `x`, from the parameters `{prefix}.weight` and
+    /// `{prefix}.bias`.
+    fn projection(&mut self, prefix: &str, x: &str, bias: bool) -> String {
+        let w = self.param(&format!("{prefix}.weight"));
+        let y = self.node("MatMul", &[x, &w], vec![]);
+        if bias {
+            let b = self.param(&format!("{prefix}.bias"));
+            self.node("Add", &[&y, &b], vec![])
+        } else {
+            y
+        }
     }
 
     /// An ONNX recurrent node over our `[N, T, F]`; `order[k]` is our block for ONNX block `k`.
     #[allow(clippy::too_many_arguments)]
     fn recurrent(
         &mut self,
-        i: usize,
+        prefix: &str,
         op: &str,
         order: &[usize],
         units: usize,
@@ -162,7 +261,6 @@ impl Graph<'_> {
         x: &str,
         gru: bool,
     ) -> Result<String> {
-        let prefix = format!("layers.{i}");
         let w = &self.value(&format!("{prefix}.w"))?;
         let u = &self.value(&format!("{prefix}.u"))?;
         let bias = self.value(&format!("{prefix}.bias"))?;
@@ -230,6 +328,25 @@ impl Graph<'_> {
             Activation::LeakyRelu { alpha } => self.node("LeakyRelu", &[x], vec![float("alpha", alpha)]),
             Activation::Sigmoid => self.node("Sigmoid", &[x], vec![]),
             Activation::Tanh => self.node("Tanh", &[x], vec![]),
+            // x/2 (1 + tanh(c (x + a x^3))), as Activation::Gelu.
+            Activation::Gelu => {
+                let [a, c, half, one] = [0.044_715, 0.797_884_6, 0.5, 1.0].map(|v| {
+                    let name = format!("gelu.{v}");
+                    if !self.initializers.iter().any(|t| t.name == name) {
+                        self.constant(&name, &[], vec![v]);
+                    }
+                    name
+                });
+                let square = self.node("Mul", &[x, x], vec![]);
+                let cube = self.node("Mul", &[&square, x], vec![]);
+                let cube = self.node("Mul", &[&cube, &a], vec![]);
+                let inner = self.node("Add", &[x, &cube], vec![]);
+                let inner = self.node("Mul", &[&inner, &c], vec![]);
+                let t = self.node("Tanh", &[&inner], vec![]);
+                let t = self.node("Add", &[&t, &one], vec![]);
+                let y = self.node("Mul", &[x, &t], vec![]);
+                self.node("Mul", &[&y, &half], vec![])
+            }
         }
     }
 

@@ -4,7 +4,9 @@ mod init;
 mod model;
 pub mod recurrent;
 mod spec;
+mod transformer;
 
 pub use init::Init;
 pub use model::{Mode, Model, Trace};
 pub use spec::{conv_window, ActivationName, LayerSpec, ModelSpec, Normalize, Padding};
+pub use transformer::AttentionTrace;

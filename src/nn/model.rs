@@ -1,4 +1,5 @@
-//! A sequential model built from a [`ModelSpec`].
+//! A model built from a [`ModelSpec`]: layers in order, where a residual block holds layers of
+//! its own; one recursive builder and one recursive forward pass serve every depth.
 
 use ndarray::IxDyn;
 use rand::{Rng, SeedableRng};
@@ -6,6 +7,7 @@ use rand_pcg::Pcg64;
 
 use super::recurrent::{Cell, Recurrent, StepTrace};
 use super::spec::{conv_window, Padding};
+use super::transformer::{AttentionTrace, LayerNorm, MultiHeadAttention, PatchEmbed, Projection};
 use super::{Init, LayerSpec, ModelSpec};
 use crate::autograd::{ParamId, Params, Tape, Var};
 use crate::backend::cpu::Activation;
@@ -48,6 +50,14 @@ enum Layer {
         rate: f32,
     },
     Activation(Activation),
+    Residual {
+        body: Vec<Layer>,
+        shortcut: Option<Vec<Layer>>,
+    },
+    LayerNorm(LayerNorm),
+    Attention(MultiHeadAttention),
+    PatchEmbed(PatchEmbed),
+    GlobalAvgPool,
 }
 
 struct BatchNorm {
@@ -60,13 +70,16 @@ struct BatchNorm {
 }
 
 /// The intermediate values of one forward pass that the page shows: the output of every
-/// layer, and every step of the recurrent layers.
+/// top-level layer (a residual block's is its sum), every step of the top-level recurrent
+/// layers, and the weights of every attention layer at any depth.
 #[derive(Default)]
 pub struct Trace {
-    /// `(layer index, output)` for every layer.
+    /// `(layer index, output)` for every top-level layer.
     pub outputs: Vec<(usize, Var)>,
-    /// `(layer index, steps)` for every recurrent layer.
+    /// `(layer index, steps)` for every top-level recurrent layer.
     pub recurrent: Vec<(usize, Vec<StepTrace>)>,
+    /// Every attention layer's weights, in the order the layers run.
+    pub attention: Vec<AttentionTrace>,
 }
 
 /// Layers applied in order, and the parameters they own.
@@ -86,12 +99,7 @@ impl Model {
         let output_shape = spec.output_shape()?;
         let mut rng = Pcg64::seed_from_u64(seed);
         let mut params = Params::default();
-        let mut shape = spec.input.clone();
-        let mut layers = Vec::with_capacity(spec.layers.len());
-        for (i, layer_spec) in spec.layers.iter().enumerate() {
-            layers.push(build_layer(layer_spec, i, &shape, &mut params, &mut rng));
-            shape = layer_spec.output_shape(&shape, "")?;
-        }
+        let layers = build_layers(&spec.layers, "layers", &spec.input, &mut params, &mut rng)?;
         Ok(Model { spec, layers, params, output_shape })
     }
 
@@ -144,61 +152,118 @@ impl Model {
             x = tape.div(centred, std)?;
         }
         for (index, layer) in self.layers.iter().enumerate() {
-            x = match layer {
-                Layer::Dense { weight, bias, activation } => {
-                    let w = tape.param(*weight);
-                    let y = tape.matmul(x, w)?;
-                    let y = add_bias(tape, y, *bias, &[])?;
-                    activate(tape, y, *activation)
-                }
-                Layer::Conv2d { weight, bias, stride, padding, activation } => {
-                    let w = tape.param(*weight);
-                    let in_shape = tape.value(x).shape().to_vec();
-                    let kernel = tape.value(w).shape()[2];
-                    let window = conv_window(kernel, *stride, *padding, (in_shape[2], in_shape[3]));
-                    let y = tape.conv2d(x, w, window.stride, window.padding)?;
-                    // The bias [filters] broadcasts as [filters, 1, 1] over the output planes.
-                    let y = add_bias(tape, y, *bias, &[1, 1])?;
-                    activate(tape, y, *activation)
-                }
-                Layer::MaxPool2d { size, stride } => {
-                    tape.max_pool2d(x, (*size, *size), (*stride, *stride))?
-                }
-                Layer::AvgPool2d { size, stride } => {
-                    tape.avg_pool2d(x, (*size, *size), (*stride, *stride))?
-                }
-                Layer::BatchNorm(bn) => bn.forward(tape, x, matches!(mode, Mode::Train(_)))?,
-                Layer::Recurrent(rnn) => {
-                    let mut steps = trace.is_some().then(Vec::new);
-                    let y = rnn.forward(tape, x, steps.as_mut())?;
-                    if let (Some(trace), Some(steps)) = (trace.as_deref_mut(), steps) {
-                        trace.recurrent.push((index, steps));
-                    }
-                    y
-                }
-                Layer::Flatten => {
-                    let shape = tape.value(x).shape();
-                    let batch = shape.first().copied().unwrap_or(1);
-                    let features = shape.iter().skip(1).product();
-                    tape.reshape(x, &[batch, features])?
-                }
-                Layer::Reshape(sample) => {
-                    let mut shape = vec![tape.value(x).shape()[0]];
-                    shape.extend_from_slice(sample);
-                    tape.reshape(x, &shape)?
-                }
-                Layer::Dropout { rate } => match &mut mode {
-                    Mode::Train(rng) => tape.dropout(x, *rate, || rng.random::<f32>() >= *rate)?,
-                    Mode::Eval => x,
-                },
-                Layer::Activation(act) => tape.activation(x, *act),
-            };
+            x = apply(layer, tape, x, &mut mode, trace.as_deref_mut(), Some(index))?;
             if let Some(trace) = trace.as_deref_mut() {
                 trace.outputs.push((index, x));
             }
         }
         Ok(x)
     }
+}
+
+/// Applies `layer` to `x`; `index` is its place among the top-level layers (None inside a
+/// block), under which the trace keeps its recurrent steps.
+fn apply(
+    layer: &Layer,
+    tape: &mut Tape,
+    x: Var,
+    mode: &mut Mode,
+    mut trace: Option<&mut Trace>,
+    index: Option<usize>,
+) -> Result<Var> {
+    Ok(match layer {
+        Layer::Dense { weight, bias, activation } => {
+            // A sequence [batch, tokens, inputs] is projected token by token, as rows of one
+            // [batch * tokens, inputs] matrix.
+            let shape = tape.value(x).shape().to_vec();
+            let rows =
+                tape.reshape(x, &[shape[..shape.len() - 1].iter().product(), shape[shape.len() - 1]])?;
+            let w = tape.param(*weight);
+            let y = tape.matmul(rows, w)?;
+            let y = add_bias(tape, y, *bias, &[])?;
+            let y = activate(tape, y, *activation);
+            if shape.len() > 2 {
+                let mut out = shape;
+                *out.last_mut().expect("three axes") = tape.value(y).shape()[1];
+                tape.reshape(y, &out)?
+            } else {
+                y
+            }
+        }
+        Layer::Conv2d { weight, bias, stride, padding, activation } => {
+            let w = tape.param(*weight);
+            let in_shape = tape.value(x).shape().to_vec();
+            let kernel = tape.value(w).shape()[2];
+            let window = conv_window(kernel, *stride, *padding, (in_shape[2], in_shape[3]));
+            let y = tape.conv2d(x, w, window.stride, window.padding)?;
+            // The bias [filters] broadcasts as [filters, 1, 1] over the output planes.
+            let y = add_bias(tape, y, *bias, &[1, 1])?;
+            activate(tape, y, *activation)
+        }
+        Layer::MaxPool2d { size, stride } => tape.max_pool2d(x, (*size, *size), (*stride, *stride))?,
+        Layer::AvgPool2d { size, stride } => tape.avg_pool2d(x, (*size, *size), (*stride, *stride))?,
+        Layer::BatchNorm(bn) => bn.forward(tape, x, matches!(mode, Mode::Train(_)))?,
+        Layer::Recurrent(rnn) => {
+            let mut steps = (trace.is_some() && index.is_some()).then(Vec::new);
+            let y = rnn.forward(tape, x, steps.as_mut())?;
+            if let (Some(trace), Some(steps), Some(index)) = (trace, steps, index) {
+                trace.recurrent.push((index, steps));
+            }
+            y
+        }
+        Layer::Flatten => {
+            let shape = tape.value(x).shape();
+            let batch = shape.first().copied().unwrap_or(1);
+            let features = shape.iter().skip(1).product();
+            tape.reshape(x, &[batch, features])?
+        }
+        Layer::Reshape(sample) => {
+            let mut shape = vec![tape.value(x).shape()[0]];
+            shape.extend_from_slice(sample);
+            tape.reshape(x, &shape)?
+        }
+        Layer::Dropout { rate } => match mode {
+            Mode::Train(rng) => tape.dropout(x, *rate, || rng.random::<f32>() >= *rate)?,
+            Mode::Eval => x,
+        },
+        Layer::Activation(act) => tape.activation(x, *act),
+        Layer::Residual { body, shortcut } => {
+            let mut y = x;
+            for layer in body {
+                y = apply(layer, tape, y, mode, trace.as_deref_mut(), None)?;
+            }
+            let mut skip = x;
+            for layer in shortcut.iter().flatten() {
+                skip = apply(layer, tape, skip, mode, trace.as_deref_mut(), None)?;
+            }
+            tape.add(y, skip)?
+        }
+        Layer::LayerNorm(norm) => norm.forward(tape, x)?,
+        Layer::Attention(attention) => {
+            let (y, weights) = match mode {
+                Mode::Train(rng) => {
+                    let rate = attention.dropout;
+                    attention.forward(tape, x, Some(&mut || rng.random::<f32>() >= rate))?
+                }
+                Mode::Eval => attention.forward(tape, x, None)?,
+            };
+            if let Some(trace) = trace {
+                trace.attention.push(weights);
+            }
+            y
+        }
+        Layer::PatchEmbed(embed) => embed.forward(tape, x)?,
+        Layer::GlobalAvgPool => {
+            let shape = tape.value(x).shape().to_vec();
+            if shape.len() == 4 {
+                // [batch, channels, h, w] as [batch, channels, h * w], averaged over the last.
+                let planes = tape.reshape(x, &[shape[0], shape[1], shape[2] * shape[3]])?;
+                tape.mean(planes, 2)?
+            } else {
+                tape.mean(x, 1)?
+            }
+        }
+    })
 }
 
 fn activate(tape: &mut Tape, y: Var, activation: Option<Activation>) -> Var {
@@ -283,18 +348,41 @@ impl BatchNorm {
     }
 }
 
-fn build_layer(
-    spec: &LayerSpec,
-    index: usize,
+/// Builds `specs`, each taking the output shape of the one before from `input` on. Their
+/// parameters are named `{prefix}.{i}.{name}`: `layers.3.weight` at the top level,
+/// `layers.2.layers.0.weight` and `layers.2.shortcut.0.weight` inside a block.
+///
+/// # Errors
+/// When a layer cannot take its input (a spec checked by [`ModelSpec::output_shape`] has none).
+fn build_layers(
+    specs: &[LayerSpec],
+    prefix: &str,
     input: &[usize],
     params: &mut Params,
     rng: &mut Pcg64,
-) -> Layer {
-    let name = |part: &str| format!("layers.{index}.{part}");
+) -> Result<Vec<Layer>> {
+    let mut shape = input.to_vec();
+    let mut layers = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let path = format!("{prefix}.{i}");
+        layers.push(build_layer(spec, &path, &shape, params, rng)?);
+        shape = spec.output_shape(&shape, &path)?;
+    }
+    Ok(layers)
+}
+
+fn build_layer(
+    spec: &LayerSpec,
+    path: &str,
+    input: &[usize],
+    params: &mut Params,
+    rng: &mut Pcg64,
+) -> Result<Layer> {
+    let name = |part: &str| format!("{path}.{part}");
     let zeros = |n: usize| Tensor::zeros(IxDyn(&[n]));
-    match *spec {
+    Ok(match *spec {
         LayerSpec::Dense { units, activation, bias, init } => {
-            let fan_in = input[0];
+            let fan_in = input[input.len() - 1];
             let weight = params.add(name("weight"), init.sample(&[fan_in, units], fan_in, units, rng));
             let bias = bias.then(|| params.add(name("bias"), zeros(units)));
             Layer::Dense { weight, bias, activation: activation.activation() }
@@ -326,13 +414,13 @@ fn build_layer(
             })
         }
         LayerSpec::SimpleRnn { units, return_sequences } => {
-            recurrent(Cell::Simple, units, return_sequences, input, params, rng, index)
+            recurrent(Cell::Simple, units, return_sequences, input, params, rng, path)
         }
         LayerSpec::Lstm { units, return_sequences } => {
-            recurrent(Cell::Lstm, units, return_sequences, input, params, rng, index)
+            recurrent(Cell::Lstm, units, return_sequences, input, params, rng, path)
         }
         LayerSpec::Gru { units, return_sequences } => {
-            recurrent(Cell::Gru, units, return_sequences, input, params, rng, index)
+            recurrent(Cell::Gru, units, return_sequences, input, params, rng, path)
         }
         LayerSpec::Flatten => Layer::Flatten,
         LayerSpec::Reshape { ref shape } => Layer::Reshape(shape.clone()),
@@ -341,7 +429,60 @@ fn build_layer(
         LayerSpec::LeakyRelu { alpha } => Layer::Activation(Activation::LeakyRelu { alpha }),
         LayerSpec::Sigmoid => Layer::Activation(Activation::Sigmoid),
         LayerSpec::Tanh => Layer::Activation(Activation::Tanh),
-    }
+        LayerSpec::Gelu => Layer::Activation(Activation::Gelu),
+        LayerSpec::Residual { ref layers, ref shortcut } => Layer::Residual {
+            body: build_layers(layers, &name("layers"), input, params, rng)?,
+            shortcut: match shortcut {
+                Some(shortcut) => Some(build_layers(shortcut, &name("shortcut"), input, params, rng)?),
+                None => None,
+            },
+        },
+        LayerSpec::LayerNorm { eps } => {
+            let d = input[input.len() - 1];
+            Layer::LayerNorm(LayerNorm {
+                gamma: params.add(name("gamma"), Tensor::ones(IxDyn(&[d]))),
+                beta: params.add(name("beta"), zeros(d)),
+                eps,
+            })
+        }
+        LayerSpec::MultiHeadAttention { heads, key_size, dropout } => {
+            let d = input[1];
+            let key_size = key_size.unwrap_or(d / heads);
+            let width = heads * key_size;
+            let mut projection = |part: &str, inputs: usize, outputs: usize| Projection {
+                weight: params.add(
+                    name(&format!("{part}.weight")),
+                    Init::GlorotUniform.sample(&[inputs, outputs], inputs, outputs, rng),
+                ),
+                bias: params.add(name(&format!("{part}.bias")), zeros(outputs)),
+            };
+            Layer::Attention(MultiHeadAttention {
+                heads,
+                key_size,
+                dropout,
+                query: projection("query", d, width),
+                key: projection("key", d, width),
+                value: projection("value", d, width),
+                output: projection("output", width, d),
+            })
+        }
+        LayerSpec::PatchEmbed { patch_size: p, dim } => {
+            let channels = input[0];
+            let tokens = (input[1] / p) * (input[2] / p);
+            // Glorot over the patch's inputs and the embedding, as a dense projection of
+            // each flattened patch; positions as ViT's: small (std 0.02), here uniform.
+            let fan_in = channels * p * p;
+            let weight = params
+                .add(name("weight"), Init::GlorotUniform.sample(&[dim, channels, p, p], fan_in, dim, rng));
+            let bias = params.add(name("bias"), zeros(dim));
+            let limit = 0.02 * 3f32.sqrt();
+            let position =
+                Tensor::from_shape_simple_fn(IxDyn(&[tokens, dim]), || rng.random_range(-limit..limit));
+            let position = params.add(name("position"), position);
+            Layer::PatchEmbed(PatchEmbed { patch_size: p, weight, bias, position })
+        }
+        LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
+    })
 }
 
 /// Glorot-uniform input and recurrent weights (each gate block drawn with its own fans),
@@ -354,11 +495,11 @@ fn recurrent(
     input: &[usize],
     params: &mut Params,
     rng: &mut Pcg64,
-    index: usize,
+    path: &str,
 ) -> Layer {
     let features = input[1];
     let gates = cell.gates();
-    let name = |part: &str| format!("layers.{index}.{part}");
+    let name = |part: &str| format!("{path}.{part}");
     let w =
         params.add(name("w"), Init::GlorotUniform.sample(&[features, gates * units], features, units, rng));
     let u = params.add(name("u"), Init::GlorotUniform.sample(&[units, gates * units], units, units, rng));

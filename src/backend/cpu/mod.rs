@@ -26,7 +26,15 @@ pub enum Activation {
     },
     Sigmoid,
     Tanh,
+    /// The Gaussian error linear unit in its tanh form (Hendrycks and Gimpel 2016), as GPT-2,
+    /// BERT's reference code and jax's `jax.nn.gelu` (default `approximate=True`) compute it:
+    /// `x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    Gelu,
 }
+
+/// GELU's constants: sqrt(2 / pi) and the cubic term's weight.
+const GELU_C: f32 = 0.797_884_6;
+const GELU_A: f32 = 0.044_715;
 
 fn default_leak() -> f32 {
     0.01
@@ -40,6 +48,7 @@ impl Activation {
             Activation::LeakyRelu { .. } => "leaky_relu",
             Activation::Sigmoid => "sigmoid",
             Activation::Tanh => "tanh",
+            Activation::Gelu => "gelu",
         }
     }
 
@@ -57,6 +66,7 @@ impl Activation {
             }
             Activation::Sigmoid => math::sigmoid(x),
             Activation::Tanh => math::tanh(x),
+            Activation::Gelu => 0.5 * x * (1.0 + math::tanh(GELU_C * (x + GELU_A * x * x * x))),
         }
     }
 
@@ -81,6 +91,12 @@ impl Activation {
             }
             Activation::Sigmoid => y * (1.0 - y),
             Activation::Tanh => 1.0 - y * y,
+            // d/dx x/2 (1 + t) with t = tanh(u), u = c (x + a x^3):
+            // (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2).
+            Activation::Gelu => {
+                let t = math::tanh(GELU_C * (x + GELU_A * x * x * x));
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x)
+            }
         }
     }
 }
@@ -256,6 +272,7 @@ pub fn map(x: &Tensor, act: Activation, out: &mut Tensor) {
         Activation::LeakyRelu { alpha } => each(xs, outs, |v| Activation::LeakyRelu { alpha }.f(v)),
         Activation::Sigmoid => each(xs, outs, |v| Activation::Sigmoid.f(v)),
         Activation::Tanh => each(xs, outs, |v| Activation::Tanh.f(v)),
+        Activation::Gelu => each(xs, outs, |v| Activation::Gelu.f(v)),
     }
 }
 

@@ -39,10 +39,11 @@ pub enum Kernel {
     Adam,
     Sgd,
     SumSquares,
+    Softmax,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::MatMul,
         Kernel::Binary,
         Kernel::BinaryGrad,
@@ -59,6 +60,7 @@ impl Kernel {
         Kernel::Adam,
         Kernel::Sgd,
         Kernel::SumSquares,
+        Kernel::Softmax,
     ];
 
     /// The kernel's file name in `kernels/` and its WGSL source.
@@ -82,8 +84,8 @@ impl Kernel {
             Kernel::MatMul => wgsl!("matmul.wgsl"),
             Kernel::Binary => wgsl!("binary.wgsl"),
             Kernel::BinaryGrad => wgsl!("binary_grad.wgsl"),
-            Kernel::Unary => wgsl!("unary.wgsl"),
-            Kernel::UnaryGrad => wgsl!("unary_grad.wgsl"),
+            Kernel::Unary => wgsl!("unary.wgsl" + "gelu.wgsl"),
+            Kernel::UnaryGrad => wgsl!("unary_grad.wgsl" + "gelu.wgsl"),
             Kernel::Copy => wgsl!("copy.wgsl"),
             Kernel::Reduce => wgsl!("reduce.wgsl"),
             Kernel::ReduceGrad => wgsl!("reduce_grad.wgsl"),
@@ -95,6 +97,7 @@ impl Kernel {
             Kernel::Adam => wgsl!("adam.wgsl" + "clip.wgsl"),
             Kernel::Sgd => wgsl!("sgd.wgsl" + "clip.wgsl"),
             Kernel::SumSquares => wgsl!("sum_squares.wgsl"),
+            Kernel::Softmax => wgsl!("softmax.wgsl"),
         }
     }
 }
@@ -312,7 +315,8 @@ impl Gpu {
     /// `c = a · b` for `n x n` row-major matrices, in one dispatch: the product the benchmarks
     /// time.
     pub fn square_product(&self, n: usize, a: &Buffer, b: &Buffer, c: &Buffer) -> Dispatch {
-        plan::product_dispatch(self, (n, n, n), ((n, 1), (n, 1)), false, (1, n), [a, b, c])
+        let product = plan::Product::single((n, n, n), (n, 1), (n, 1), false);
+        plan::product_dispatch(self, product, (1, n), [a, b, c])
     }
 
     /// `kernel` over a grid of workgroups.

@@ -10,7 +10,7 @@
 use std::rc::Rc;
 
 use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
-use crate::autograd::{Op, Tape, Var};
+use crate::autograd::{product_dims, Op, ProductDims, Tape, Var};
 use crate::backend::cpu::conv::Window;
 use crate::backend::cpu::Activation;
 use crate::{Error, Result};
@@ -157,11 +157,11 @@ impl Plan {
                 self.push(gpu.dispatch(Kernel::Binary, &params, &[value(*a), value(*b), out], n));
             }
             Op::MatMul(a, b) => {
-                let (m, k, cols) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
-                let (a, b) = (value(*a), value(*b));
+                let ProductDims { batch, m, k, n } = product_dims(shape(*a), shape(*b))?;
                 let product =
-                    matmul(gpu, (m, cols, k), (k, 1), (cols, 1), false, a, b, out, &mut self.partials);
-                self.dispatches.extend(product);
+                    Product { m, n, k, batch, a: [k, 1, m * k], b: [n, 1, k * n], accumulate: false };
+                let dispatches = matmul(gpu, product, value(*a), value(*b), out, &mut self.partials);
+                self.dispatches.extend(dispatches);
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
                 let [before, len, after, scale] = reduction(shape(*x), *axis, matches!(op, Op::Mean { .. }));
@@ -223,17 +223,8 @@ impl Plan {
                 self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], cols.len()));
                 // [rows, filters] = cols · W^T, W read as [filters, width].
                 let dims = (conv.rows, conv.filters, conv.width);
-                let product = matmul(
-                    gpu,
-                    dims,
-                    (conv.width, 1),
-                    (1, conv.width),
-                    false,
-                    &cols,
-                    value(*w),
-                    &out_mat,
-                    &mut self.partials,
-                );
+                let product = Product::single(dims, (conv.width, 1), (1, conv.width), false);
+                let product = matmul(gpu, product, &cols, value(*w), &out_mat, &mut self.partials);
                 self.dispatches.extend(product);
                 // Rows are (batch, y, x): move the filters ahead of the positions.
                 let (b, f, s) = (conv.batch, conv.filters, conv.positions);
@@ -270,7 +261,16 @@ impl Plan {
                     (1, 1, 1),
                 ));
             }
-            Op::Softmax(_) | Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
+            Op::Softmax(x) => {
+                let params = softmax_params(0, out_shape);
+                self.push(gpu.dispatch(
+                    Kernel::Softmax,
+                    &params,
+                    &[value(*x), value(*x), out],
+                    n / params[2] as usize,
+                ));
+            }
+            Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
                 return Err(Error::Gpu(format!(
                     "{} has no GPU kernel; train this model on the CPU",
                     op_name(op)
@@ -312,18 +312,34 @@ impl Plan {
                 }
             }
             Op::MatMul(a, b) => {
-                let (m, k, n) = (shape(*a)[0], shape(*a)[1], shape(*b)[1]);
+                let ProductDims { batch, m, k, n } = product_dims(shape(*a), shape(*b))?;
                 if let Some(ga) = grad(*a) {
-                    // dA [m, k] += dC · B^T
-                    let product =
-                        matmul(gpu, (m, k, n), (n, 1), (1, n), true, g, value(*b), ga, &mut self.partials);
-                    self.dispatches.extend(product);
+                    // dA [m, k] += dC · B^T, for each matrix of the batch
+                    let product = Product {
+                        m,
+                        n: k,
+                        k: n,
+                        batch,
+                        a: [n, 1, m * n],
+                        b: [1, n, k * n],
+                        accumulate: true,
+                    };
+                    let dispatches = matmul(gpu, product, g, value(*b), ga, &mut self.partials);
+                    self.dispatches.extend(dispatches);
                 }
                 if let Some(gb) = grad(*b) {
                     // dB [k, n] += A^T · dC
-                    let product =
-                        matmul(gpu, (k, n, m), (1, k), (n, 1), true, value(*a), g, gb, &mut self.partials);
-                    self.dispatches.extend(product);
+                    let product = Product {
+                        m: k,
+                        n,
+                        k: m,
+                        batch,
+                        a: [1, k, m * k],
+                        b: [n, 1, m * n],
+                        accumulate: true,
+                    };
+                    let dispatches = matmul(gpu, product, value(*a), g, gb, &mut self.partials);
+                    self.dispatches.extend(dispatches);
                 }
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
@@ -402,26 +418,16 @@ impl Plan {
                     // dW [filters, width] += g_mat^T · cols
                     let dims = (conv.filters, conv.width, conv.rows);
                     let cols = &self.scratch[i][0];
-                    let (a_strides, b_strides) = ((1, conv.filters), (conv.width, 1));
-                    let product =
-                        matmul(gpu, dims, a_strides, b_strides, true, &g_mat, cols, gw, &mut self.partials);
+                    let product = Product::single(dims, (1, conv.filters), (conv.width, 1), true);
+                    let product = matmul(gpu, product, &g_mat, cols, gw, &mut self.partials);
                     self.dispatches.extend(product);
                 }
                 if let Some(gx) = grad(*x) {
                     // dcols [rows, width] = g_mat · W, then col2im adds it back onto the input.
                     let dcols = gpu.zeros(conv.rows * conv.width);
                     let dims = (conv.rows, conv.width, conv.filters);
-                    let product = matmul(
-                        gpu,
-                        dims,
-                        (conv.filters, 1),
-                        (conv.width, 1),
-                        false,
-                        &g_mat,
-                        value(*w),
-                        &dcols,
-                        &mut self.partials,
-                    );
+                    let product = Product::single(dims, (conv.filters, 1), (conv.width, 1), false);
+                    let product = matmul(gpu, product, &g_mat, value(*w), &dcols, &mut self.partials);
                     self.dispatches.extend(product);
                     self.push(gpu.dispatch(Kernel::Col2im, &conv.params, &[&dcols, gx], gx.len()));
                     self.scratch[i].push(dcols);
@@ -437,7 +443,14 @@ impl Plan {
                     self.push(dispatch);
                 }
             }
-            Op::Softmax(_) | Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
+            Op::Softmax(x) => {
+                if let Some(gx) = grad(*x) {
+                    let params = softmax_params(1, out_shape);
+                    let rows = gx.len() / params[2] as usize;
+                    self.push(gpu.dispatch(Kernel::Softmax, &params, &[&*slots.values[i], g, gx], rows));
+                }
+            }
+            Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
                 return Err(Error::Gpu(format!("{} has no GPU kernel", op_name(op))));
             }
         }
@@ -518,53 +531,71 @@ async fn next_task() {
 const INVOCATIONS: usize = 16_384;
 const MIN_CHUNK: usize = 256;
 
-/// The dispatches of `c [m, n] (+)= a [m, k] · b [k, n]`, each operand read through (row,
-/// column) strides: one, or with k split, the partial products and their sum, the buffer of
-/// partial products pushed onto `partials` to live as long as the dispatches.
-#[allow(clippy::too_many_arguments)]
+/// A matrix product `c [m, n] (+)= a [m, k] · b [k, n]`, or a stack of `batch` of them, each
+/// operand read through (row, column, matrix) strides, so that transposed operands need no
+/// copy.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Product {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub a: [usize; 3],
+    pub b: [usize; 3],
+    pub accumulate: bool,
+}
+
+impl Product {
+    /// One product of `(m, n, k)`, its operands read through (row, column) strides.
+    pub fn single(
+        (m, n, k): (usize, usize, usize),
+        a: (usize, usize),
+        b: (usize, usize),
+        accumulate: bool,
+    ) -> Product {
+        Product { m, n, k, batch: 1, a: [a.0, a.1, 0], b: [b.0, b.1, 0], accumulate }
+    }
+}
+
+/// The dispatches of a product: one, or with k split, the partial products and their sum, the
+/// buffer of partial products pushed onto `partials` to live as long as the dispatches.
 fn matmul(
     gpu: &Gpu,
-    (m, n, k): (usize, usize, usize),
-    a_strides: (usize, usize),
-    b_strides: (usize, usize),
-    accumulate: bool,
+    product: Product,
     a: &Buffer,
     b: &Buffer,
     c: &Buffer,
     partials: &mut Vec<Buffer>,
 ) -> Vec<Dispatch> {
-    let tiles = m.div_ceil(4) * n.div_ceil(4);
+    let Product { m, n, k, batch, accumulate, .. } = product;
+    let tiles = m.div_ceil(4) * n.div_ceil(4) * batch;
     let chunk = k.div_ceil((INVOCATIONS / tiles).min(k / MIN_CHUNK).max(1)).max(1);
     let splits = k.div_ceil(chunk).max(1);
-    let product = |accumulate: bool, c: &Buffer| {
-        product_dispatch(gpu, (m, n, k), (a_strides, b_strides), accumulate, (splits, chunk), [a, b, c])
-    };
     if splits == 1 {
-        return vec![product(accumulate, c)];
+        return vec![product_dispatch(gpu, product, (1, k), [a, b, c])];
     }
-    let parts = gpu.zeros(splits * m * n);
-    let product = product(false, &parts);
-    // reduce.wgsl over [1, splits, m n]
-    let sum = [1, splits as u32, (m * n) as u32, 1f32.to_bits(), u32::from(accumulate)];
-    let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&parts, c], m * n);
+    // Each matrix's partial products side by side: [batch, splits, m n].
+    let parts = gpu.zeros(batch * splits * m * n);
+    let partial =
+        product_dispatch(gpu, Product { accumulate: false, ..product }, (splits, chunk), [a, b, &parts]);
+    // reduce.wgsl over [batch, splits, m n]
+    let sum = [batch as u32, splits as u32, (m * n) as u32, 1f32.to_bits(), u32::from(accumulate)];
+    let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&parts, c], batch * m * n);
     partials.push(parts);
-    vec![product, sum]
+    vec![partial, sum]
 }
 
 /// One dispatch of matmul.wgsl over k in `splits` chunks of `chunk` (one chunk: the whole
 /// product, into `c`; more: each chunk's partial product into its own [m, n] slice of `c`).
 pub(super) fn product_dispatch(
     gpu: &Gpu,
-    (m, n, k): (usize, usize, usize),
-    (a_strides, b_strides): ((usize, usize), (usize, usize)),
-    accumulate: bool,
+    Product { m, n, k, batch, a: sa, b: sb, accumulate }: Product,
     (splits, chunk): (usize, usize),
     [a, b, c]: [&Buffer; 3],
 ) -> Dispatch {
-    let params =
-        [m, n, k, a_strides.0, a_strides.1, b_strides.0, b_strides.1, usize::from(accumulate), chunk]
-            .map(|v| v as u32);
-    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, splits as u32);
+    let params = [m, n, k, sa[0], sa[1], sb[0], sb[1], usize::from(accumulate), chunk, splits, sa[2], sb[2]]
+        .map(|v| v as u32);
+    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, (batch * splits) as u32);
     gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c], groups)
 }
 
@@ -646,6 +677,7 @@ fn activation_code(act: Activation) -> (u32, f32) {
         Activation::LeakyRelu { alpha } => (1, alpha),
         Activation::Sigmoid => (2, 0.0),
         Activation::Tanh => (3, 0.0),
+        Activation::Gelu => (5, 0.0),
     }
 }
 
@@ -693,6 +725,12 @@ impl Conv {
     }
 }
 
+/// softmax.wgsl's parameters: `mode` (0 forward, 1 backward), rows, row length.
+fn softmax_params(mode: u32, shape: &[usize]) -> [u32; 3] {
+    let len = shape.last().copied().unwrap_or(1);
+    [mode, (shape.iter().product::<usize>() / len) as u32, len as u32]
+}
+
 /// pool.wgsl's parameters.
 fn pool_params(mode: u32, x: &[usize], out: &[usize], window: &Window) -> [u32; 10] {
     [
@@ -712,7 +750,6 @@ fn pool_params(mode: u32, x: &[usize], out: &[usize], window: &Window) -> [u32; 
 
 fn op_name(op: &Op) -> &'static str {
     match op {
-        Op::Softmax(_) => "softmax",
         Op::LogSoftmax(_) => "log_softmax",
         Op::MeanSquaredError(..) => "mean_squared_error",
         _ => "this op",

@@ -7,8 +7,10 @@
 //!             {"type": "dense", "units": 10}]}
 //! ```
 //!
-//! [`ModelSpec::from_json`] reports a bad spec by the JSON path of the offending value, for
-//! example `layers[1].units`.
+//! A model is a tree: a `residual` block holds layers of its own (blocks included), and one
+//! recursive reader and checker serve every depth. [`ModelSpec::from_json`] reports a bad spec
+//! by the JSON path of the offending value and the type of the layer there, for example
+//! `layers[1] (dense).units` or, inside a block, `layers[2].layers[0] (conv2d).filters`.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -56,7 +58,8 @@ fn mnist_input() -> Vec<usize> {
 pub enum LayerSpec {
     /// Flattens everything but the batch axis.
     Flatten,
-    /// `activation(x W + b)`, with `W` of shape `[inputs, units]`.
+    /// `activation(x W + b)`, with `W` of shape `[inputs, units]`, over a flat input `[inputs]`
+    /// or over each token of a sequence `[tokens, inputs]` (Keras's `Dense` on the last axis).
     Dense {
         units: usize,
         /// Default `linear`.
@@ -134,6 +137,40 @@ pub enum LayerSpec {
     },
     Sigmoid,
     Tanh,
+    /// GELU in its tanh form (see [`Activation::Gelu`]).
+    Gelu,
+    /// `x + f(x)`: the `layers` (any, blocks included) applied in order and added to the
+    /// block's input, or to `shortcut` applied to it where `f` changes the shape (a 1x1
+    /// convolution, a dense layer). The sum must have one shape.
+    Residual {
+        layers: Vec<LayerSpec>,
+        shortcut: Option<Vec<LayerSpec>>,
+    },
+    /// Layer normalisation over the last axis (Ba et al. 2016): `(x - mean) / sqrt(var + eps)`
+    /// per sample (per token, for sequences), scaled and shifted by learnt `gamma` and `beta`.
+    /// `eps` defaults to 1e-5 (PyTorch's).
+    LayerNorm {
+        eps: f32,
+    },
+    /// Multi-head self-attention over a sequence `[tokens, d]` (Vaswani et al. 2017): `heads`
+    /// heads of `key_size` (default `d / heads`) queries, keys and values projected from the
+    /// input, `softmax(q k^T / sqrt(key_size))` over the keys, the heads' outputs concatenated
+    /// and projected back to `d`. `dropout` (default 0) drops attention weights in training.
+    MultiHeadAttention {
+        heads: usize,
+        key_size: Option<usize>,
+        dropout: f32,
+    },
+    /// An image `[channels, h, w]` cut into non-overlapping `patch_size` squares, each
+    /// projected linearly to `dim` (a convolution with stride `patch_size`, as ViT does it),
+    /// plus a learnt position embedding: `[(h / p) * (w / p), dim]` tokens in row-major order.
+    PatchEmbed {
+        patch_size: usize,
+        dim: usize,
+    },
+    /// The mean over the spatial axes of an image (`[c, h, w]` to `[c]`) or over the tokens
+    /// of a sequence (`[tokens, d]` to `[d]`).
+    GlobalAvgPool,
 }
 
 /// How a convolution treats the border.
@@ -161,6 +198,7 @@ pub enum ActivationName {
     LeakyRelu,
     Sigmoid,
     Tanh,
+    Gelu,
 }
 
 impl ActivationName {
@@ -171,6 +209,7 @@ impl ActivationName {
             ActivationName::LeakyRelu => Some(Activation::LeakyRelu { alpha: default_leak() }),
             ActivationName::Sigmoid => Some(Activation::Sigmoid),
             ActivationName::Tanh => Some(Activation::Tanh),
+            ActivationName::Gelu => Some(Activation::Gelu),
         }
     }
 }
@@ -194,27 +233,38 @@ impl LayerSpec {
             LayerSpec::LeakyRelu { .. } => "leaky_relu",
             LayerSpec::Sigmoid => "sigmoid",
             LayerSpec::Tanh => "tanh",
+            LayerSpec::Gelu => "gelu",
+            LayerSpec::Residual { .. } => "residual",
+            LayerSpec::LayerNorm { .. } => "layer_norm",
+            LayerSpec::MultiHeadAttention { .. } => "multi_head_attention",
+            LayerSpec::PatchEmbed { .. } => "patch_embed",
+            LayerSpec::GlobalAvgPool => "global_avg_pool",
         }
     }
 
-    /// The shape of one output sample for one input sample of `input`.
+    /// The shape of one output sample for one input sample of `input`; `path` is the layer's
+    /// place in the JSON (`layers[2].layers[0]`), for errors.
     ///
     /// # Errors
-    /// [`Error::Spec`] at `location` when the layer cannot take `input` or a field is out of range.
-    pub(crate) fn output_shape(&self, input: &[usize], location: &str) -> Result<Vec<usize>> {
+    /// [`Error::Spec`] at the layer's path (or one of its fields) when the layer cannot take
+    /// `input` or a field is out of range.
+    pub(crate) fn output_shape(&self, input: &[usize], path: &str) -> Result<Vec<usize>> {
+        let location = &format!("{path} ({})", self.kind());
         match *self {
             LayerSpec::Flatten => Ok(vec![input.iter().product()]),
             LayerSpec::Dense { units, .. } => {
                 if units == 0 {
                     return Err(Error::spec(format!("{location}.units"), "must be at least 1"));
                 }
-                if input.len() != 1 {
+                if input.len() > 2 {
                     return Err(Error::spec(
                         location,
-                        format!("dense expects a flat input but gets shape {input:?}; put a flatten layer before it"),
+                        format!("dense expects a flat input or a sequence [tokens, features] but gets shape {input:?}; put a flatten layer before it"),
                     ));
                 }
-                Ok(vec![units])
+                let mut output = input.to_vec();
+                *output.last_mut().expect("a sample shape has an axis") = units;
+                Ok(output)
             }
             LayerSpec::Dropout { rate } => {
                 if !(0.0..1.0).contains(&rate) {
@@ -260,12 +310,7 @@ impl LayerSpec {
                         format!("{momentum} is not in (0, 1]"),
                     ));
                 }
-                if !(eps > 0.0 && eps.is_finite()) {
-                    return Err(Error::spec(
-                        format!("{location}.eps"),
-                        format!("{eps} must be a small positive number"),
-                    ));
-                }
+                check_eps(location, eps)?;
                 if input.len() != 1 && input.len() != 3 {
                     return Err(Error::spec(
                         location,
@@ -289,11 +334,97 @@ impl LayerSpec {
             LayerSpec::LeakyRelu { alpha } if !alpha.is_finite() => {
                 Err(Error::spec(format!("{location}.alpha"), "must be a finite number"))
             }
-            LayerSpec::Relu | LayerSpec::LeakyRelu { .. } | LayerSpec::Sigmoid | LayerSpec::Tanh => {
+            LayerSpec::Relu
+            | LayerSpec::LeakyRelu { .. }
+            | LayerSpec::Sigmoid
+            | LayerSpec::Tanh
+            | LayerSpec::Gelu => Ok(input.to_vec()),
+            LayerSpec::Residual { ref layers, ref shortcut } => {
+                let body = chain(layers, input, &format!("{path}.layers"))?;
+                let added = match shortcut {
+                    Some(shortcut) => chain(shortcut, input, &format!("{path}.shortcut"))?,
+                    None => input.to_vec(),
+                };
+                if body != added {
+                    let what = if shortcut.is_some() { "its shortcut gives" } else { "its input is" };
+                    let hint = if shortcut.is_some() { "" } else { "; add a `shortcut` that maps the input to that shape" };
+                    return Err(Error::spec(
+                        location,
+                        format!("the block's layers give {body:?} but {what} {added:?}, and the two must match to be added{hint}"),
+                    ));
+                }
+                Ok(body)
+            }
+            LayerSpec::LayerNorm { eps } => {
+                check_eps(location, eps)?;
                 Ok(input.to_vec())
             }
+            LayerSpec::MultiHeadAttention { heads, key_size, dropout } => {
+                positive(location, "heads", heads)?;
+                let &[_, d] = input else {
+                    return Err(Error::spec(
+                        location,
+                        format!("multi_head_attention expects a sequence [tokens, d] but gets shape {input:?}; put a patch_embed or reshape layer before it"),
+                    ));
+                };
+                match key_size {
+                    Some(size) => positive(location, "key_size", size)?,
+                    None if d % heads != 0 => {
+                        return Err(Error::spec(
+                            format!("{location}.heads"),
+                            format!("{heads} heads do not divide d = {d}; choose a divisor or set `key_size`"),
+                        ))
+                    }
+                    None => {}
+                }
+                if !(0.0..1.0).contains(&dropout) {
+                    return Err(Error::spec(format!("{location}.dropout"), format!("{dropout} is not in [0, 1)")));
+                }
+                Ok(input.to_vec())
+            }
+            LayerSpec::PatchEmbed { patch_size, dim } => {
+                positive(location, "patch_size", patch_size)?;
+                positive(location, "dim", dim)?;
+                let [_, h, w] = image(input, location, "patch_embed")?;
+                if h % patch_size != 0 || w % patch_size != 0 {
+                    return Err(Error::spec(
+                        format!("{location}.patch_size"),
+                        format!("{patch_size} does not divide the {h}x{w} input into whole patches"),
+                    ));
+                }
+                Ok(vec![(h / patch_size) * (w / patch_size), dim])
+            }
+            LayerSpec::GlobalAvgPool => match *input {
+                [c, _, _] => Ok(vec![c]),
+                [_, d] => Ok(vec![d]),
+                _ => Err(Error::spec(
+                    location,
+                    format!("global_avg_pool expects an image [channels, height, width] or a sequence [tokens, d] but gets shape {input:?}"),
+                )),
+            },
         }
     }
+}
+
+/// The shape `layers` (a block's list, at `path`) give for `input`, checking each in turn.
+///
+/// # Errors
+/// [`Error::Spec`] at `path` when the list is empty, or at the first layer that cannot be built.
+pub(crate) fn chain(layers: &[LayerSpec], input: &[usize], path: &str) -> Result<Vec<usize>> {
+    if layers.is_empty() {
+        return Err(Error::spec(path, "needs at least one layer"));
+    }
+    layers
+        .iter()
+        .enumerate()
+        .try_fold(input.to_vec(), |shape, (i, layer)| layer.output_shape(&shape, &format!("{path}[{i}]")))
+}
+
+fn check_eps(location: &str, eps: f32) -> Result<()> {
+    if !(eps > 0.0 && eps.is_finite()) {
+        return Err(Error::spec(format!("{location}.eps"), format!("{eps} must be a small positive number")));
+    }
+    Ok(())
 }
 
 fn positive(location: &str, field: &str, value: usize) -> Result<()> {
@@ -339,7 +470,7 @@ pub fn conv_window(kernel: usize, stride: usize, padding: Padding, size: (usize,
 
 impl ModelSpec {
     /// The names [`ModelSpec::preset`] knows.
-    pub const PRESETS: &'static [&'static str] = &["mlp", "cnn", "lstm", "gru"];
+    pub const PRESETS: &'static [&'static str] = &["mlp", "cnn", "lstm", "gru", "resnet", "vit"];
 
     /// A built-in model by name.
     pub fn preset(name: &str) -> Option<ModelSpec> {
@@ -353,6 +484,35 @@ impl ModelSpec {
             activation: ActivationName::Relu,
             bias: true,
             init: Init::default(),
+        };
+        // A 3x3 (or 1x1) convolution without bias, before batch norm, whose shift replaces it.
+        let conv_bn = |filters, kernel_size| LayerSpec::Conv2d {
+            filters,
+            kernel_size,
+            stride: 1,
+            padding: Padding::Same,
+            activation: ActivationName::Linear,
+            bias: false,
+            init: Init::HeUniform,
+        };
+        let batch_norm = || LayerSpec::BatchNorm { momentum: 0.1, eps: 1e-5 };
+        // conv, batch norm, relu, conv, batch norm: the body of ResNet's basic block.
+        let basic = |filters| {
+            vec![conv_bn(filters, 3), batch_norm(), LayerSpec::Relu, conv_bn(filters, 3), batch_norm()]
+        };
+        let residual = |layers, shortcut| LayerSpec::Residual { layers, shortcut };
+        // A pre-norm Transformer encoder block (as ViT's): attention, then an MLP, each on
+        // the layer-normalised input and added back to it.
+        let encoder = || {
+            let norm = || LayerSpec::LayerNorm { eps: 1e-5 };
+            let attention = LayerSpec::MultiHeadAttention { heads: 4, key_size: None, dropout: 0.0 };
+            [
+                residual(vec![norm(), attention], None),
+                residual(
+                    vec![norm(), dense(128, ActivationName::Gelu), dense(64, ActivationName::Linear)],
+                    None,
+                ),
+            ]
         };
         let layers = match name {
             // The TensorFlow.js MNIST example's dense network.
@@ -379,6 +539,41 @@ impl ModelSpec {
                 LayerSpec::Gru { units: 64, return_sequences: false },
                 dense(10, ActivationName::Linear),
             ],
+            // A small ResNet (He et al. 2016): two basic blocks of 16 channels at 28x28, then
+            // one of 32 at 14x14 whose shortcut is a 1x1 convolution.
+            "resnet" => vec![
+                LayerSpec::Conv2d {
+                    filters: 16,
+                    kernel_size: 3,
+                    stride: 1,
+                    padding: Padding::Same,
+                    activation: ActivationName::Relu,
+                    bias: true,
+                    init: Init::HeUniform,
+                },
+                residual(basic(16), None),
+                LayerSpec::Relu,
+                residual(basic(16), None),
+                LayerSpec::Relu,
+                LayerSpec::MaxPool2d { pool_size: 2, stride: None },
+                residual(basic(32), Some(vec![conv_bn(32, 1)])),
+                LayerSpec::Relu,
+                LayerSpec::GlobalAvgPool,
+                dense(10, ActivationName::Linear),
+            ],
+            // A small Vision Transformer (Dosovitskiy et al. 2021): 7x7 patches (16 tokens) of
+            // d = 64, two pre-norm encoder blocks of 4 heads, the mean over the tokens.
+            "vit" => {
+                let mut layers = vec![LayerSpec::PatchEmbed { patch_size: 7, dim: 64 }];
+                layers.extend(encoder());
+                layers.extend(encoder());
+                layers.extend([
+                    LayerSpec::LayerNorm { eps: 1e-5 },
+                    LayerSpec::GlobalAvgPool,
+                    dense(10, ActivationName::Linear),
+                ]);
+                layers
+            }
             _ => return None,
         };
         Some(ModelSpec { input: mnist_input(), normalize: None, layers })
@@ -425,9 +620,7 @@ impl ModelSpec {
         if self.layers.is_empty() {
             return Err(Error::spec("layers", "a model needs at least one layer"));
         }
-        self.layers.iter().enumerate().try_fold(self.input.clone(), |shape, (i, layer)| {
-            layer.output_shape(&shape, &format!("layers[{i}] ({})", layer.kind()))
-        })
+        chain(&self.layers, &self.input, "layers")
     }
 
     /// The spec as compact JSON.
@@ -488,6 +681,42 @@ mod tests {
         ];
         let spec = ModelSpec { input: vec![1, 28, 28], normalize: Some(Normalize::MNIST), layers };
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+        for preset in ModelSpec::PRESETS {
+            let spec = ModelSpec::preset(preset).unwrap();
+            assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec, "{preset}");
+        }
+        let layers = vec![
+            LayerSpec::PatchEmbed { patch_size: 4, dim: 6 },
+            LayerSpec::Residual {
+                layers: vec![
+                    LayerSpec::LayerNorm { eps: 1e-3 },
+                    LayerSpec::MultiHeadAttention { heads: 2, key_size: Some(5), dropout: 0.1 },
+                ],
+                shortcut: None,
+            },
+            LayerSpec::Residual {
+                layers: vec![LayerSpec::Residual { layers: vec![LayerSpec::Gelu], shortcut: None }],
+                shortcut: Some(vec![LayerSpec::LayerNorm { eps: 1e-5 }]),
+            },
+            LayerSpec::GlobalAvgPool,
+        ];
+        let spec = ModelSpec { input: vec![1, 28, 28], normalize: None, layers };
+        assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
+    }
+
+    #[test]
+    fn the_presets_have_the_shapes_and_sizes_the_issue_asks_for() {
+        let count = |name: &str| {
+            let model = crate::nn::Model::new(ModelSpec::preset(name).unwrap(), 0).unwrap();
+            model.params().iter().filter(|p| p.trainable).map(|p| p.value.len()).sum::<usize>()
+        };
+        // vit: patches 49*64 + 64 + 16*64 positions; per block 2 layer norms (2*128), 4
+        // projections (4 * (64*64 + 64)) and the MLP (64*128 + 128 + 128*64 + 64); a final
+        // layer norm (128) and the classifier (64*10 + 10).
+        let block = 2 * 128 + 4 * (64 * 64 + 64) + (64 * 128 + 128 + 128 * 64 + 64);
+        assert_eq!(count("vit"), 49 * 64 + 64 + 16 * 64 + 2 * block + 128 + 650);
+        assert_eq!(ModelSpec::preset("vit").unwrap().output_shape().unwrap(), [10]);
+        assert_eq!(ModelSpec::preset("resnet").unwrap().output_shape().unwrap(), [10]);
     }
 
     #[test]
@@ -541,8 +770,58 @@ mod tests {
             (r#"{"layers":[{"type":"flatten"},{"type":"dense","units":0}]}"#, "layers[1] (dense).units: must be at least 1"),
             (
                 r#"{"layers":[{"type":"dense","units":3}]}"#,
-                "layers[0] (dense): dense expects a flat input but gets shape [1, 28, 28]; put a flatten layer before it",
+                "layers[0] (dense): dense expects a flat input or a sequence [tokens, features] but gets shape [1, 28, 28]; put a flatten layer before it",
             ),
+            (
+                r#"{"layers":[{"type":"conv2d","filters":2,"kernel_size":3},
+                    {"type":"residual","layers":[{"type":"relu"},{"type":"conv2d","filters":0,"kernel_size":3}]}]}"#,
+                "layers[1].layers[1] (conv2d).filters: must be at least 1",
+            ),
+            (
+                r#"{"layers":[{"type":"residual","layers":[{"type":"residual","layers":[{"type":"relu","alpha":1}]}]}]}"#,
+                "layers[0].layers[0].layers[0] (relu): unknown field `alpha`; it takes none",
+            ),
+            (
+                r#"{"layers":[{"type":"residual","layers":[{"type":"relu"}],"shortcut":[{"type":"conv2d","kernel_size":1}]}]}"#,
+                "layers[0].shortcut[0] (conv2d): missing field `filters`",
+            ),
+            (
+                r#"{"layers":[{"type":"residual","layers":[{"type":"conv2d","filters":4,"kernel_size":3,"padding":"same"}]}]}"#,
+                "layers[0] (residual): the block's layers give [4, 28, 28] but its input is [1, 28, 28], and the two must match to be added; add a `shortcut` that maps the input to that shape",
+            ),
+            (
+                r#"{"layers":[{"type":"residual","layers":[{"type":"conv2d","filters":4,"kernel_size":3,"padding":"same"}],
+                    "shortcut":[{"type":"conv2d","filters":4,"kernel_size":1,"stride":2}]}]}"#,
+                "layers[0] (residual): the block's layers give [4, 28, 28] but its shortcut gives [4, 14, 14], and the two must match to be added",
+            ),
+            (r#"{"layers":[{"type":"residual","layers":[]}]}"#, "layers[0].layers: needs at least one layer"),
+            (r#"{"layers":[{"type":"residual"}]}"#, "layers[0] (residual): missing field `layers`"),
+            (
+                r#"{"layers":[{"type":"residual","layers":{"type":"relu"}}]}"#,
+                "layers[0].layers: expected an array of layers, got an object",
+            ),
+            (
+                r#"{"input":[4,6],"layers":[{"type":"multi_head_attention","heads":4}]}"#,
+                "layers[0] (multi_head_attention).heads: 4 heads do not divide d = 6; choose a divisor or set `key_size`",
+            ),
+            (
+                r#"{"layers":[{"type":"multi_head_attention","heads":1}]}"#,
+                "layers[0] (multi_head_attention): multi_head_attention expects a sequence [tokens, d] but gets shape [1, 28, 28]; put a patch_embed or reshape layer before it",
+            ),
+            (
+                r#"{"input":[4,6],"layers":[{"type":"multi_head_attention","heads":2,"dropout":1}]}"#,
+                "layers[0] (multi_head_attention).dropout: 1 is not in [0, 1)",
+            ),
+            (
+                r#"{"layers":[{"type":"patch_embed","patch_size":5,"dim":8}]}"#,
+                "layers[0] (patch_embed).patch_size: 5 does not divide the 28x28 input into whole patches",
+            ),
+            (r#"{"layers":[{"type":"patch_embed","patch_size":7}]}"#, "layers[0] (patch_embed): missing field `dim`"),
+            (
+                r#"{"layers":[{"type":"flatten"},{"type":"global_avg_pool"}]}"#,
+                "layers[1] (global_avg_pool): global_avg_pool expects an image [channels, height, width] or a sequence [tokens, d] but gets shape [784]",
+            ),
+            (r#"{"layers":[{"type":"layer_norm","eps":-1}]}"#, "layers[0] (layer_norm).eps: -1 must be a small positive number"),
             (r#"{"layers":[{"type":"dropout","rate":1.5}]}"#, "layers[0] (dropout).rate: 1.5 is not in [0, 1)"),
             (
                 r#"{"layers":[{"type":"conv2d","filters":1,"kernel_size":29}]}"#,
@@ -562,7 +841,7 @@ mod tests {
             ),
             (
                 r#"{"layers":[{"type":"flatten"},{"type":"dense","units":4,"activation":"swish"}]}"#,
-                "layers[1] (dense).activation: unknown value `swish`; expected one of linear, relu, leaky_relu, sigmoid, tanh",
+                "layers[1] (dense).activation: unknown value `swish`; expected one of linear, relu, leaky_relu, sigmoid, tanh, gelu",
             ),
             (
                 r#"{"layers":[{"type":"lstm","units":4,"return_sequences":"yes"}]}"#,

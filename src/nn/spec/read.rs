@@ -28,6 +28,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("leaky_relu", &["alpha"]),
     ("sigmoid", &[]),
     ("tanh", &[]),
+    ("gelu", &[]),
+    ("residual", &["layers", "shortcut"]),
+    ("layer_norm", &["eps"]),
+    ("multi_head_attention", &["heads", "key_size", "dropout"]),
+    ("patch_embed", &["patch_size", "dim"]),
+    ("global_avg_pool", &[]),
 ];
 
 const ACTIVATIONS: &[(&str, ActivationName)] = &[
@@ -36,6 +42,7 @@ const ACTIVATIONS: &[(&str, ActivationName)] = &[
     ("leaky_relu", ActivationName::LeakyRelu),
     ("sigmoid", ActivationName::Sigmoid),
     ("tanh", ActivationName::Tanh),
+    ("gelu", ActivationName::Gelu),
 ];
 
 const PADDINGS: &[(&str, Padding)] = &[("valid", Padding::Valid), ("same", Padding::Same)];
@@ -50,17 +57,8 @@ pub(super) fn model(value: Value) -> Result<ModelSpec> {
         None | Some(Value::Null) => None,
         Some(value) => Some(normalize(value)?),
     };
-    let layers = match fields.take("layers") {
-        Some(Value::Array(layers)) => layers,
-        Some(other) => {
-            return Err(Error::spec(
-                "layers",
-                format!("expected an array of layers, got {}", describe(&other)),
-            ))
-        }
-        None => return Err(Error::spec("top level", "missing field `layers`")),
-    };
-    let layers = layers.into_iter().enumerate().map(|(i, value)| layer(value, i)).collect::<Result<_>>()?;
+    let layers =
+        fields.layers("layers")?.ok_or_else(|| Error::spec("top level", "missing field `layers`"))?;
     Ok(ModelSpec { input, normalize, layers })
 }
 
@@ -70,26 +68,27 @@ fn normalize(value: Value) -> Result<Normalize> {
     Ok(Normalize { mean: fields.need("mean", Fields::number)?, std: fields.need("std", Fields::number)? })
 }
 
-fn layer(value: Value, index: usize) -> Result<LayerSpec> {
-    let mut map = object(value, &format!("layers[{index}]"), r#"a layer such as {"type": "flatten"}"#)?;
+/// The layer at `path` (`layers[2]`, or `layers[2].layers[0]` inside a block).
+fn layer(value: Value, path: &str) -> Result<LayerSpec> {
+    let mut map = object(value, path, r#"a layer such as {"type": "flatten"}"#)?;
     let kind = match map.remove("type") {
         Some(Value::String(kind)) => kind,
         Some(other) => {
             return Err(Error::spec(
-                format!("layers[{index}].type"),
+                format!("{path}.type"),
                 format!("expected a string, got {}", describe(&other)),
             ))
         }
-        None => return Err(Error::spec(format!("layers[{index}]"), "missing field `type`")),
+        None => return Err(Error::spec(path, "missing field `type`")),
     };
     let Some(&(_, names)) = LAYERS.iter().find(|(name, _)| *name == kind) else {
         let kinds: Vec<&str> = LAYERS.iter().map(|(name, _)| *name).collect();
         return Err(Error::spec(
-            format!("layers[{index}].type"),
+            format!("{path}.type"),
             format!("unknown layer type `{kind}`; expected one of {}", kinds.join(", ")),
         ));
     };
-    let mut f = Fields::new(map, format!("layers[{index}] ({kind})"), names)?;
+    let mut f = Fields::new(map, format!("{path} ({kind})"), names)?;
     Ok(match kind.as_str() {
         "flatten" => LayerSpec::Flatten,
         "dense" => LayerSpec::Dense {
@@ -136,6 +135,22 @@ fn layer(value: Value, index: usize) -> Result<LayerSpec> {
         "leaky_relu" => LayerSpec::LeakyRelu { alpha: f.number("alpha")?.unwrap_or(super::default_leak()) },
         "sigmoid" => LayerSpec::Sigmoid,
         "tanh" => LayerSpec::Tanh,
+        "gelu" => LayerSpec::Gelu,
+        "residual" => LayerSpec::Residual {
+            layers: f.layers_at("layers", path)?.ok_or_else(|| f.missing("layers"))?,
+            shortcut: f.layers_at("shortcut", path)?,
+        },
+        "layer_norm" => LayerSpec::LayerNorm { eps: f.number("eps")?.unwrap_or(1e-5) },
+        "multi_head_attention" => LayerSpec::MultiHeadAttention {
+            heads: f.need("heads", Fields::count)?,
+            key_size: f.count("key_size")?,
+            dropout: f.number("dropout")?.unwrap_or(0.0),
+        },
+        "patch_embed" => LayerSpec::PatchEmbed {
+            patch_size: f.need("patch_size", Fields::count)?,
+            dim: f.need("dim", Fields::count)?,
+        },
+        "global_avg_pool" => LayerSpec::GlobalAvgPool,
         _ => unreachable!("every type in LAYERS is built above (tested)"),
     })
 }
@@ -238,7 +253,35 @@ impl Fields {
     /// The field `name` read by `read` (one of the readers above), or an error saying it is
     /// missing.
     fn need<T>(&mut self, name: &str, read: fn(&mut Fields, &str) -> Result<Option<T>>) -> Result<T> {
-        read(self, name)?.ok_or_else(|| Error::spec(self.location.clone(), format!("missing field `{name}`")))
+        read(self, name)?.ok_or_else(|| self.missing(name))
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        let here = if self.location.is_empty() { "top level" } else { &self.location };
+        Error::spec(here, format!("missing field `{name}`"))
+    }
+
+    /// The array of layers `name` of the top level, each read at `layers[i]`.
+    fn layers(&mut self, name: &str) -> Result<Option<Vec<LayerSpec>>> {
+        self.layers_at(name, "")
+    }
+
+    /// The array of layers `name` of the object at JSON path `path` (empty at the top level),
+    /// each read at `path.name[i]`: one recursive reader for every depth.
+    fn layers_at(&mut self, name: &str, path: &str) -> Result<Option<Vec<LayerSpec>>> {
+        let at = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(values)) => values
+                .into_iter()
+                .enumerate()
+                .map(|(i, value)| layer(value, &format!("{at}[{i}]")))
+                .collect::<Result<_>>()
+                .map(Some),
+            Some(other) => {
+                Err(Error::spec(at, format!("expected an array of layers, got {}", describe(&other))))
+            }
+        }
     }
 }
 
@@ -260,8 +303,8 @@ mod tests {
 
     #[test]
     fn every_listed_type_is_built_and_takes_its_listed_fields() {
-        let values =
-            serde_json::json!({"units": 2, "rate": 0.5, "shape": [1], "filters": 1, "kernel_size": 1});
+        let values = serde_json::json!({"units": 2, "rate": 0.5, "shape": [1], "filters": 1, "kernel_size": 1,
+            "layers": [{"type": "relu"}], "heads": 1, "patch_size": 2, "dim": 3});
         for (index, &(kind, names)) in LAYERS.iter().enumerate() {
             let mut object = Map::new();
             object.insert("type".into(), kind.into());
@@ -270,7 +313,7 @@ mod tests {
                     object.insert(name.into(), value.clone());
                 }
             }
-            let layer = layer(Value::Object(object), index).unwrap();
+            let layer = layer(Value::Object(object), &format!("layers[{index}]")).unwrap();
             assert_eq!(layer.kind(), kind);
         }
     }

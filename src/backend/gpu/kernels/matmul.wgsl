@@ -9,8 +9,13 @@
 // with few outputs for its k (a convolution's weight gradient sums over every position of
 // every image) would otherwise run on a handful of invocations, each through the whole of k.
 //
+// Batched: a stack of products (attention's heads) runs in one dispatch, the workgroups along
+// z covering every (matrix, chunk) pair; matrix i reads a and b from i times their matrix
+// strides and writes the [m, n] slices of c from i * splits on.
+//
 // p: m, n, k, a row stride, a column stride, b row stride, b column stride, accumulate
-// (1: c += a · b), chunk (k for a product in one piece).
+// (1: c += a · b), chunk (k for a product in one piece), splits (chunks per matrix), a matrix
+// stride, b matrix stride.
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -34,11 +39,15 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         rows[i] = min(row0 + i, m - 1u) * p[3];
         cols[i] = min(col0 + i, n - 1u) * p[6];
     }
+    let matrix = id.z / p[9];
+    let split = id.z % p[9];
+    let a0 = matrix * p[10];
+    let b0 = matrix * p[11];
     var sum: array<vec4<f32>, 4>;
-    let k_end = min(k, (id.z + 1u) * p[8]);
-    for (var kk = id.z * p[8]; kk < k_end; kk++) {
-        let ka = kk * p[4];
-        let kb = kk * p[5];
+    let k_end = min(k, (split + 1u) * p[8]);
+    for (var kk = split * p[8]; kk < k_end; kk++) {
+        let ka = a0 + kk * p[4];
+        let kb = b0 + kk * p[5];
         let bv = vec4<f32>(b[kb + cols[0]], b[kb + cols[1]], b[kb + cols[2]], b[kb + cols[3]]);
         sum[0] += a[rows[0] + ka] * bv;
         sum[1] += a[rows[1] + ka] * bv;

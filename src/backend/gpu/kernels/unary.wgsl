@@ -1,6 +1,6 @@
 // y = f(x) elementwise, each function written as the CPU backend writes it.
 //
-// p: function (0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 power), element count, parameter
+// p: function (0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 power, 5 gelu), element count, parameter
 //    (leak or exponent, f32 bits).
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
@@ -28,6 +28,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
             }
         }
         case 3u: { y[i] = tanh(v); }
+        case 5u: { y[i] = 0.5 * v * (1.0 + tanh(gelu_u(v))); }
         default: { y[i] = pow(v, k); }
     }
 }

@@ -23,6 +23,10 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
         case 1u: { d = select(k, 1.0, v > 0.0); }
         case 2u: { d = out * (1.0 - out); }
         case 3u: { d = 1.0 - out * out; }
+        case 5u: {
+            let t = tanh(gelu_u(v));
+            d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * 0.7978846 * (1.0 + 0.134145 * v * v);
+        }
         default: { d = k * pow(v, k - 1.0); }
     }
     grad_x[i] += g[i] * d;

@@ -1,0 +1,46 @@
+// Softmax over the last axis, one row per invocation (attention's rows are short: one per
+// token, as long as the sequence), shifted by the row maximum as the CPU backend does.
+//
+// Forward (mode 0): y = softmax(x). Backward (mode 1): grad_x += y * (g - sum(g * y)), from
+// the forward's output y and its gradient g.
+//
+// p: mode, rows, row length.
+
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let row = id.x + id.y * groups.x * 64u;
+    if (row >= p[1]) {
+        return;
+    }
+    let len = p[2];
+    let start = row * len;
+    if (p[0] == 0u) {
+        var top = x[start];
+        for (var j = 1u; j < len; j++) {
+            top = max(top, x[start + j]);
+        }
+        var sum = 0.0;
+        for (var j = 0u; j < len; j++) {
+            let e = exp(x[start + j] - top);
+            out[start + j] = e;
+            sum += e;
+        }
+        for (var j = 0u; j < len; j++) {
+            out[start + j] /= sum;
+        }
+    } else {
+        // x holds the forward's output y here.
+        var dot = 0.0;
+        for (var j = 0u; j < len; j++) {
+            dot += g[start + j] * x[start + j];
+        }
+        for (var j = 0u; j < len; j++) {
+            out[start + j] += x[start + j] * (g[start + j] - dot);
+        }
+    }
+}
