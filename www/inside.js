@@ -1,7 +1,10 @@
 // The inside views: what each layer of the model sees for the digit on the drawing pad.
 // Renders an inspection from the worker (see the 'inspection' message in worker.js): the
-// saliency map, the first convolution's filters, every convolution's feature maps, and the
-// hidden state and gates of recurrent layers over the 28 time steps.
+// saliency map, the first convolution's filters, the feature maps of every convolution and
+// residual block, the hidden state and gates of recurrent layers over the 28 time steps, and
+// the attention of Transformer layers (attention.js).
+
+import { AttentionView } from './attention.js';
 
 const SCALE_FILTER = 8;
 const SCALE_MAP = 3;
@@ -85,8 +88,53 @@ function overTime(values, steps, units) {
   return out;
 }
 
-/** Replaces the content of `container` with the views of `inspection`. */
-export function renderInspection(container, inspection, side = 28) {
+/** A layer of the spec in a few words: `conv 3x3`, `batch norm`, `dense 64`. */
+function brief(layer) {
+  switch (layer.type) {
+    case 'conv2d': return `conv ${layer.kernel_size}x${layer.kernel_size}`;
+    case 'dense': return `dense ${layer.units}`;
+    case 'residual': return 'residual block';
+    default: return layer.type.replaceAll('_', ' ');
+  }
+}
+
+/** The heading and note of the feature maps after top-level layer `maps.layer` of `spec`. */
+function describeMaps(maps, spec) {
+  const size = `${maps.count} channels of ${maps.height}x${maps.width}`;
+  const layer = spec?.layers?.[maps.layer];
+  if (layer?.type === 'conv2d') {
+    const activation = layer.activation && layer.activation !== 'linear' ? `, after ${layer.activation.replaceAll('_', ' ')}` : '';
+    return [`Feature maps of layer ${maps.layer}: convolution ${layer.kernel_size}x${layer.kernel_size}`, `${size}${activation}`];
+  }
+  if (layer?.type === 'residual') {
+    const body = `f = ${layer.layers.map(brief).join(' → ')}`;
+    const sum = layer.shortcut ? `s(x) + f(x), where s = ${layer.shortcut.map(brief).join(' → ')} and ${body}` : `x + f(x), where ${body}`;
+    return [`Feature maps of layer ${maps.layer}: residual block`, `${size}: the block's output ${sum}`];
+  }
+  return [`Feature maps of layer ${maps.layer}`, size];
+}
+
+/** The attention view of each container, kept from one inspection to the next. */
+const attentionViews = new WeakMap();
+
+/**
+ * Makes `parts` the children of `container`, in order, leaving in place those already there:
+ * moving an element would take the keyboard focus from it.
+ */
+function place(container, parts) {
+  const wanted = new Set(parts);
+  for (const child of [...container.children]) if (!wanted.has(child)) child.remove();
+  parts.forEach((part, i) => {
+    if (container.children[i] !== part) container.insertBefore(part, container.children[i] ?? null);
+  });
+}
+
+/**
+ * Shows the views of `inspection` in `container`; `pixels` is the digit it was made for and
+ * `spec` the model's spec (parsed), which name what each view shows.
+ */
+export function renderInspection(container, inspection, { pixels = null, spec = null } = {}) {
+  const side = Math.round(Math.sqrt(inspection.saliency.length));
   const parts = [];
 
   const [saliency, saliencyGrid] = section('Saliency', 'How strongly each pixel sways the predicted digit');
@@ -107,7 +155,7 @@ export function renderInspection(container, inspection, side = 28) {
     const element = document.createElement('section');
     element.id = 'feature-maps';
     for (const maps of inspection.featureMaps) {
-      const [layer, grid] = section(`Feature maps of layer ${maps.layer}`, `${maps.count} channels of ${maps.height}x${maps.width}`);
+      const [layer, grid] = section(...describeMaps(maps, spec));
       each(maps).forEach((map, i) => {
         const [lo, hi] = range(map);
         grid.append(heatmap(map, maps.width, maps.height, SCALE_MAP * (28 / maps.width > 2 ? 2 : 1), grey(lo, hi), `channel ${i}`));
@@ -131,5 +179,15 @@ export function renderInspection(container, inspection, side = 28) {
     parts.push(element);
   }
 
-  container.replaceChildren(...parts);
+  if (inspection.attention) {
+    let view = attentionViews.get(container);
+    if (!view) {
+      view = new AttentionView();
+      attentionViews.set(container, view);
+    }
+    view.update(inspection.attention, pixels);
+    parts.push(view.element);
+  }
+
+  place(container, parts);
 }

@@ -28,6 +28,7 @@ const state = {
 };
 const hooks = {
   state,
+  inspection: null, // the last inspection the inside views drew
   maxTimerGapMs: 0,
   resetTimerGap() {
     hooks.maxTimerGapMs = 0;
@@ -76,6 +77,7 @@ function showMessage(text) {
 // ---- settings -------------------------------------------------------------------------------
 
 let applied = null; // the settings of the model the worker runs
+let modelSpec = null; // its spec, parsed: the inside views name their layers from it
 let pending = null; // settings sent, not yet confirmed
 
 const initial = settingsFromQuery(location.search);
@@ -159,6 +161,7 @@ function configured(spec) {
   const first = !state.configured;
   applied = { ...pending, data: applied?.data ?? pending.data };
   state.configured = true;
+  modelSpec = JSON.parse(spec);
   $('spec-error').textContent = '';
   $('model-spec').value = formatSpec(spec);
   if (applied.model === 'custom') applied.spec = JSON.stringify(JSON.parse(spec));
@@ -284,6 +287,7 @@ $('forget-kept').addEventListener('click', () => {
 function restored({ spec, status, source }) {
   const text = JSON.stringify(JSON.parse(spec));
   applied = { ...applied, model: 'custom', spec: text };
+  modelSpec = JSON.parse(spec);
   $('model-preset').value = 'custom';
   $('model-spec').value = formatSpec(spec);
   $('spec-error').textContent = '';
@@ -360,6 +364,7 @@ function epochFinished({ evaluation }) {
 // ---- the drawing pad and the inside views -----------------------------------------------------
 
 let currentPixels = null;
+let inspectedPixels = null; // the digit of the inspection asked for
 let inspecting = false;
 let stale = false;
 let lastInspection = 0;
@@ -388,14 +393,16 @@ function requestInspection() {
   inspecting = true;
   stale = false;
   lastInspection = performance.now();
-  send({ type: 'inspect', id: ++nextId, pixels: currentPixels.slice() });
+  inspectedPixels = currentPixels.slice();
+  send({ type: 'inspect', id: ++nextId, pixels: inspectedPixels.slice() });
 }
 
 function inspected({ inspection }) {
   inspecting = false;
   if (!currentPixels) return;
   probabilityBars.update(inspection.probabilities);
-  renderInspection($('inside'), inspection);
+  hooks.inspection = inspection;
+  renderInspection($('inside'), inspection, { pixels: inspectedPixels, spec: modelSpec });
   if (stale) requestInspection();
 }
 

@@ -14,7 +14,9 @@
 //   {type: 'inspect', id, pixels: Float32Array(784)}        answers 'inspection': {probabilities,
 //        predicted, saliency[784], filters: {layer, count, height, width, values} | null,
 //        featureMaps: [{layer, count, height, width, values}], recurrent: [{layer, kind, steps,
-//        units, hidden[steps*units], gates: [[name, values[steps*units]]]}]}
+//        units, hidden[steps*units], gates: [[name, values[steps*units]]]}], attention: null |
+//        {layers: [{heads, tokens, weights[heads*tokens*tokens]}], grid: [rows, cols] | null,
+//        rollout[tokens*tokens], pooled[tokens]}}
 //   {type: 'add-example', pixels: Uint8Array(784), label}    answers 'examples'
 //   {type: 'clear-examples'}                                 answers 'examples'
 //   {type: 'save'}                      answers 'saved': {bytes} (a safetensors training file)

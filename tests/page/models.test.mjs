@@ -1,5 +1,6 @@
 // Each preset chosen in the page trains, and the inside views render real images for it; the
-// page also works in the dark theme, at phone width and from the keyboard.
+// attention view shows the model's own weights for the patch the user picks; the page also
+// works in the dark theme, at phone width and from the keyboard.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -27,8 +28,12 @@ const VIEWS = {
   cnn: ['#saliency', '#filters', '#feature-maps'],
   lstm: ['#saliency', '#gates'],
   gru: ['#saliency', '#gates'],
+  resnet: ['#saliency', '#filters', '#feature-maps'],
+  vit: ['#saliency', '#attention'],
 };
-const SPEC_MARK = { mlp: '"dense"', cnn: '"conv2d"', lstm: '"lstm"', gru: '"gru"' };
+const SPEC_MARK = {
+  mlp: '"dense"', cnn: '"conv2d"', lstm: '"lstm"', gru: '"gru"', resnet: '"residual"', vit: '"multi_head_attention"',
+};
 
 describe('the presets in the page', () => {
   for (const preset of Object.keys(VIEWS)) {
@@ -49,11 +54,98 @@ describe('the presets in the page', () => {
         assert.ok(colours.length > 0, `${view} has canvases`);
         assert.ok(colours.every((n) => n > 1), `${view}: every image shows more than one colour (${colours})`);
       }
+      // The views follow the pad while it is drawn on; the screenshot shows the whole digit.
+      await page.waitForTimeout(1500);
       await screenshot(page, `inside-${preset}`, '#inside');
       assert.deepEqual(problems, []);
       await context.close();
     });
   }
+});
+
+describe('the attention view', () => {
+  /** Every head's drawn row: {layer, head, query, weights} from the canvases' data attributes. */
+  const drawnRows = (page) => page.$$eval('#attention canvas[data-head]', (canvases) => canvases.map((c) => ({
+    layer: Number(c.dataset.layer), head: Number(c.dataset.head), query: Number(c.dataset.query), weights: JSON.parse(c.dataset.weights),
+  })));
+  /** The same rows read from the inspection the page last drew (`window.ferrograd.inspection`). */
+  const inspectedRows = (page, query) => page.evaluate((q) => window.ferrograd.inspection.attention.layers.flatMap(({ heads, tokens, weights }, layer) => (
+    Array.from({ length: heads }, (_, head) => ({
+      layer, head, query: q, weights: Array.from(weights.slice((head * tokens + q) * tokens, (head * tokens + q + 1) * tokens)),
+    })))), query);
+  const close = (a, b, tolerance) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) <= tolerance);
+
+  test('vit: each head of each layer shows its weights from the picked patch, live, and the rollout', async () => {
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?model=vit&epochs=20`);
+    await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
+    await page.click('#start');
+    await waitForState(page, (s) => (s.steps ?? 0) > 10, 60_000);
+    await draw(page, TWO);
+    await page.waitForSelector('#attention canvas[data-head][data-weights]', { timeout: 20_000 });
+
+    // Two layers of four heads, each a row of 16 weights (the 4x4 patches) that sums to 1.
+    const first = await drawnRows(page);
+    assert.equal(first.length, 8, 'two attention layers of four heads');
+    for (const { layer, head, weights } of first) {
+      assert.equal(weights.length, 16);
+      assert.ok(weights.every((w) => w >= 0 && w <= 1), `layer ${layer} head ${head}: weights in [0, 1]`);
+      const sum = weights.reduce((a, b) => a + b, 0);
+      assert.ok(Math.abs(sum - 1) < 1e-3, `layer ${layer} head ${head}: the picked query's row sums to ${sum}`);
+    }
+    // Real weights are not uniform (1/16 each), and the heads differ.
+    assert.ok(first.some(({ weights }) => weights.some((w) => Math.abs(w - 1 / 16) > 1e-3)), 'weights are not all 1/16');
+    assert.ok(first.some(({ weights }) => !close(weights, first[0].weights, 1e-4)), 'the heads differ');
+    const colours = await canvasColours(page, '#attention');
+    assert.ok(colours.every((n) => n > 10), `every attention image is drawn from the weights (${colours} colours)`);
+
+    // Live: while the model trains, the same head from the same patch changes, and the patch
+    // picker keeps the keyboard focus through the redraws.
+    await page.focus('#attention .patch[aria-pressed="true"]');
+    const before = first[0].weights;
+    await page.waitForFunction((old) => {
+      const canvas = document.querySelector('#attention canvas[data-head]');
+      return canvas.dataset.weights !== JSON.stringify(old);
+    }, before, { timeout: 20_000 });
+    assert.equal(await page.evaluate(() => document.activeElement.className), 'patch', 'the picked patch keeps the focus');
+
+    // Paused, the view must draw exactly the rows of the inspection for the picked patch, and
+    // another patch gives other rows.
+    await page.click('#pause');
+    await waitForState(page, (s) => s.trainState === 'paused', 10_000);
+    await page.waitForTimeout(1500); // an inspection asked for before the pause lands
+    const rowsFor = async (query) => {
+      await page.click(`#attention .patch >> nth=${query}`);
+      await page.waitForFunction((q) => document.querySelector('#attention canvas[data-head]').dataset.query === String(q), query);
+      const [drawn, inspected] = [await drawnRows(page), await inspectedRows(page, query)];
+      drawn.forEach((row, i) => assert.ok(close(row.weights, inspected[i].weights, 1e-5),
+        `layer ${row.layer} head ${row.head} from patch ${query}: drawn ${row.weights}, inspected ${inspected[i].weights}`));
+      return drawn;
+    };
+    const corner = await rowsFor(0);
+    const middle = await rowsFor(5);
+    assert.ok(corner.some((row, i) => !close(row.weights, middle[i].weights, 1e-4)), 'another patch, other weights');
+    const pooled = await page.$eval('#attention canvas:not([data-head])[data-weights]', (c) => JSON.parse(c.dataset.weights));
+    const inspectedPooled = await page.evaluate(() => window.ferrograd.inspection.attention.pooled);
+    assert.ok(close(pooled, inspectedPooled, 1e-5), 'the rollout drawn is the inspection\'s');
+    assert.ok(Math.abs(pooled.reduce((a, b) => a + b, 0) - 1) < 1e-3, 'the rollout to the output sums to 1');
+
+    // From the keyboard: the arrow keys move the picked patch, and the focus goes with it.
+    await page.focus('#attention .patch[aria-pressed="true"]');
+    await page.keyboard.press('ArrowRight');
+    await page.keyboard.press('ArrowDown');
+    const picked = await page.evaluate(() => ({
+      query: document.querySelector('#attention canvas[data-head]').dataset.query,
+      focused: document.activeElement.getAttribute('aria-label'),
+      pressed: document.querySelector('#attention .patch[aria-pressed="true"]').getAttribute('aria-label'),
+    }));
+    assert.equal(picked.query, '10', 'from patch 5, right then down is patch 10');
+    assert.equal(picked.focused, 'patch row 3, column 3');
+    assert.equal(picked.pressed, picked.focused);
+    await page.locator('#attention').scrollIntoViewIfNeeded();
+    await screenshot(page, 'inside-attention', '#attention');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
 });
 
 describe('the page for every user', () => {
