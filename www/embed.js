@@ -5,7 +5,8 @@
 //
 // Attributes: model (a preset name or a JSON model spec), epochs, batch-size, lr, optimizer,
 // seed, data (a folder URL or four file URLs, as in the playground; by default the bundled
-// sample next to this script), compact (a smaller layout). Each element runs its own worker,
+// sample next to this script), compact (a smaller layout), inside (the playground's inside
+// views of the drawn digit under the pad: saliency, feature maps, gates, attention). Each element runs its own worker,
 // so several train side by side; none needs cross-origin-isolation headers. Its progress is
 // readable as `element.state`, like the page's `window.ferrograd.state`.
 
@@ -16,7 +17,9 @@ import { ProbabilityBars, showDataProgress } from './views.js';
 
 const here = (path) => new URL(path, import.meta.url).href;
 const DEFAULT_DATA = here('../data/mnist/');
-const STYLESHEETS = [here('theme.css'), here('embed.css'), here('../node_modules/uplot/dist/uPlot.min.css')];
+const STYLESHEETS = [here('theme.css'), here('embed.css'), here('inside.css'), here('../node_modules/uplot/dist/uPlot.min.css')];
+
+const PRESET_NAMES = { mlp: 'MLP', cnn: 'CNN', lstm: 'LSTM', gru: 'GRU', resnet: 'ResNet', vit: 'ViT' };
 
 const TEMPLATE = `
   ${STYLESHEETS.map((href) => `<link rel="stylesheet" href="${href}">`).join('')}
@@ -25,7 +28,7 @@ const TEMPLATE = `
       <strong>ferrograd</strong>
       <label class="model">model
         <select part="model" aria-label="Model">
-          ${PRESETS.map((p) => `<option value="${p}">${p.toUpperCase()}</option>`).join('')}
+          ${PRESETS.map((p) => `<option value="${p}">${PRESET_NAMES[p] ?? p}</option>`).join('')}
           <option value="custom" hidden>custom</option>
         </select>
       </label>
@@ -47,6 +50,7 @@ const TEMPLATE = `
       <div class="probs" aria-label="Probability of each digit"></div>
     </div>
     <button class="clear" part="button">Clear the pad</button>
+    <div class="inside" aria-label="Inside the model" hidden></div>
   </section>`;
 
 const ATTRIBUTES = { model: 'model', epochs: 'epochs', 'batch-size': 'batch', lr: 'lr', optimizer: 'optimizer', seed: 'seed' };
@@ -78,8 +82,14 @@ class FerrogradPlayground extends HTMLElement {
     this.pad = new DrawingPad(this.$('.pad'), (pixels) => {
       this.pixels = pixels;
       if (pixels) this.ask();
-      else this.bars.update(null);
+      else {
+        this.bars.update(null);
+        this.$('.inside').hidden = true;
+      }
     });
+    // With `inside`, the pad asks for an inspection rather than a prediction, and the views
+    // (loaded only then) show it.
+    this.views = this.hasAttribute('inside') ? import('./inside.js') : null;
 
     this.worker = new Worker(here('worker.js'), { type: 'module' });
     this.worker.onmessage = ({ data }) => this.handle(data);
@@ -135,7 +145,19 @@ class FerrogradPlayground extends HTMLElement {
     this.asking = true;
     this.askAgain = false;
     this.lastAsked = performance.now();
-    this.worker.postMessage({ type: 'predict', id: 0, pixels: this.pixels.slice() });
+    this.asked = this.pixels.slice();
+    this.worker.postMessage({ type: this.views ? 'inspect' : 'predict', id: 0, pixels: this.asked.slice() });
+  }
+
+  async inspected(inspection) {
+    const { renderInspection } = await this.views;
+    this.asking = false;
+    if (this.pixels) {
+      this.bars.update(inspection.probabilities);
+      renderInspection(this.$('.inside'), inspection, { pixels: this.asked, spec: this.spec });
+      this.$('.inside').hidden = false;
+    }
+    if (this.askAgain) this.ask();
   }
 
   /** Shows a problem in the element (and in `state.error`), beside any shown before. */
@@ -168,6 +190,7 @@ class FerrogradPlayground extends HTMLElement {
       case 'configured': {
         const first = !state.configured;
         state.configured = true;
+        this.spec = JSON.parse(message.spec);
         this.$('select').value = this.settings.model;
         for (const button of ['.start', '.reset']) this.$(button).disabled = false;
         this.clearProgress();
@@ -208,6 +231,9 @@ class FerrogradPlayground extends HTMLElement {
         this.asking = false;
         if (this.pixels) this.bars.update(message.probs);
         if (this.askAgain) this.ask();
+        break;
+      case 'inspection':
+        this.inspected(message.inspection);
         break;
       case 'error':
         this.asking = false;
