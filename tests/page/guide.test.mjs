@@ -1,13 +1,14 @@
 // The guide and the embeddable playground, served as plain static hosting would (no
 // cross-origin-isolation headers): its pages open, two embedded playgrounds on one page train
-// at the same time, each with its own progress, and the iframe form follows its hash.
+// at the same time, each with its own progress, the attention chapter's ViT shows its
+// attention for a drawn digit, and the iframe form follows its hash.
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 
-import { browserAndServer, open, ROOT, screenshot } from './harness.mjs';
+import { browserAndServer, draw, open, ROOT, screenshot } from './harness.mjs';
 
 before(() => {
   assert.ok(existsSync(join(ROOT, 'book/index.html')), 'the guide is built (scripts/test.sh builds it into book/)');
@@ -58,6 +59,28 @@ describe('the guide', () => {
     const texts = await Promise.all([0, 1].map((i) => playgrounds.nth(i).locator('.train-text').textContent()));
     assert.ok(texts.every((t) => /steps/.test(t)), `progress shown: ${texts}`);
     await screenshot(page, 'guide-two-playgrounds');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('the attention chapter\'s ViT trains and draws its heads\' weights over the drawn digit', async () => {
+    const { page, context, problems } = await open(env.browser, `${env.server.url}book/attention.html`);
+    const element = page.locator('ferrograd-playground');
+    await page.waitForFunction(() => {
+      const state = document.querySelector('ferrograd-playground')?.state;
+      return state?.configured && state?.dataComplete;
+    }, null, { timeout: 30_000 });
+    assert.equal(await element.locator('select').inputValue(), 'vit');
+    await element.locator('button.start').click();
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground').state.steps > 5, null, { timeout: 60_000 });
+    await draw(page, [[0.3, 0.3], [0.5, 0.18], [0.7, 0.3], [0.65, 0.5], [0.3, 0.82], [0.75, 0.82]], 'ferrograd-playground .pad');
+    const heads = element.locator('#attention canvas[data-head]');
+    await heads.first().waitFor({ timeout: 20_000 });
+    const rows = await heads.evaluateAll((canvases) => canvases.map((c) => JSON.parse(c.dataset.weights)));
+    assert.equal(rows.length, 8, 'two attention layers of four heads');
+    for (const row of rows) assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-3, `a row of weights sums to 1: ${row}`);
+    await element.locator('#attention').scrollIntoViewIfNeeded();
+    await screenshot(page, 'guide-attention', 'ferrograd-playground');
     assert.deepEqual(problems, []);
     await context.close();
   });
