@@ -126,9 +126,11 @@ fn bad_input_gives_a_clear_error_naming_what_and_where() {
     let err = failure(&["train", "--data", data, "--model", spec.to_str().unwrap()]);
     assert!(err.contains(spec.to_str().unwrap()) && err.contains("layers[1] (dense)"), "{err}");
 
-    let err = failure(&["train", "--data", data, "--model", "resnet"]);
+    let err = failure(&["train", "--data", data, "--model", "resnet50"]);
     assert!(
-        err.contains("--model resnet: neither a preset (mlp, cnn, lstm, gru) nor an existing JSON file"),
+        err.contains(
+            "--model resnet50: neither a preset (mlp, cnn, lstm, gru, resnet, vit) nor an existing JSON file"
+        ),
         "{err}"
     );
 

@@ -81,6 +81,33 @@ fn matmul() {
 }
 
 #[test]
+fn batched_matmul() {
+    // One product per leading index: dA_i = dC_i B_i^T, dB_i = A_i^T dC_i.
+    let mut rng = rng(19);
+    for (a, b) in
+        [([3, 2, 4], [3, 4, 5]), ([1, 3, 2], [1, 2, 3]), ([4, 1, 1], [4, 1, 6]), ([2, 5, 3], [2, 3, 1])]
+    {
+        let x = uniform(&mut rng, &a, -1.0, 1.0);
+        let y = uniform(&mut rng, &b, -1.0, 1.0);
+        gradcheck(&format!("matmul {a:?} {b:?}"), &[x, y], |t, v| t.matmul(v[0], v[1]));
+    }
+}
+
+#[test]
+fn matmul_refuses_operands_that_do_not_pair() {
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    for (a, b) in
+        [(&[2, 3][..], &[4, 5][..]), (&[2, 3, 4], &[3, 4, 5]), (&[3, 4], &[1, 4, 5]), (&[24], &[24, 1])]
+    {
+        let x = tape.input(Tensor::zeros(IxDyn(a)));
+        let y = tape.input(Tensor::zeros(IxDyn(b)));
+        let err = tape.matmul(x, y).err().expect("operands that do not pair");
+        assert_eq!(err.to_string(), format!("matmul: shapes {a:?} and {b:?} are incompatible"));
+    }
+}
+
+#[test]
 fn sum_and_mean_over_each_axis() {
     let mut rng = rng(7);
     for shape in [[2, 3, 4], [1, 4, 3]] {
@@ -135,6 +162,30 @@ fn sigmoid_and_tanh() {
         let x = uniform(&mut rng, shape, -3.0, 3.0);
         gradcheck(&format!("sigmoid {shape:?}"), slice::from_ref(&x), |t, v| Ok(t.sigmoid(v[0])));
         gradcheck(&format!("tanh {shape:?}"), &[x], |t, v| Ok(t.tanh(v[0])));
+    }
+}
+
+#[test]
+fn gelu() {
+    // GELU is smooth everywhere; the range covers both tails and the dip near -0.75.
+    let mut rng = rng(20);
+    for &shape in ACTIVATION_SHAPES {
+        let x = uniform(&mut rng, shape, -4.0, 4.0);
+        gradcheck(&format!("gelu {shape:?}"), &[x], |t, v| Ok(t.gelu(v[0])));
+    }
+}
+
+#[test]
+fn gelu_closed_form_values() {
+    // gelu(0) = 0; gelu(x) -> x for large x and -> 0 for large -x; at x = 1 the tanh form
+    // gives 0.5 (1 + tanh(0.7978846 * 1.044715)) = 0.8411920.
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let x = tape.input(tensor::from_vec(&[4], vec![0.0, 1.0, 10.0, -10.0]).unwrap());
+    let y = tape.gelu(x);
+    let expected = [0.0, 0.841_192, 10.0, 0.0];
+    for (got, want) in tape.value(y).iter().zip(expected) {
+        assert!((got - want).abs() < 1e-6, "gelu: {got} against {want}");
     }
 }
 

@@ -472,3 +472,171 @@ fn recurrent_parameter_names() {
         }
     }
 }
+
+/// Samples of `shape` (without the batch axis) for a batch of `batch`, and labels cycling
+/// through three classes.
+fn batch_of(seed: u64, batch: usize, shape: &[usize]) -> (Tensor, Vec<u8>) {
+    let mut full = vec![batch];
+    full.extend_from_slice(shape);
+    let x = uniform(&mut rng(seed), &full, -1.0, 1.0);
+    (x, (0..batch as u8).map(|b| b % 3).collect())
+}
+
+#[test]
+fn layer_norm_over_features_and_tokens() {
+    // Each sample's (each token's) statistics: one input element moves its row's mean and
+    // variance, so the gradient has the row-coupled terms of the closed form
+    // dx = (g - mean(g) - xhat mean(g xhat)) / sqrt(var + eps), g = dy * gamma.
+    for (name, json, shape) in [
+        (
+            "layer_norm on features",
+            r#"{"input":[6],"layers":[{"type":"layer_norm"},{"type":"dense","units":3}]}"#,
+            &[6][..],
+        ),
+        (
+            "layer_norm on tokens",
+            r#"{"input":[3,5],"layers":[{"type":"layer_norm","eps":1e-3},{"type":"flatten"},{"type":"dense","units":3}]}"#,
+            &[3, 5],
+        ),
+    ] {
+        let (x, labels) = batch_of(300, 2, shape);
+        check_layers(name, json, 301, &x, &labels, Phase::Eval);
+    }
+}
+
+#[test]
+fn dense_with_gelu_on_a_sequence() {
+    let json = r#"{"input":[3,4],"layers":[{"type":"dense","units":5,"activation":"gelu"},{"type":"gelu"},{"type":"flatten"},{"type":"dense","units":3}]}"#;
+    let (x, labels) = batch_of(302, 2, &[3, 4]);
+    check_layers("dense gelu on tokens", json, 303, &x, &labels, Phase::Eval);
+}
+
+#[test]
+fn multi_head_attention() {
+    // Two heads of d / heads, then three heads of a key size that does not divide d; in
+    // training with dropout on the attention weights (a fixed mask: see model_forward).
+    for (name, json, phase) in [
+        (
+            "attention, 2 heads",
+            r#"{"input":[4,6],"layers":[{"type":"multi_head_attention","heads":2},{"type":"flatten"},{"type":"dense","units":3}]}"#,
+            Phase::Eval,
+        ),
+        (
+            "attention, 3 heads of 2",
+            r#"{"input":[4,5],"layers":[{"type":"multi_head_attention","heads":3,"key_size":2},{"type":"global_avg_pool"},{"type":"dense","units":3}]}"#,
+            Phase::Eval,
+        ),
+        (
+            "attention with dropout, training",
+            r#"{"input":[5,4],"layers":[{"type":"multi_head_attention","heads":2,"dropout":0.3},{"type":"flatten"},{"type":"dense","units":3}]}"#,
+            Phase::Train,
+        ),
+    ] {
+        let spec = ModelSpec::from_json(json).unwrap();
+        let (x, labels) = batch_of(304, 3, &spec.input);
+        check_layers(name, json, 305, &x, &labels, phase);
+    }
+}
+
+#[test]
+fn patch_embed_and_global_average_pooling() {
+    for (name, json) in [
+        (
+            "patch_embed 2x2 then the mean over tokens",
+            r#"{"input":[2,4,6],"layers":[{"type":"patch_embed","patch_size":2,"dim":3},{"type":"global_avg_pool"},{"type":"dense","units":3}]}"#,
+        ),
+        (
+            "conv2d then the mean over each plane",
+            r#"{"input":[2,4,5],"layers":[{"type":"conv2d","filters":3,"kernel_size":3,"activation":"tanh"},{"type":"global_avg_pool"},{"type":"dense","units":3}]}"#,
+        ),
+    ] {
+        let spec = ModelSpec::from_json(json).unwrap();
+        let (x, labels) = batch_of(306, 2, &spec.input);
+        check_layers(name, json, 307, &x, &labels, Phase::Eval);
+    }
+}
+
+#[test]
+fn residual_blocks_with_and_without_a_shortcut_and_nested() {
+    // d(x + f(x))/dx = 1 + f'(x): the input's gradient is the sum of both paths. The second
+    // block changes the channels, so its shortcut (a 1x1 convolution) maps x first; batch
+    // norm in training couples the samples. Tanh keeps everything smooth.
+    let json = r#"{"input":[2,4,4],"layers":[
+        {"type":"residual","layers":[
+            {"type":"conv2d","filters":2,"kernel_size":3,"padding":"same","activation":"tanh"},
+            {"type":"conv2d","filters":2,"kernel_size":3,"padding":"same"}]},
+        {"type":"tanh"},
+        {"type":"residual","layers":[
+            {"type":"conv2d","filters":3,"kernel_size":3,"padding":"same","bias":false},
+            {"type":"batch_norm"}],
+         "shortcut":[{"type":"conv2d","filters":3,"kernel_size":1,"bias":false}]},
+        {"type":"global_avg_pool"},
+        {"type":"residual","layers":[
+            {"type":"residual","layers":[{"type":"dense","units":3,"activation":"tanh"}]},
+            {"type":"dense","units":3}]},
+        {"type":"dense","units":3}]}"#;
+    let (x, labels) = batch_of(308, 3, &[2, 4, 4]);
+    check_layers("residual blocks", json, 309, &x, &labels, Phase::Train);
+}
+
+#[test]
+fn a_small_vision_transformer() {
+    // The vit preset's structure at toy sizes: patches, a pre-norm encoder block, the mean
+    // over tokens.
+    let json = r#"{"input":[1,4,4],"layers":[
+        {"type":"patch_embed","patch_size":2,"dim":4},
+        {"type":"residual","layers":[{"type":"layer_norm"},{"type":"multi_head_attention","heads":2}]},
+        {"type":"residual","layers":[{"type":"layer_norm"},{"type":"dense","units":6,"activation":"gelu"},{"type":"dense","units":4}]},
+        {"type":"layer_norm"},{"type":"global_avg_pool"},{"type":"dense","units":3}]}"#;
+    let (x, labels) = batch_of(310, 2, &[1, 4, 4]);
+    check_layers("small vit", json, 311, &x, &labels, Phase::Eval);
+}
+
+#[test]
+fn block_parameters_are_named_by_their_path() {
+    let model = build_model(
+        r#"{"input":[4,6],"layers":[{"type":"residual","layers":[{"type":"layer_norm"},{"type":"multi_head_attention","heads":2,"key_size":5}],
+            "shortcut":[{"type":"dense","units":6}]}]}"#,
+        1,
+    );
+    let names: Vec<(&str, &[usize])> =
+        model.params().iter().map(|p| (p.name.as_str(), p.value.shape())).collect();
+    assert_eq!(
+        names,
+        [
+            ("layers.0.layers.0.gamma", &[6][..]),
+            ("layers.0.layers.0.beta", &[6]),
+            ("layers.0.layers.1.query.weight", &[6, 10]),
+            ("layers.0.layers.1.query.bias", &[10]),
+            ("layers.0.layers.1.key.weight", &[6, 10]),
+            ("layers.0.layers.1.key.bias", &[10]),
+            ("layers.0.layers.1.value.weight", &[6, 10]),
+            ("layers.0.layers.1.value.bias", &[10]),
+            ("layers.0.layers.1.output.weight", &[10, 6]),
+            ("layers.0.layers.1.output.bias", &[6]),
+            ("layers.0.shortcut.0.weight", &[6, 6]),
+            ("layers.0.shortcut.0.bias", &[6]),
+        ]
+    );
+}
+
+#[test]
+fn attention_weights_are_traced_and_each_row_sums_to_one() {
+    let model = build_model(
+        r#"{"input":[5,4],"layers":[{"type":"multi_head_attention","heads":2},{"type":"residual","layers":[{"type":"multi_head_attention","heads":1}]}]}"#,
+        2,
+    );
+    let (x, _) = batch_of(312, 3, &[5, 4]);
+    let mut tape = Tape::inference(model.params());
+    let input = tape.input(x);
+    let mut trace = Trace::default();
+    model.forward_traced(&mut tape, input, Mode::Eval, Some(&mut trace)).unwrap();
+    let shapes: Vec<(usize, &[usize])> =
+        trace.attention.iter().map(|a| (a.heads, tape.value(a.weights).shape())).collect();
+    assert_eq!(shapes, [(2, &[6, 5, 5][..]), (1, &[3, 5, 5])]);
+    for a in &trace.attention {
+        for row in tape.value(a.weights).lanes(Axis(2)) {
+            assert!((row.sum() - 1.0).abs() < 1e-5, "a row of attention weights sums to {}", row.sum());
+        }
+    }
+}

@@ -85,6 +85,38 @@ fn the_gru_preset_exports() {
 }
 
 #[test]
+fn the_resnet_preset_exports() {
+    check("resnet", ModelSpec::preset("resnet").unwrap(), 15);
+}
+
+#[test]
+fn the_vit_preset_exports() {
+    check("vit", ModelSpec::preset("vit").unwrap(), 30);
+}
+
+/// Blocks within blocks, a shortcut, attention whose key size does not divide d, dense on a
+/// sequence without bias, GELU as a layer and as an activation, the mean over each plane.
+#[test]
+fn blocks_and_attention_variants_export() {
+    let spec = ModelSpec::from_json(
+        r#"{"layers": [
+              {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": "same", "activation": "gelu"},
+              {"type": "residual", "layers": [
+                  {"type": "conv2d", "filters": 6, "kernel_size": 3, "stride": 2, "padding": "same"},
+                  {"type": "residual", "layers": [{"type": "batch_norm"}, {"type": "gelu"}]}],
+               "shortcut": [{"type": "avg_pool2d", "pool_size": 2}, {"type": "conv2d", "filters": 6, "kernel_size": 1}]},
+              {"type": "reshape", "shape": [6, 196]},
+              {"type": "dense", "units": 12, "bias": false},
+              {"type": "layer_norm", "eps": 1e-3},
+              {"type": "residual", "layers": [{"type": "multi_head_attention", "heads": 3, "key_size": 5}]},
+              {"type": "global_avg_pool"},
+              {"type": "dense", "units": 10}]}"#,
+    )
+    .unwrap();
+    check("blocks", spec, 20);
+}
+
+#[test]
 fn every_other_layer_exports() {
     let spec = ModelSpec::from_json(
         r#"{"normalize": {"mean": 0.1307, "std": 0.3081},

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrograd::backend::cpu;
 use ferrograd::data::idx::encode;
+use ferrograd::nn::ModelSpec;
 use ferrograd::web::Session;
 use ndarray::Array2;
 use wasm_bindgen::JsValue;
@@ -167,7 +168,7 @@ fn errors_arrive_as_exceptions_with_messages() {
 
 #[wasm_bindgen_test]
 fn after_its_first_steps_training_allocates_no_tensor_memory() {
-    for preset in ["mlp", "cnn", "lstm", "gru"] {
+    for &preset in ModelSpec::PRESETS {
         let mut session = Session::new(preset, settings(r#"{"batchSize": 32}"#)).unwrap();
         load(&mut session, 320, 50, 4096);
         // The first step fills the trainer's pool; the second finds every buffer in it.

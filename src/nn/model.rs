@@ -176,8 +176,10 @@ fn apply(
             // A sequence [batch, tokens, inputs] is projected token by token, as rows of one
             // [batch * tokens, inputs] matrix.
             let shape = tape.value(x).shape().to_vec();
-            let rows =
-                tape.reshape(x, &[shape[..shape.len() - 1].iter().product(), shape[shape.len() - 1]])?;
+            let rows = match *shape {
+                [batch, tokens, inputs] => tape.reshape(x, &[batch * tokens, inputs])?,
+                _ => x,
+            };
             let w = tape.param(*weight);
             let y = tape.matmul(rows, w)?;
             let y = add_bias(tape, y, *bias, &[])?;

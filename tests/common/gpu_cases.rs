@@ -83,6 +83,12 @@ pub fn cases() -> Vec<Case> {
         all.push(case(format!("matmul {m}x{k} · {k}x{n}"), inputs, |t, v| t.matmul(v[0], v[1])));
     }
 
+    // Batched products, one per leading index (attention's heads); the last splits k too.
+    for (b, m, k, n) in [(7, 33, 5, 33), (33, 1, 7, 1), (3, 6, 1031, 3), (1, 7, 33, 257)] {
+        let inputs = vec![uniform(&mut r, &[b, m, k], -1.0, 1.0), uniform(&mut r, &[b, k, n], -1.0, 1.0)];
+        all.push(case(format!("matmul {b}x{m}x{k} · {b}x{k}x{n}"), inputs, |t, v| t.matmul(v[0], v[1])));
+    }
+
     type Binary = fn(&mut Tape, Var, Var) -> Result<Var>;
     let ops: [(&str, Binary); 4] = [
         ("add", |t, a, b| t.add(a, b)),
@@ -110,7 +116,15 @@ pub fn cases() -> Vec<Case> {
     all.push(case("relu", vec![x.clone()], |t, v| Ok(t.relu(v[0]))));
     all.push(case("leaky_relu", vec![x.clone()], |t, v| Ok(t.leaky_relu(v[0], 0.1))));
     all.push(case("sigmoid", vec![x.clone()], |t, v| Ok(t.sigmoid(v[0]))));
-    all.push(case("tanh", vec![x], |t, v| Ok(t.tanh(v[0]))));
+    all.push(case("tanh", vec![x.clone()], |t, v| Ok(t.tanh(v[0]))));
+    all.push(case("gelu", vec![x], |t, v| Ok(t.gelu(v[0]))));
+    // Far tails, where a tanh computed from exp would overflow.
+    let tails = uniform(&mut r, &[7, 33], -40.0, 40.0);
+    all.push(case("gelu tails", vec![tails], |t, v| Ok(t.gelu(v[0]))));
+    for shape in [&[33, 257][..], &[7, 33, 1], &[2, 7, 33], &[257]] {
+        let x = uniform(&mut r, shape, -5.0, 5.0);
+        all.push(case(format!("softmax {shape:?}"), vec![x], |t, v| t.softmax(v[0])));
+    }
     let positive = uniform(&mut r, &[7, 33], 0.5, 3.0);
     all.push(case("pow -0.5", vec![positive.clone()], |t, v| Ok(t.pow(v[0], -0.5))));
     all.push(case("pow 2", vec![positive], |t, v| Ok(t.pow(v[0], 2.0))));

@@ -41,7 +41,7 @@ struct TrainArgs {
     /// Folder with the four standard MNIST files, gzipped or not.
     #[arg(long)]
     data: PathBuf,
-    /// A preset name (mlp, cnn, lstm, gru) or a JSON model spec file.
+    /// A preset name (mlp, cnn, lstm, gru, resnet, vit) or a JSON model spec file.
     #[arg(long, default_value = "mlp")]
     model: String,
     #[arg(long, default_value_t = 5)]
