@@ -453,7 +453,12 @@ impl Playground {
             }
         }
         let available = self.order.len() - self.position;
-        let batch_size = self.config.batch_size.min(available);
+        let mut batch_size = self.config.batch_size.min(available);
+        // A single sample left over joins this batch, as in Trainer::train_epoch (see
+        // train::batches).
+        if complete && available == batch_size + 1 && batch_size > 1 {
+            batch_size = available;
+        }
         if available == 0 || (available < self.config.batch_size && !complete) {
             return Ok(Progress::Waiting);
         }

@@ -69,6 +69,29 @@ pub struct Trainer {
     pool: Pool,
 }
 
+/// `order` cut into batches of `batch_size`, except that a single sample left over at the end
+/// joins the batch before it: batch norm cannot train on a batch of one (nor can the step's
+/// statistics say much about it).
+pub fn batches(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= order.len() {
+            return None;
+        }
+        let mut end = (start + batch_size).min(order.len());
+        if order.len() - end == 1 && batch_size > 1 {
+            end = order.len();
+        }
+        let batch = &order[start..end];
+        start = end;
+        Some(batch)
+    })
+}
+
+/// A loss above this has exploded: the cross-entropy of ten classes starts at ln 10 = 2.3 and
+/// a model that predicts the wrong digit with probability 1 - 1e-400 scores about 920.
+pub const DIVERGED_LOSS: f32 = 1000.0;
+
 /// The batch size for evaluation and prediction: large enough to amortise per-batch work,
 /// small enough to keep activations of any preset modest.
 const EVAL_BATCH: usize = 256;
@@ -185,7 +208,11 @@ impl Trainer {
     pub fn finished_steps(&mut self) -> Result<Vec<(u64, StepStats)>> {
         #[cfg(feature = "webgpu")]
         if let Some(engine) = &mut self.engine {
-            return engine.finished();
+            let finished = engine.finished()?;
+            if let Some(&(step, stats)) = finished.iter().find(|(_, stats)| !(stats.loss <= DIVERGED_LOSS)) {
+                return Err(Error::Diverged { step, loss: stats.loss, lr: self.optimizer_spec.lr() });
+            }
+            return Ok(finished);
         }
         Ok(Vec::new())
     }
@@ -391,12 +418,20 @@ impl Trainer {
         }
         let (model, rng, optimizer, clip_norm, pool) =
             (&mut self.model, &mut self.rng, &mut self.optimizer, self.clip_norm, &mut self.pool);
+        let (step, lr) = (self.steps + 1, self.optimizer_spec.lr());
         let (loss, accuracy) = cpu::on_pool(|| -> Result<_> {
             let (loss, accuracy, grads, buffers) = {
                 let mut tape = Tape::with_pool(model.params(), std::mem::take(pool));
                 let x = tape.input(images);
                 let logits = model.forward(&mut tape, x, Mode::Train(rng))?;
                 let loss = tape.softmax_cross_entropy(logits, labels)?;
+                // Checked before the update, so that the weights stay those of the last good
+                // step.
+                let value = tape.scalar(loss);
+                if !(value <= DIVERGED_LOSS) {
+                    *pool = tape.into_pool();
+                    return Err(Error::Diverged { step, loss: value, lr });
+                }
                 let accuracy = accuracy(tape.value(logits), labels);
                 let done = (tape.scalar(loss), accuracy, tape.backward(loss)?, tape.take_buffer_updates());
                 *pool = tape.into_pool();
@@ -443,7 +478,7 @@ impl Trainer {
         order.shuffle(&mut self.rng);
         let (mut loss, mut correct) = (0.0, 0.0);
         let (rows, cols) = data.image_size();
-        for indices in order.chunks(batch_size) {
+        for indices in batches(&order, batch_size) {
             let mut images = self.batch_tensor(&[indices.len(), 1, rows, cols]);
             let labels = data.batch_into(indices, &mut images);
             let stats = self.step(images, &labels)?;
@@ -520,4 +555,24 @@ pub fn argmax_rows(scores: &Tensor) -> Vec<usize> {
 fn accuracy(logits: &Tensor, labels: &[u8]) -> f32 {
     let hits = argmax_rows(logits).iter().zip(labels).filter(|(&p, &l)| p == usize::from(l)).count();
     hits as f32 / labels.len().max(1) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batches;
+
+    #[test]
+    fn a_single_sample_left_over_joins_the_last_batch() {
+        let order: Vec<usize> = (0..9).collect();
+        let sizes = |batch| batches(&order, batch).map(<[usize]>::len).collect::<Vec<_>>();
+        assert_eq!(sizes(4), [4, 5]);
+        assert_eq!(sizes(3), [3, 3, 3]);
+        assert_eq!(sizes(2), [2, 2, 2, 3]);
+        assert_eq!(sizes(1), [1; 9]);
+        assert_eq!(sizes(9), [9]);
+        assert_eq!(sizes(8), [9]);
+        assert_eq!(sizes(20), [9]);
+        let all: Vec<usize> = batches(&order, 4).flatten().copied().collect();
+        assert_eq!(all, order);
+    }
 }

@@ -155,6 +155,51 @@ fn bad_input_gives_a_clear_error_naming_what_and_where() {
 }
 
 #[test]
+fn training_that_cannot_mislead_stops_with_a_reason() {
+    let data = data_dir();
+    let data = data.to_str().unwrap();
+    // SGD at 1e6 blows the loss up within a few steps: the run stops, naming the step and
+    // the learning rate, instead of finishing with exit 0 and a loss of 2e28.
+    let err = failure(&["train", "--data", data, "--optimizer", "sgd", "--lr", "1e6", "--epochs", "1"]);
+    assert!(err.contains("training diverged at step "), "{err}");
+    assert!(err.contains("lower the learning rate (now 1000000)"), "{err}");
+
+    // Batch norm on dense features at batch size 1 has one value per channel: refused, as
+    // PyTorch refuses it, instead of training to chance accuracy.
+    let spec = temp("batch-norm.json");
+    std::fs::write(
+        &spec,
+        r#"{"layers":[{"type":"flatten"},{"type":"dense","units":16},{"type":"batch_norm"},{"type":"relu"},{"type":"dense","units":10}]}"#,
+    )
+    .unwrap();
+    let err = failure(&[
+        "train",
+        "--data",
+        data,
+        "--model",
+        spec.to_str().unwrap(),
+        "--batch-size",
+        "1",
+        "--epochs",
+        "1",
+    ]);
+    assert!(err.contains("batch_norm: training needs more than one value per channel"), "{err}");
+    std::fs::remove_file(&spec).ok();
+
+    // A model over the parameter budget is refused before anything is allocated.
+    let spec = temp("huge.json");
+    std::fs::write(&spec, r#"{"layers":[{"type":"flatten"},{"type":"dense","units":100000000}]}"#).unwrap();
+    let err = failure(&["train", "--data", data, "--model", spec.to_str().unwrap()]);
+    assert!(
+        err.contains(
+            "layers[1] (dense): 78,500,000,000 parameters here make the model larger than the limit"
+        ),
+        "{err}"
+    );
+    std::fs::remove_file(&spec).ok();
+}
+
+#[test]
 fn a_truncated_checkpoint_is_refused() {
     let data = data_dir();
     let path = temp("truncated.safetensors");

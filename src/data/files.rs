@@ -43,21 +43,25 @@ fn load_pair(dir: &Path, images: &str, labels: &str) -> Result<Dataset> {
     builder.finish()
 }
 
-/// `dir/name.gz` if it exists, else `dir/name`.
+/// The first of the names the file `name` goes by that exists in `dir`: gzipped or not, and
+/// with the dot that 7-Zip and Kaggle's copies put before `idx` (`train-images.idx3-ubyte`),
+/// also inside a folder of its own name (as Kaggle's archive unpacks).
 fn find(dir: &Path, name: &str) -> Result<PathBuf> {
-    let gz = dir.join(format!("{name}.gz"));
-    let plain = dir.join(name);
-    match (gz.exists(), plain.exists()) {
-        (true, _) => Ok(gz),
-        (false, true) => Ok(plain),
-        (false, false) => Err(Error::Io {
-            path: dir.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("neither {name}.gz nor {name} is there"),
-            ),
-        }),
+    let dotted = name.replacen("-idx", ".idx", 1);
+    let mut candidates = Vec::new();
+    for base in [name, dotted.as_str()] {
+        candidates.extend([format!("{base}.gz"), base.to_owned(), format!("{base}/{base}")]);
     }
+    if let Some(found) = candidates.iter().map(|c| dir.join(c)).find(|path| path.is_file()) {
+        return Ok(found);
+    }
+    Err(Error::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no file named {} is there", candidates.join(", ")),
+        ),
+    })
 }
 
 /// Feeds the file at `path` to `feed` in chunks, undoing gzip when the file starts with its
@@ -94,4 +98,37 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_each_name_the_files_go_by_and_lists_them_when_none_is_there() {
+        let dir = std::env::temp_dir().join(format!("ferrograd-find-{}", std::process::id()));
+        let name = "train-images-idx3-ubyte";
+        for file in [
+            "train-images.idx3-ubyte",
+            "train-images.idx3-ubyte.gz",
+            "train-images-idx3-ubyte",
+            "train-images-idx3-ubyte/train-images-idx3-ubyte",
+        ] {
+            std::fs::create_dir_all(dir.join(file).parent().unwrap()).unwrap();
+            std::fs::write(dir.join(file), b"").unwrap();
+            assert_eq!(find(&dir, name).unwrap(), dir.join(file), "{file}");
+            std::fs::remove_file(dir.join(file)).unwrap();
+        }
+        let err = find(&dir, name).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: no file named train-images-idx3-ubyte.gz, train-images-idx3-ubyte, \
+                 train-images-idx3-ubyte/train-images-idx3-ubyte, train-images.idx3-ubyte.gz, \
+                 train-images.idx3-ubyte, train-images.idx3-ubyte/train-images.idx3-ubyte is there",
+                dir.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

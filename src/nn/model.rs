@@ -297,6 +297,15 @@ impl BatchNorm {
         // Statistics shaped to broadcast against x: [features] or [features, 1, 1].
         let stat_shape: Vec<usize> = if shape.len() == 4 { vec![features, 1, 1] } else { vec![features] };
         let (mean, var) = if training {
+            let count = shape[0] * shape[2..].iter().product::<usize>();
+            if count < 2 {
+                // As PyTorch refuses it: the variance of one value is 0, so every output would
+                // be beta, and nothing would train.
+                return Err(Error::invalid(
+                    "batch_norm",
+                    format!("training needs more than one value per channel, and a batch of {shape:?} gives {count}; use a batch size of 2 or more"),
+                ));
+            }
             // Features first, everything else flattened: [features, samples].
             let per_feature = if shape.len() == 4 {
                 let moved = tape.permute(x, &[1, 0, 2, 3])?;

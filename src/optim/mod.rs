@@ -59,6 +59,13 @@ impl OptimizerSpec {
         OptimizerSpec::Adam { lr, beta1: beta1(), beta2: beta2(), eps: adam_eps(), weight_decay: 0.0 }
     }
 
+    /// The learning rate.
+    pub fn lr(&self) -> f32 {
+        match *self {
+            OptimizerSpec::Adam { lr, .. } | OptimizerSpec::Sgd { lr, .. } => lr,
+        }
+    }
+
     /// SGD with momentum 0.9 and learning rate `lr`.
     pub fn sgd(lr: f32) -> Self {
         OptimizerSpec::Sgd { lr, momentum: 0.9, weight_decay: 0.0 }

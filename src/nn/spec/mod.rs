@@ -249,7 +249,90 @@ impl LayerSpec {
     /// [`Error::Spec`] at the layer's path (or one of its fields) when the layer cannot take
     /// `input` or a field is out of range.
     pub(crate) fn output_shape(&self, input: &[usize], path: &str) -> Result<Vec<usize>> {
+        self.checked_shape(input, path, &mut 0)
+    }
+
+    /// [`LayerSpec::output_shape`], adding the layer's parameters (and those of the layers
+    /// inside it) to `params`, the count of the model so far, and checking both it and the
+    /// output's size against the budgets ([`MAX_PARAMETERS`], [`MAX_SAMPLE_VALUES`]) in
+    /// arithmetic that cannot overflow, before anything is allocated.
+    fn checked_shape(&self, input: &[usize], path: &str, params: &mut u64) -> Result<Vec<usize>> {
         let location = &format!("{path} ({})", self.kind());
+        let output = self.shape_of(input, path, location, params)?;
+        let own = self.parameters(input, &output);
+        match own.and_then(|own| params.checked_add(own)) {
+            Some(total) if total <= MAX_PARAMETERS => *params = total,
+            _ => {
+                let own = own.map_or_else(|| "more than 2^64".to_owned(), thousands);
+                return Err(Error::spec(
+                    location,
+                    format!(
+                        "{own} parameters here make the model larger than the limit of {} parameters",
+                        thousands(MAX_PARAMETERS)
+                    ),
+                ));
+            }
+        }
+        let values = output.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+        if values.is_none_or(|n| n > MAX_SAMPLE_VALUES) {
+            return Err(Error::spec(
+                location,
+                format!(
+                    "its output {output:?} holds more than the limit of {} values per sample",
+                    thousands(MAX_SAMPLE_VALUES)
+                ),
+            ));
+        }
+        Ok(output)
+    }
+
+    /// The parameters (and buffers) of this layer alone, from its input and output shapes;
+    /// None when the count overflows. A block's layers count themselves.
+    fn parameters(&self, input: &[usize], output: &[usize]) -> Option<u64> {
+        let n = |d: usize| d as u64;
+        let last = |shape: &[usize]| n(*shape.last().unwrap_or(&0));
+        let product = |factors: &[u64]| factors.iter().try_fold(1u64, |p, &f| p.checked_mul(f));
+        match *self {
+            LayerSpec::Dense { bias, .. } => {
+                product(&[last(input), last(output)])?.checked_add(if bias { last(output) } else { 0 })
+            }
+            LayerSpec::Conv2d { filters, kernel_size: k, bias, .. } => {
+                product(&[n(filters), n(input[0]), n(k), n(k)])?.checked_add(if bias {
+                    n(filters)
+                } else {
+                    0
+                })
+            }
+            // gamma, beta and the two running statistics.
+            LayerSpec::BatchNorm { .. } => product(&[4, n(input[0])]),
+            LayerSpec::LayerNorm { .. } => product(&[2, last(input)]),
+            LayerSpec::SimpleRnn { units, .. }
+            | LayerSpec::Lstm { units, .. }
+            | LayerSpec::Gru { units, .. } => {
+                let (gates, biases) = match self {
+                    LayerSpec::SimpleRnn { .. } => (1, 1),
+                    LayerSpec::Lstm { .. } => (4, 1),
+                    _ => (3, 2),
+                };
+                let width = product(&[gates, n(units)])?;
+                product(&[n(input[1]).checked_add(n(units))?.checked_add(biases)?, width])
+            }
+            LayerSpec::MultiHeadAttention { heads, key_size, .. } => {
+                let d = last(input);
+                let width = product(&[n(heads), key_size.map_or(d / n(heads), n)])?;
+                // Three projections d -> width with biases, one width -> d with its bias.
+                product(&[3, d + 1, width])?.checked_add(product(&[width, d])?.checked_add(d)?)
+            }
+            LayerSpec::PatchEmbed { patch_size: p, dim } => {
+                let tokens = n(output[0]);
+                product(&[n(dim), n(input[0]), n(p), n(p)])?.checked_add(product(&[tokens + 1, n(dim)])?)
+            }
+            _ => Some(0),
+        }
+    }
+
+    /// The output shape of this layer; `location` is `path (kind)`.
+    fn shape_of(&self, input: &[usize], path: &str, location: &str, params: &mut u64) -> Result<Vec<usize>> {
         match *self {
             LayerSpec::Flatten => Ok(vec![input.iter().product()]),
             LayerSpec::Dense { units, .. } => {
@@ -273,10 +356,9 @@ impl LayerSpec {
                 Ok(input.to_vec())
             }
             LayerSpec::Reshape { ref shape } => {
-                if shape.is_empty()
-                    || shape.contains(&0)
-                    || shape.iter().product::<usize>() != input.iter().product::<usize>()
-                {
+                // Checked: a shape from the JSON may multiply past usize.
+                let asked = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+                if shape.is_empty() || shape.contains(&0) || asked != Some(input.iter().product::<usize>()) {
                     return Err(Error::spec(
                         format!("{location}.shape"),
                         format!(
@@ -340,9 +422,9 @@ impl LayerSpec {
             | LayerSpec::Tanh
             | LayerSpec::Gelu => Ok(input.to_vec()),
             LayerSpec::Residual { ref layers, ref shortcut } => {
-                let body = chain(layers, input, &format!("{path}.layers"))?;
+                let body = chain(layers, input, &format!("{path}.layers"), params)?;
                 let added = match shortcut {
-                    Some(shortcut) => chain(shortcut, input, &format!("{path}.shortcut"))?,
+                    Some(shortcut) => chain(shortcut, input, &format!("{path}.shortcut"), params)?,
                     None => input.to_vec(),
                 };
                 if body != added {
@@ -406,18 +488,39 @@ impl LayerSpec {
     }
 }
 
-/// The shape `layers` (a block's list, at `path`) give for `input`, checking each in turn.
+/// The most parameters (and buffers) a model may have: 16 M f32 are 64 MB, which Adam's two
+/// moments and the gradients make 256 MB, a quarter of the threaded page's 1 GiB of memory.
+pub const MAX_PARAMETERS: u64 = 16_000_000;
+
+/// The most values one layer may output per sample: 4 M f32 are 16 MB, and a batch of 64 of
+/// them, kept for the backward pass, 1 GB.
+pub const MAX_SAMPLE_VALUES: u64 = 4_000_000;
+
+/// `n` with commas between thousands: 78,400,000,100.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() * 4 / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The shape `layers` (a block's list, at `path`) give for `input`, checking each in turn and
+/// adding their parameters to `params`.
 ///
 /// # Errors
 /// [`Error::Spec`] at `path` when the list is empty, or at the first layer that cannot be built.
-pub(crate) fn chain(layers: &[LayerSpec], input: &[usize], path: &str) -> Result<Vec<usize>> {
+fn chain(layers: &[LayerSpec], input: &[usize], path: &str, params: &mut u64) -> Result<Vec<usize>> {
     if layers.is_empty() {
         return Err(Error::spec(path, "needs at least one layer"));
     }
-    layers
-        .iter()
-        .enumerate()
-        .try_fold(input.to_vec(), |shape, (i, layer)| layer.output_shape(&shape, &format!("{path}[{i}]")))
+    layers.iter().enumerate().try_fold(input.to_vec(), |shape, (i, layer)| {
+        layer.checked_shape(&shape, &format!("{path}[{i}]"), params)
+    })
 }
 
 fn check_eps(location: &str, eps: f32) -> Result<()> {
@@ -609,6 +712,17 @@ impl ModelSpec {
         if self.input.is_empty() || self.input.contains(&0) {
             return Err(Error::spec("input", format!("{:?} is not a valid sample shape", self.input)));
         }
+        let values = self.input.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+        if values.is_none_or(|n| n > MAX_SAMPLE_VALUES) {
+            return Err(Error::spec(
+                "input",
+                format!(
+                    "{:?} holds more than the limit of {} values per sample",
+                    self.input,
+                    thousands(MAX_SAMPLE_VALUES)
+                ),
+            ));
+        }
         if let Some(Normalize { mean, std }) = self.normalize {
             if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
                 return Err(Error::spec(
@@ -620,7 +734,7 @@ impl ModelSpec {
         if self.layers.is_empty() {
             return Err(Error::spec("layers", "a model needs at least one layer"));
         }
-        chain(&self.layers, &self.input, "layers")
+        chain(&self.layers, &self.input, "layers", &mut 0)
     }
 
     /// The spec as compact JSON.
@@ -822,6 +936,42 @@ mod tests {
                 "layers[1] (global_avg_pool): global_avg_pool expects an image [channels, height, width] or a sequence [tokens, d] but gets shape [784]",
             ),
             (r#"{"layers":[{"type":"layer_norm","eps":-1}]}"#, "layers[0] (layer_norm).eps: -1 must be a small positive number"),
+            (
+                r#"{"layers":[{"type":"flatten"},{"type":"dense","units":100000000}]}"#,
+                "layers[1] (dense): 78,500,000,000 parameters here make the model larger than the limit of 16,000,000 parameters",
+            ),
+            (
+                r#"{"layers":[{"type":"flatten"},{"type":"dense","units":18446744073709551615}]}"#,
+                "layers[1] (dense): more than 2^64 parameters here make the model larger than the limit of 16,000,000 parameters",
+            ),
+            (
+                r#"{"layers":[{"type":"conv2d","filters":4294967296,"kernel_size":4294967296,"padding":"same"}]}"#,
+                "layers[0] (conv2d): more than 2^64 parameters here make the model larger than the limit of 16,000,000 parameters",
+            ),
+            (
+                r#"{"layers":[{"type":"conv2d","filters":6000,"kernel_size":3,"padding":"same"}]}"#,
+                "layers[0] (conv2d): its output [6000, 28, 28] holds more than the limit of 4,000,000 values per sample",
+            ),
+            (
+                r#"{"layers":[{"type":"flatten"},{"type":"dense","units":4000},{"type":"dense","units":4000},{"type":"dense","units":10}]}"#,
+                "layers[2] (dense): 16,004,000 parameters here make the model larger than the limit of 16,000,000 parameters",
+            ),
+            (
+                r#"{"layers":[{"type":"residual","layers":[{"type":"flatten"},{"type":"dense","units":15000}],"shortcut":[{"type":"flatten"},{"type":"dense","units":15000}]}]}"#,
+                "layers[0].shortcut[1] (dense): 11,775,000 parameters here make the model larger than the limit of 16,000,000 parameters",
+            ),
+            (
+                r#"{"layers":[{"type":"reshape","shape":[4294967296,4294967296,1]}]}"#,
+                "layers[0] (reshape).shape: [4294967296, 4294967296, 1] does not hold the 784 values of shape [1, 28, 28]",
+            ),
+            (
+                r#"{"input":[100000,100000,100000],"layers":[{"type":"flatten"}]}"#,
+                "input: [100000, 100000, 100000] holds more than the limit of 4,000,000 values per sample",
+            ),
+            (
+                r#"{"input":[28,28],"layers":[{"type":"lstm","units":3000}]}"#,
+                "layers[0] (lstm): 36,348,000 parameters here make the model larger than the limit of 16,000,000 parameters",
+            ),
             (r#"{"layers":[{"type":"dropout","rate":1.5}]}"#, "layers[0] (dropout).rate: 1.5 is not in [0, 1)"),
             (
                 r#"{"layers":[{"type":"conv2d","filters":1,"kernel_size":29}]}"#,
