@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// The presets to train, comma-separated (by default mlp, cnn, lstm, resnet and vit);
+    /// `none` measures only the matmul.
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -52,13 +56,20 @@ struct Matmul {
 
 const WINDOWS: usize = 3;
 const BATCH: usize = 64;
+/// The presets measured, as in the browser benchmark.
+const MODELS: [&str; 5] = ["mlp", "cnn", "lstm", "resnet", "vit"];
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     let mnist = data::load_mnist(&args.data)?;
     let gpu = gpu::adapter();
     let mut training = Vec::new();
     let mut matmul = Vec::new();
-    for model in ["mlp", "cnn", "lstm"] {
+    if let Some(unknown) = args.models.iter().find(|m| *m != "none" && !MODELS.contains(&m.as_str())) {
+        anyhow::bail!("--models: no preset {unknown} in the benchmark; it has {}", MODELS.join(", "));
+    }
+    let models: Vec<&'static str> =
+        MODELS.into_iter().filter(|m| args.models.is_empty() || args.models.iter().any(|a| a == m)).collect();
+    for &model in &models {
         for backend in ["cpu", "gpu"] {
             let mut trainer =
                 Trainer::new(ModelSpec::preset(model).expect("a preset"), &OptimizerSpec::adam(1e-3), 0)?;
@@ -82,7 +93,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     println!("gpu: {}\n", report.gpu);
     println!("{:<6} {:>14} {:>14} {:>8}", "model", "cpu samples/s", "gpu samples/s", "gpu/cpu");
-    for model in ["mlp", "cnn", "lstm"] {
+    for &model in &models {
         let rate = |backend| report.training.iter().find(|t| t.model == model && t.backend == backend);
         let (cpu, gpu) =
             (rate("cpu").map(|t| t.samples_per_second), rate("gpu").map(|t| t.samples_per_second));
