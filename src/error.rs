@@ -51,7 +51,7 @@ pub enum Error {
 
     /// A training step whose loss is not finite or exploded: the step was not applied (on the
     /// CPU; on the GPU it was, and the weights from before the last sync are the good ones).
-    #[error("training diverged at step {step}: the loss is {loss:e}; lower the learning rate (now {lr}) or clip the gradients")]
+    #[error("training diverged at step {step}: the loss is {loss}; lower the learning rate (now {lr}) or clip the gradients")]
     Diverged { step: u64, loss: f32, lr: f32 },
 
     /// No usable GPU, a lost device, or a model the GPU backend cannot run.

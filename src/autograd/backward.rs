@@ -19,7 +19,7 @@ use crate::backend::cpu::{self, conv};
 use crate::tensor::{self, Tensor};
 use crate::{Error, Result};
 
-use super::ops::{as4, as4_mut, matrix, product_dims, Op};
+use super::ops::{as4, as4_mut, flat_mut, matrix, product_dims, row_major, Op};
 use super::{ParamId, Pool, Tape, Var};
 
 /// The gradients of one backward pass: of every parameter used, and of every
@@ -318,10 +318,11 @@ impl Tape<'_> {
         let (x, y) = (self.value(a), self.value(b));
         let scale = 2.0 * g.iter().next().copied().unwrap_or_default() / x.len() as f32;
         let mut d = self.alloc(x.shape());
-        Zip::from(&mut d).and(x).and(y).for_each(|d, &x, &y| *d = (x - y) * scale);
+        let (x, y) = (row_major(x), row_major(y));
+        flat_mut(&mut d).iter_mut().zip(x.iter().zip(y.iter())).for_each(|(d, (x, y))| *d = (x - y) * scale);
         self.add_into(grads, a, d.view());
         if self.needs_grad(b) {
-            d.mapv_inplace(|v| -v);
+            flat_mut(&mut d).iter_mut().for_each(|v| *v = -*v);
             self.add_into(grads, b, d.view());
         }
         self.recycle(d);
@@ -330,7 +331,8 @@ impl Tape<'_> {
     /// Turns `g` into the input gradient of `x^p`: d(x^p)/dx = p x^(p-1).
     #[inline(never)]
     fn pow_backward(&self, g: &mut Tensor, x: Var, exponent: f32) {
-        Zip::from(g).and(self.value(x)).for_each(|g, &b| *g *= exponent * b.powf(exponent - 1.0));
+        let x = row_major(self.value(x));
+        flat_mut(g).iter_mut().zip(x.iter()).for_each(|(g, b)| *g *= exponent * b.powf(exponent - 1.0));
     }
 
     /// Adds `g` into the part of `x`'s gradient that the slice took.
@@ -493,5 +495,5 @@ impl Tape<'_> {
 /// Turns `g` into the dropout's input gradient: through the kept units, scaled as they were.
 #[inline(never)]
 fn dropout_backward(g: &mut Tensor, mask: &Tensor) {
-    *g *= mask;
+    flat_mut(g).iter_mut().zip(row_major(mask).iter()).for_each(|(g, m)| *g *= m);
 }

@@ -335,8 +335,7 @@ impl Tape<'_> {
         if x.shape() != y.shape() || x.is_empty() {
             return Err(Error::mismatch("mean_squared_error", x.shape(), y.shape()));
         }
-        let mut sum = 0.0;
-        Zip::from(x).and(y).for_each(|&x, &y| sum += (x - y) * (x - y));
+        let sum: f32 = row_major(x).iter().zip(row_major(y).iter()).map(|(x, y)| (x - y) * (x - y)).sum();
         let loss = sum / x.len() as f32;
         Ok(self.push(tensor::scalar(loss), Op::MeanSquaredError(a, b), &[a, b]))
     }
@@ -347,14 +346,21 @@ impl Tape<'_> {
     /// # Errors
     /// When `rate` is not in `[0, 1)`.
     pub fn dropout(&mut self, x: Var, rate: f32, mut keep: impl FnMut() -> bool) -> Result<Var> {
+        self.dropout_drawn(x, rate, &mut keep)
+    }
+
+    /// [`Tape::dropout`] for any generator: one copy of its loops in the wasm module, whatever
+    /// the callers' closures.
+    fn dropout_drawn(&mut self, x: Var, rate: f32, keep: &mut dyn FnMut() -> bool) -> Result<Var> {
         if !(0.0..1.0).contains(&rate) {
             return Err(Error::invalid("dropout", format!("rate {rate} is not in [0, 1)")));
         }
         let scale = 1.0 / (1.0 - rate);
         let mut mask = self.alloc(self.value(x).shape());
-        mask.iter_mut().for_each(|m| *m = if keep() { scale } else { 0.0 });
+        flat_mut(&mut mask).iter_mut().for_each(|m| *m = if keep() { scale } else { 0.0 });
         let mut value = self.alloc(self.value(x).shape());
-        Zip::from(&mut value).and(self.value(x)).and(&mask).for_each(|v, &x, &m| *v = x * m);
+        copy_flat(self.value(x), &mut value);
+        flat_mut(&mut value).iter_mut().zip(flat_mut(&mut mask).iter()).for_each(|(v, m)| *v *= m);
         Ok(self.push(value, Op::Dropout { x, rate, mask }, &[x]))
     }
 }
@@ -364,7 +370,9 @@ impl Tape<'_> {
     /// batch normalisation needs.
     pub fn pow(&mut self, x: Var, exponent: f32) -> Var {
         let mut value = self.alloc(self.value(x).shape());
-        Zip::from(&mut value).and(self.value(x)).for_each(|v, &x| *v = x.powf(exponent));
+        let input = row_major(self.value(x));
+        flat_mut(&mut value).iter_mut().zip(input.iter()).for_each(|(v, x)| *v = x.powf(exponent));
+        drop(input);
         self.push(value, Op::Pow { x, exponent }, &[x])
     }
 
@@ -507,6 +515,7 @@ impl Tape<'_> {
 /// The sizes of a (batched) matrix product `[batch, m, k] @ [batch, k, n]`; plain matrices
 /// are a batch of one.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "webgpu"), allow(dead_code))] // m and k: read by the GPU's plans
 pub(crate) struct ProductDims {
     pub batch: usize,
     pub m: usize,
@@ -552,6 +561,22 @@ pub(crate) fn matrix(t: &mut Tensor) -> ndarray::ArrayViewMut2<'_, f32> {
 /// A tensor the tape made (contiguous, four axes) as `[batch, channels, h, w]` to write into.
 pub(crate) fn as4_mut(t: &mut Tensor) -> ndarray::ArrayViewMut4<'_, f32> {
     t.view_mut().into_dimensionality::<Ix4>().expect("a 4-d tensor made by the tape")
+}
+
+/// The elements of `t` in row-major order as a slice: borrowed for every tensor the tape
+/// makes, copied once for one given from outside in another layout. Elementwise loops over
+/// slices are a fraction of the code of ndarray's `Zip` over dynamic shapes (one instance of
+/// which is 5 to 7 KB of wasm), and vectorise as well.
+pub(crate) fn row_major(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
+    }
+}
+
+/// A tensor the tape made (contiguous), as a slice to write.
+pub(crate) fn flat_mut(t: &mut Tensor) -> &mut [f32] {
+    t.as_slice_mut().expect("tensors made by the tape are contiguous")
 }
 
 /// Copies the elements of `from` into `to`, in row-major order, whatever their shapes.
