@@ -16,10 +16,10 @@
 use ndarray::{ArrayView2, ArrayViewD, Axis, IxDyn, Slice, Zip};
 
 use crate::backend::cpu::{self, conv};
-use crate::tensor::{self, Tensor};
+use crate::tensor::{self, row_major, Tensor};
 use crate::{Error, Result};
 
-use super::ops::{as4, as4_mut, flat_mut, matrix, product_dims, row_major, Op};
+use super::ops::{as4, as4_mut, flat_mut, matrix, product_dims, Op};
 use super::{ParamId, Pool, Tape, Var};
 
 /// The gradients of one backward pass: of every parameter used, and of every
@@ -105,8 +105,8 @@ impl Tape<'_> {
             }
             Op::Mul(a, b) => {
                 // d(ab)/da = b, d(ab)/db = a
-                self.send_product_with(grads, *a, &g, *b, |g, y| g * y);
-                self.send_product_with(grads, *b, &g, *a, |g, x| g * x);
+                self.send_product_with(grads, *a, &g, *b, cpu::Binary::Mul);
+                self.send_product_with(grads, *b, &g, *a, cpu::Binary::Mul);
                 Some(g)
             }
             Op::Div(a, b) => {
@@ -255,7 +255,7 @@ impl Tape<'_> {
     /// d(a/b)/da = 1/b, d(a/b)/db = -a/b^2.
     #[inline(never)]
     fn div_backward(&self, grads: &mut Slots, g: &Tensor, a: Var, b: Var) {
-        self.send_product_with(grads, a, g, b, |g, y| g / y);
+        self.send_product_with(grads, a, g, b, cpu::Binary::Div);
         if self.needs_grad(b) {
             let (x, y) = (self.value(a), self.value(b));
             let mut full = self.alloc(g.shape());
@@ -443,21 +443,14 @@ impl Tape<'_> {
         }
     }
 
-    /// Sends `f(g, other)` elementwise, `other` broadcast to `g`'s shape, to `to`.
+    /// Sends `g op other` elementwise, `other` broadcast to `g`'s shape, to `to`.
     #[inline(never)]
-    fn send_product_with(
-        &self,
-        grads: &mut Slots,
-        to: Var,
-        g: &Tensor,
-        other: Var,
-        f: impl Fn(f32, f32) -> f32,
-    ) {
+    fn send_product_with(&self, grads: &mut Slots, to: Var, g: &Tensor, other: Var, op: cpu::Binary) {
         if !self.needs_grad(to) {
             return;
         }
         let mut d = self.alloc(g.shape());
-        Zip::from(&mut d).and(g).and_broadcast(self.value(other)).for_each(|d, &g, &o| *d = f(g, o));
+        cpu::binary(g, self.value(other), op, &mut d);
         self.send_reduced(grads, to, d);
     }
 

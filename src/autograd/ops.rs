@@ -2,11 +2,11 @@
 //! from the tape's pool, and records the operands and saved state that its rule in
 //! `backward.rs` needs.
 
-use ndarray::{Axis, Ix2, Ix4, IxDyn, Slice, Zip};
+use ndarray::{Axis, Ix2, Ix4, IxDyn, Slice};
 
 use crate::backend::cpu::conv::{self, Window};
 use crate::backend::cpu::{self, Activation};
-use crate::tensor::{self, Tensor};
+use crate::tensor::{self, row_major, Tensor};
 use crate::{Error, Result};
 
 use super::{ParamId, Tape, Var};
@@ -108,7 +108,7 @@ impl Tape<'_> {
     /// # Errors
     /// When the shapes do not broadcast.
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
-        let value = self.binary("add", a, b, |x, y| x + y)?;
+        let value = self.binary("add", a, b, cpu::Binary::Add)?;
         Ok(self.push(value, Op::Add(a, b), &[a, b]))
     }
 
@@ -117,7 +117,7 @@ impl Tape<'_> {
     /// # Errors
     /// When the shapes do not broadcast.
     pub fn sub(&mut self, a: Var, b: Var) -> Result<Var> {
-        let value = self.binary("sub", a, b, |x, y| x - y)?;
+        let value = self.binary("sub", a, b, cpu::Binary::Sub)?;
         Ok(self.push(value, Op::Sub(a, b), &[a, b]))
     }
 
@@ -126,7 +126,7 @@ impl Tape<'_> {
     /// # Errors
     /// When the shapes do not broadcast.
     pub fn mul(&mut self, a: Var, b: Var) -> Result<Var> {
-        let value = self.binary("mul", a, b, |x, y| x * y)?;
+        let value = self.binary("mul", a, b, cpu::Binary::Mul)?;
         Ok(self.push(value, Op::Mul(a, b), &[a, b]))
     }
 
@@ -135,15 +135,15 @@ impl Tape<'_> {
     /// # Errors
     /// When the shapes do not broadcast.
     pub fn div(&mut self, a: Var, b: Var) -> Result<Var> {
-        let value = self.binary("div", a, b, |x, y| x / y)?;
+        let value = self.binary("div", a, b, cpu::Binary::Div)?;
         Ok(self.push(value, Op::Div(a, b), &[a, b]))
     }
 
-    fn binary(&self, op: &'static str, a: Var, b: Var, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
+    fn binary(&self, name: &'static str, a: Var, b: Var, op: cpu::Binary) -> Result<Tensor> {
         let (x, y) = (self.value(a), self.value(b));
-        // Checked first so the error names the op; ndarray would only panic.
-        let mut out = self.alloc(&tensor::broadcast_shape(op, x.shape(), y.shape())?);
-        Zip::from(&mut out).and_broadcast(x).and_broadcast(y).for_each(|o, &x, &y| *o = f(x, y));
+        // Checked first so the error names the op.
+        let mut out = self.alloc(&tensor::broadcast_shape(name, x.shape(), y.shape())?);
+        cpu::binary(x, y, op, &mut out);
         Ok(out)
     }
 
@@ -561,17 +561,6 @@ pub(crate) fn matrix(t: &mut Tensor) -> ndarray::ArrayViewMut2<'_, f32> {
 /// A tensor the tape made (contiguous, four axes) as `[batch, channels, h, w]` to write into.
 pub(crate) fn as4_mut(t: &mut Tensor) -> ndarray::ArrayViewMut4<'_, f32> {
     t.view_mut().into_dimensionality::<Ix4>().expect("a 4-d tensor made by the tape")
-}
-
-/// The elements of `t` in row-major order as a slice: borrowed for every tensor the tape
-/// makes, copied once for one given from outside in another layout. Elementwise loops over
-/// slices are a fraction of the code of ndarray's `Zip` over dynamic shapes (one instance of
-/// which is 5 to 7 KB of wasm), and vectorise as well.
-pub(crate) fn row_major(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.iter().copied().collect()),
-    }
 }
 
 /// A tensor the tape made (contiguous), as a slice to write.

@@ -205,6 +205,84 @@ fn gemm_into(a: ArrayView2<f32>, b: ArrayView2<f32>, c: ArrayViewMut2<f32>, beta
     ndarray::linalg::general_mat_mul(1.0, &a, &b, beta, &mut { c });
 }
 
+/// An elementwise arithmetic operation of two operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// `out = x op y` elementwise, `x` and `y` broadcast to `out`'s shape under numpy's rules
+/// (which the caller has checked: see [`crate::tensor::broadcast_shape`]); `out` must be
+/// contiguous, as every tensor the tape makes is.
+pub fn binary(x: &Tensor, y: &Tensor, op: Binary, out: &mut Tensor) {
+    match op {
+        Binary::Add => broadcast_rows(x, y, out, |a, b| a + b),
+        Binary::Sub => broadcast_rows(x, y, out, |a, b| a - b),
+        Binary::Mul => broadcast_rows(x, y, out, |a, b| a * b),
+        Binary::Div => broadcast_rows(x, y, out, |a, b| a / b),
+    }
+}
+
+/// [`binary`] for one `f`, a row of the last axis at a time: within a row each operand is a
+/// run of values or one value repeated, so each row is one loop that vectorises, and the
+/// rows' starts follow the operands' broadcast strides (0 along a broadcast axis).
+fn broadcast_rows(x: &Tensor, y: &Tensor, out: &mut Tensor, f: impl Fn(f32, f32) -> f32) {
+    let shape = out.shape().to_vec();
+    let (xs, ys) = (crate::tensor::row_major(x), crate::tensor::row_major(y));
+    let (sx, sy) = (broadcast_strides(x.shape(), &shape), broadcast_strides(y.shape(), &shape));
+    let out = out.as_slice_mut().expect("tensors made by the tape are contiguous");
+    let row = shape.last().copied().unwrap_or(1);
+    if row == 0 || out.is_empty() {
+        return;
+    }
+    let outer = shape.len().saturating_sub(1);
+    let (rx, ry) = (sx.last().copied().unwrap_or(0), sy.last().copied().unwrap_or(0));
+    let mut index = vec![0; outer];
+    let (mut ox, mut oy) = (0, 0);
+    for o in out.chunks_exact_mut(row) {
+        match (rx, ry) {
+            (0, 0) => o.fill(f(xs[ox], ys[oy])),
+            (0, _) => o.iter_mut().zip(&ys[oy..oy + row]).for_each(|(o, &b)| *o = f(xs[ox], b)),
+            (_, 0) => o.iter_mut().zip(&xs[ox..ox + row]).for_each(|(o, &a)| *o = f(a, ys[oy])),
+            _ => o
+                .iter_mut()
+                .zip(&xs[ox..ox + row])
+                .zip(&ys[oy..oy + row])
+                .for_each(|((o, &a), &b)| *o = f(a, b)),
+        }
+        // The next row: the outer index counts up like an odometer.
+        for axis in (0..outer).rev() {
+            index[axis] += 1;
+            ox += sx[axis];
+            oy += sy[axis];
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+            ox -= sx[axis] * shape[axis];
+            oy -= sy[axis] * shape[axis];
+        }
+    }
+}
+
+/// The strides, in elements of its row-major data, that read an operand of `shape` broadcast
+/// to `out` (aligned from the right): 0 along the axes it is broadcast over.
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let pad = out.len() - shape.len();
+    let mut strides = vec![0; out.len()];
+    let mut step = 1;
+    for axis in (0..shape.len()).rev() {
+        if shape[axis] != 1 || out[pad + axis] == 1 {
+            strides[pad + axis] = step;
+        }
+        step *= shape[axis];
+    }
+    strides
+}
+
 /// Softmax over the last axis into `out` (shaped like `x`), shifted by the row maximum so
 /// `exp` cannot overflow.
 pub fn softmax(x: &Tensor, out: &mut Tensor) {
@@ -318,6 +396,50 @@ mod tests {
                 assert_eq!(cut, whole, "{m}x{k} @ {k}x{n} in {pieces} pieces");
                 gemm_into(a.view(), b.view(), cut.view_mut(), 1.0, pieces);
                 assert_eq!(cut, twice, "accumulated, {m}x{k} @ {k}x{n} in {pieces} pieces");
+            }
+        }
+    }
+
+    #[test]
+    fn binary_broadcasts_as_ndarray_does() {
+        let cases: [(&[usize], &[usize]); 9] = [
+            (&[4, 3], &[4, 3]),
+            (&[4, 3], &[3]),
+            (&[3], &[4, 3]),
+            (&[2, 1], &[1, 5]),
+            (&[], &[2, 3]),
+            (&[2, 3], &[]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[2, 1, 4, 1], &[3, 1, 5]),
+            (&[1], &[1]),
+        ];
+        let fill = |shape: &[usize], k: f32| {
+            let mut i = 0.0;
+            Tensor::from_shape_simple_fn(ndarray::IxDyn(shape), || {
+                i += 1.0;
+                i * k + 0.5
+            })
+        };
+        for (a, b) in cases {
+            let (x, y) = (fill(a, 0.7), fill(b, -1.3));
+            let shape = crate::tensor::broadcast_shape("test", a, b).unwrap();
+            for (op, f) in [
+                (Binary::Add, (|a, b| a + b) as fn(f32, f32) -> f32),
+                (Binary::Sub, |a, b| a - b),
+                (Binary::Mul, |a, b| a * b),
+                (Binary::Div, |a, b| a / b),
+            ] {
+                let mut want = Tensor::zeros(ndarray::IxDyn(&shape));
+                Zip::from(&mut want).and_broadcast(&x).and_broadcast(&y).for_each(|w, &a, &b| *w = f(a, b));
+                let mut got = Tensor::from_elem(ndarray::IxDyn(&shape), f32::NAN);
+                binary(&x, &y, op, &mut got);
+                assert_eq!(got, want, "{op:?} {a:?} {b:?}");
+                // An operand in another layout than row-major reads the same.
+                if x.ndim() == 2 {
+                    let transposed = x.t().to_owned().reversed_axes();
+                    binary(&transposed, &y, op, &mut got);
+                    assert_eq!(got, want, "{op:?} {a:?} (column-major) {b:?}");
+                }
             }
         }
     }
