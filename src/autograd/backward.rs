@@ -340,7 +340,8 @@ impl Tape<'_> {
     fn slice_backward(&self, grads: &mut Slots, g: &Tensor, x: Var, axis: usize, start: usize) {
         if let Some(dx) = self.slot(grads, x) {
             let len = g.shape()[axis];
-            dx.slice_axis_mut(Axis(axis), Slice::from(start..start + len)).zip_mut_with(g, |d, &g| *d += g);
+            let mut part = dx.slice_axis_mut(Axis(axis), Slice::from(start..start + len));
+            part += g;
         }
     }
 
@@ -423,7 +424,7 @@ impl Tape<'_> {
                 let shape = self.value(to).shape();
                 let mut fresh = self.alloc(shape);
                 if grad.shape() == shape {
-                    fresh.zip_mut_with(&grad, |f, &g| *f = g);
+                    fresh.assign(&grad);
                 } else {
                     fresh.fill(0.0);
                     tensor::add_reduced(fresh.view_mut(), grad);

@@ -153,6 +153,7 @@ impl Tape<'_> {
     /// # Errors
     /// When the operands are not both matrices or both stacks of as many matrices, or their
     /// inner dimensions differ.
+    #[inline(never)] // called from every layer; one copy of its loop over the batch
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
         let (x, y) = (self.value(a), self.value(b));
         let dims = product_dims(x.shape(), y.shape())?;

@@ -330,13 +330,17 @@ impl Graph<'_> {
             Activation::Tanh => self.node("Tanh", &[x], vec![]),
             // x/2 (1 + tanh(c (x + a x^3))), as Activation::Gelu.
             Activation::Gelu => {
-                let [a, c, half, one] = [0.044_715, 0.797_884_6, 0.5, 1.0].map(|v| {
-                    let name = format!("gelu.{v}");
-                    if !self.initializers.iter().any(|t| t.name == name) {
-                        self.constant(&name, &[], vec![v]);
+                if !self.initializers.iter().any(|t| t.name == "gelu.a") {
+                    for (name, v) in [
+                        ("gelu.a", 0.044_715),
+                        ("gelu.c", 0.797_884_6),
+                        ("gelu.half", 0.5),
+                        ("gelu.one", 1.0),
+                    ] {
+                        self.constant(name, &[], vec![v]);
                     }
-                    name
-                });
+                }
+                let [a, c, half, one] = ["gelu.a", "gelu.c", "gelu.half", "gelu.one"];
                 let square = self.node("Mul", &[x, x], vec![]);
                 let cube = self.node("Mul", &[&square, x], vec![]);
                 let cube = self.node("Mul", &[&cube, &a], vec![]);
