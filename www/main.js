@@ -29,21 +29,16 @@ const state = {
 const hooks = {
   state,
   inspection: null, // the last inspection the inside views drew
-  maxTimerGapMs: 0,
-  resetTimerGap() {
-    hooks.maxTimerGapMs = 0;
-    lastTick = performance.now();
-  },
+  // The durations (ms) of the main thread's long tasks (over 50 ms) as the browser reports
+  // them: whether the page's own work ever blocks it, whatever the machine's load does to timers.
+  longTasks: [],
 };
 window.ferrograd = hooks;
-
-// A 20 ms timer whose longest gap shows whether the main thread ever stalls.
-let lastTick = performance.now();
-setInterval(() => {
-  const now = performance.now();
-  hooks.maxTimerGapMs = Math.max(hooks.maxTimerGapMs, now - lastTick);
-  lastTick = now;
-}, 20);
+if (PerformanceObserver.supportedEntryTypes?.includes('longtask')) {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) hooks.longTasks.push(Math.round(entry.duration));
+  }).observe({ type: 'longtask' });
+}
 
 const lossChart = new LiveChart($('loss-chart'), {
   series: [{ label: 'training (smoothed)', colour: '--accent' }, { label: 'test', colour: '--accent-2', points: true }],

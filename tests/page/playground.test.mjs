@@ -24,10 +24,16 @@ describe('the playground page', () => {
     await waitForState(page, (s) => s.dataComplete === true, 30_000);
     await page.click('#start');
     await waitForState(page, (s) => (s.steps ?? 0) > 20);
-    await page.evaluate(() => window.ferrograd.resetTimerGap());
-    await page.waitForTimeout(2000);
-    const gap = await page.evaluate(() => window.ferrograd.maxTimerGapMs);
-    assert.ok(gap < 100, `a 20 ms timer on the page stalled for ${gap} ms while training ran`);
+    // What the browser reports of the page's own work, not a timer's lateness (which a busy
+    // machine makes late whatever the page does): training in the worker leaves the main
+    // thread no task anywhere near a training step's or an epoch's length, and almost none
+    // over 50 ms.
+    assert.ok(await page.evaluate(() => PerformanceObserver.supportedEntryTypes.includes('longtask')), 'the browser reports long tasks');
+    const before = await page.evaluate(() => window.ferrograd.longTasks.length);
+    await waitForState(page, (s) => (s.steps ?? 0) > 60);
+    const longTasks = await page.evaluate((n) => window.ferrograd.longTasks.slice(n), before);
+    assert.ok(longTasks.every((ms) => ms < 500), `the main thread ran long tasks of ${longTasks} ms while training`);
+    assert.ok(longTasks.length <= 3, `${longTasks.length} long tasks (${longTasks} ms) on the main thread over 40 steps`);
     await screenshot(page, 'playground-training');
 
     const state = await waitForState(page, (s) => s.testAccuracy != null, 120_000);
