@@ -53,6 +53,9 @@ const TEMPLATE = `
     <div class="inside" aria-label="Inside the model" hidden></div>
   </section>`;
 
+const SANDBOXED = 'this frame is sandboxed without an origin of its own, where the browser lets the trainer '
+  + 'start no worker: add allow-same-origin to the iframe\'s sandbox (sandbox="allow-scripts allow-same-origin")';
+
 const ATTRIBUTES = { model: 'model', epochs: 'epochs', 'batch-size': 'batch', lr: 'lr', optimizer: 'optimizer', seed: 'seed' };
 
 class FerrogradPlayground extends HTMLElement {
@@ -91,7 +94,18 @@ class FerrogradPlayground extends HTMLElement {
     // (loaded only then) show it.
     this.views = this.hasAttribute('inside') ? import('./inside.js') : null;
 
-    this.worker = new Worker(here('worker.js'), { type: 'module' });
+    // A frame sandboxed without allow-same-origin has an opaque origin, from which the browser
+    // starts no worker: say what the sandbox needs rather than sit at "loading".
+    if (self.origin === 'null') {
+      this.fail(SANDBOXED);
+      return;
+    }
+    try {
+      this.worker = new Worker(here('worker.js'), { type: 'module' });
+    } catch (error) {
+      this.fail(`the training worker could not start: ${error.message}`);
+      return;
+    }
     this.worker.onmessage = ({ data }) => this.handle(data);
     this.worker.onerror = (event) => this.fail(`the training worker failed: ${event.message ?? 'it could not start'}`);
     this.$('.start').onclick = () => this.worker.postMessage({ type: 'start' });

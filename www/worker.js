@@ -69,12 +69,14 @@ const KEEP_EVERY_MS = 15_000;
 // most this much training.
 const SYNC_EVERY_MS = 5_000;
 const SHOWCASE = 48;
+// How long the threaded build's pool may take to start before training runs on one thread.
+const THREADS_START_MS = 10_000;
 const PARTS = ['trainLabels', 'testLabels', 'trainImages', 'testImages'];
 
 let session = null;
 let Session = null;
 let gpu = null; // the GpuDevice, where training runs on WebGPU
-let backendNote = null; // why the CPU runs when the GPU was asked for
+let backendNote = null; // why the CPU runs when the GPU was asked for, or one thread when threads were
 let state = 'idle';
 let load = null; // {controller, generation}
 let generation = 0;
@@ -159,6 +161,10 @@ const yielded = [];
 channel.port1.onmessage = () => yielded.shift()?.();
 const yieldToEvents = () => new Promise((resolve) => { yielded.push(resolve); channel.port2.postMessage(0); });
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const withTimeout = (promise, ms, message) => Promise.race([
+  promise,
+  sleep(ms).then(() => { throw new Error(message); }),
+]);
 
 async function trainLoop() {
   while (state === 'training' || state === 'waiting') {
@@ -412,12 +418,16 @@ async function loadModule() {
   // cross-origin-isolated page; elsewhere (a docs page embedding the playground, say) the
   // single-threaded module runs, with no error.
   if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
+    // The pool's workers are started from blob: URLs; where a Content-Security-Policy's
+    // worker-src does not allow those, they never answer, so the pool gets a time limit.
     try {
       const module = await startBuild('../pkg/threads/');
-      await module.initThreadPool(navigator.hardwareConcurrency);
+      await withTimeout(module.initThreadPool(navigator.hardwareConcurrency), THREADS_START_MS,
+        `the thread pool did not start within ${THREADS_START_MS / 1000} s; a Content-Security-Policy whose worker-src lacks blob: stops it`);
       return module;
     } catch (error) {
-      console.warn(`ferrograd: threads could not start, training on one: ${errorText(error)}`);
+      const note = `threads could not start: ${errorText(error)}`;
+      backendNote = backendNote ? `${backendNote}; ${note}` : note;
     }
   }
   return startBuild('../pkg/');

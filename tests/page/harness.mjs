@@ -2,6 +2,7 @@
 // Chromium driven by playwright-core.
 
 import { spawn } from 'node:child_process';
+import { createServer, request } from 'node:http';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +38,27 @@ export function serve({ throttle, isolation = true } = {}) {
       const match = out.match(/http:\/\/[\d.]+:\d+\//);
       if (match) resolve({ url: match[0], close: () => child.kill() });
     });
+  });
+}
+
+/**
+ * A proxy in front of `target` (a served {url}) that adds `headers` to every answer, e.g. a
+ * Content-Security-Policy; resolves with {url, close}.
+ */
+export function withHeaders(target, headers) {
+  const server = createServer((req, res) => {
+    const upstream = request(new URL(req.url, target.url), { method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode, { ...answer.headers, ...headers });
+      answer.pipe(res);
+    });
+    upstream.on('error', (error) => res.destroy(error));
+    req.pipe(upstream);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve({
+      url: `http://127.0.0.1:${server.address().port}/`,
+      close: () => { server.closeAllConnections(); server.close(); },
+    }));
   });
 }
 
