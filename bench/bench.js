@@ -25,6 +25,9 @@ const DATA = '../data/mnist/';
 const NAVIGATION = Number(query.get('origin') ?? performance.timeOrigin);
 const sinceNavigation = () => performance.timeOrigin + performance.now() - NAVIGATION;
 
+// A measuring window in which no step finishes for this long has stalled.
+const STALLED_MS = 10 * 60_000;
+
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function gunzip(url) {
@@ -58,14 +61,25 @@ function epochFits(samplesPerSecond, count) {
   return seconds <= EPOCH_BUDGET_S ? null : `one epoch would take about ${Math.round(seconds)} s: accuracy not measured`;
 }
 
-/** Runs `step()` (returning samples done) in windows; returns the median samples/s. */
+/**
+ * Runs `step()` (returning samples done) in windows; returns the median samples/s. A window
+ * lasts until a step has finished in it (on the GPU a step reports when its results come back,
+ * on SwiftShader seconds later). One that ran past twice its length holds few steps, each
+ * longer than the window, and is long enough on its own: the others would only repeat it at
+ * a minute a step (TensorFlow.js's cpu backend on the resnet).
+ */
 async function throughput(step) {
   const rates = [];
   for (let w = 0; w < WINDOWS; w++) {
     const start = performance.now();
     let samples = 0;
-    while (performance.now() - start < seconds * 1000) samples += await step();
-    rates.push((samples * 1000) / (performance.now() - start));
+    while (samples === 0 || performance.now() - start < seconds * 1000) {
+      samples += await step();
+      if (samples === 0 && performance.now() - start > STALLED_MS) throw new Error(`no training step finished in ${STALLED_MS / 60_000} minutes`);
+    }
+    const elapsed = performance.now() - start;
+    rates.push((samples * 1000) / elapsed);
+    if (elapsed > 2 * seconds * 1000) break;
   }
   return median(rates);
 }
@@ -256,21 +270,7 @@ async function tfjs() {
 
   const data = await loading;
   const build = () => {
-    const m = tf.sequential();
-    if (model === 'mlp') {
-      m.add(tf.layers.flatten({ inputShape: [28, 28, 1] }));
-      m.add(tf.layers.dense({ units: 128, activation: 'relu' }));
-    } else if (model === 'cnn') {
-      m.add(tf.layers.conv2d({ inputShape: [28, 28, 1], kernelSize: 5, filters: 8, strides: 1, activation: 'relu' }));
-      m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
-      m.add(tf.layers.conv2d({ kernelSize: 5, filters: 16, strides: 1, activation: 'relu' }));
-      m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
-      m.add(tf.layers.flatten());
-    } else {
-      m.add(tf.layers.reshape({ inputShape: [28, 28, 1], targetShape: [28, 28] }));
-      m.add(tf.layers.lstm({ units: 64 }));
-    }
-    m.add(tf.layers.dense({ units: 10, activation: 'softmax' }));
+    const m = model === 'resnet' ? resnet(tf) : sequential(tf);
     m.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
     return m;
   };
@@ -308,6 +308,57 @@ async function tfjs() {
   const labels = await predicted.data();
   const accuracy = labels.reduce((hits, p, i) => hits + (p === data.test.y[i] ? 1 : 0), 0) / labels.length;
   return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
+}
+
+/** The `mlp`, `cnn` and `lstm` presets (src/nn/spec/mod.rs) as tf.layers stacks. */
+function sequential(tf) {
+  const m = tf.sequential();
+  if (model === 'mlp') {
+    m.add(tf.layers.flatten({ inputShape: [28, 28, 1] }));
+    m.add(tf.layers.dense({ units: 128, activation: 'relu' }));
+  } else if (model === 'cnn') {
+    m.add(tf.layers.conv2d({ inputShape: [28, 28, 1], kernelSize: 5, filters: 8, strides: 1, activation: 'relu' }));
+    m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+    m.add(tf.layers.conv2d({ kernelSize: 5, filters: 16, strides: 1, activation: 'relu' }));
+    m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+    m.add(tf.layers.flatten());
+  } else if (model === 'lstm') {
+    m.add(tf.layers.reshape({ inputShape: [28, 28, 1], targetShape: [28, 28] }));
+    m.add(tf.layers.lstm({ units: 64 }));
+  } else {
+    throw new Error(`TensorFlow.js: no tf.layers model for ${model}`);
+  }
+  m.add(tf.layers.dense({ units: 10, activation: 'softmax' }));
+  return m;
+}
+
+/**
+ * The `resnet` preset with tf.layers' functional API: a 3x3 convolution of 16, two basic
+ * blocks of 16 at 28x28, max pooling, one basic block of 32 at 14x14 whose shortcut is a 1x1
+ * convolution, global average pooling, dense 10. Batch norm's momentum is Keras's (weight of
+ * the old running average): 0.9 is ferrograd's (and PyTorch's) 0.1.
+ */
+function resnet(tf) {
+  const convBn = (filters, kernelSize) => tf.layers.conv2d({ filters, kernelSize, padding: 'same', useBias: false, kernelInitializer: 'heUniform' });
+  const batchNorm = () => tf.layers.batchNormalization({ momentum: 0.9, epsilon: 1e-5 });
+  const relu = () => tf.layers.reLU();
+  const block = (x, filters, shortcut) => {
+    let y = convBn(filters, 3).apply(x);
+    y = batchNorm().apply(y);
+    y = relu().apply(y);
+    y = convBn(filters, 3).apply(y);
+    y = batchNorm().apply(y);
+    return relu().apply(tf.layers.add().apply([y, shortcut ? shortcut.apply(x) : x]));
+  };
+  const input = tf.input({ shape: [28, 28, 1] });
+  let x = tf.layers.conv2d({ filters: 16, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: 'heUniform' }).apply(input);
+  x = block(x, 16);
+  x = block(x, 16);
+  x = tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }).apply(x);
+  x = block(x, 32, convBn(32, 1));
+  x = tf.layers.globalAveragePooling2d({}).apply(x);
+  const output = tf.layers.dense({ units: 10, activation: 'softmax' }).apply(x);
+  return tf.model({ inputs: input, outputs: output });
 }
 
 const report = (result) => (globalThis.window ? window.benchDone(result) : postMessage(result));
