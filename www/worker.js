@@ -45,7 +45,7 @@
 //   {type: 'saved', bytes} | {type: 'onnx', bytes} | {type: 'restored', ...} | {type: 'restore-error', ...}
 //   {type: 'kept'}                             after 'keep-now'
 //   {type: 'notice', message, steps?}         something the user should know; with steps, training
-//        went back to that step (the GPU was lost)
+//        went back to that step (the GPU was lost, or the wasm instance trapped)
 // `status` is the Session's status object (epoch, epochs, epochDone, epochSize, steps,
 // trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples,
 // backend, backendNote, threads).
@@ -58,6 +58,12 @@
 // GPU, a step's statistics come back a little later (`finishedSteps`), and the weights are
 // brought back (`sync`) before anything reads them. If the GPU fails or is lost, training
 // carries on on the CPU from the weights last brought back, with a notice.
+//
+// Traps. A Rust panic aborts the wasm instance ("unreachable"), after which every call into it
+// fails. The worker then starts a fresh instance, builds the last model that configured,
+// restores the training last saved (in memory, else what IndexedDB kept), streams the data
+// again, and says so in one notice that carries the trap's message: the first error is the one
+// shown, and every later action works.
 
 import { forget, keep, kept } from './store.js';
 import { startBuild } from './start.js';
@@ -85,9 +91,17 @@ const restartThroughput = () => Object.assign(throughput, { samples: 0, ms: 0 })
 let keeping = false;
 let lastSync = 0;
 let lastKept = 0;
+// What a fresh instance needs after a trap: the last model and settings that configured, the
+// last data source asked for and the training last saved.
+let lastConfig = null;
+let lastUrls = null;
+let lastTraining = null;
+let instances = 0; // fresh instances started after traps
+let recovering = false;
 
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 const errorText = (error) => String(error?.message ?? error);
+const trapped = (error) => error instanceof WebAssembly.RuntimeError;
 
 function setState(next) {
   state = next;
@@ -95,17 +109,23 @@ function setState(next) {
   if (next === 'paused' || next === 'done') keepTraining();
 }
 
-/** Stores the training in IndexedDB when the page asked for it; failures are reported. */
+/**
+ * Saves the training in memory (for a fresh instance after a trap) and in IndexedDB when the
+ * page asked for it; failures are reported.
+ */
 async function keepTraining() {
-  if (!keeping || !session) return;
+  if (!session) return;
   lastKept = performance.now();
-  if (session.status().steps === 0) return;
   try {
+    if (session.status().steps === 0) return;
     await sync();
     const status = session.status();
-    await keep({ bytes: session.save(), steps: status.steps, epoch: status.epoch, savedAt: Date.now() });
+    const record = { bytes: session.save(), steps: status.steps, epoch: status.epoch, savedAt: Date.now() };
+    lastTraining = record.bytes;
+    if (keeping) await keep(record);
   } catch (error) {
-    post({ type: 'error', message: `could not keep the training in this browser: ${errorText(error)}` });
+    if (trapped(error)) recover(error, 'keeping the training');
+    else post({ type: 'error', message: `could not keep the training in this browser: ${errorText(error)}` });
   }
 }
 
@@ -140,6 +160,7 @@ function gpuFailed(error) {
 }
 
 function forgetKept() {
+  lastTraining = null;
   if (keeping) forget().catch(() => {});
 }
 
@@ -147,9 +168,11 @@ function restore(bytes, source) {
   try {
     session.restore(bytes);
   } catch (error) {
+    if (trapped(error)) throw error;
     post({ type: 'restore-error', message: errorText(error), source });
     return;
   }
+  lastTraining = bytes;
   restartThroughput();
   post({ type: 'restored', spec: session.specJson(), status: session.status(), source });
   setState(state === 'training' || state === 'waiting' ? state : 'paused');
@@ -197,6 +220,7 @@ async function trainLoop() {
       }
       collectFinished(batches);
     } catch (error) {
+      if (trapped(error)) throw error;
       if (!gpuFailed(error)) {
         post({ type: 'error', message: `training: ${errorText(error)}` });
         setState('paused');
@@ -247,6 +271,7 @@ function evaluate() {
   try {
     return session.evaluate(SHOWCASE);
   } catch (error) {
+    if (trapped(error)) throw error;
     post({ type: 'error', message: `evaluation: ${errorText(error)}` });
     return null;
   }
@@ -259,6 +284,7 @@ async function loadData(urls) {
   }
   const mine = { controller: new AbortController(), generation: ++generation };
   load = mine;
+  lastUrls = urls;
   const current = () => load === mine;
   const sizes = {};
   let received = 0;
@@ -286,6 +312,10 @@ async function loadData(urls) {
   } catch (error) {
     if (!current()) return;
     mine.controller.abort();
+    if (trapped(error)) {
+      recover(error, 'loading the data');
+      return;
+    }
     session.abortLoad();
     post({ type: 'data-error', message: errorText(error), status: session.status() });
   } finally {
@@ -303,9 +333,11 @@ function configure(model, settings) {
       else if (backendNote) session.useCpu(backendNote);
     }
   } catch (error) {
+    if (trapped(error)) throw error;
     post({ type: 'config-error', message: errorText(error) });
     return;
   }
+  lastConfig = { model, settings };
   restartThroughput();
   forgetKept();
   post({ type: 'configured', spec: session.specJson() });
@@ -320,7 +352,7 @@ const handlers = {
     if (state === 'training' || state === 'waiting') return;
     if (state === 'done') session.reset();
     setState('training');
-    trainLoop();
+    trainLoop().catch((error) => failed(error, 'training'));
   },
   pause: () => {
     if (state === 'training' || state === 'waiting') setState('paused');
@@ -387,23 +419,74 @@ function handle(message) {
   }
   try {
     const result = handler(message);
-    result?.catch?.((error) => post({ type: 'error', message: errorText(error) }));
+    result?.catch?.((error) => failed(error, `handling '${message.type}'`));
   } catch (error) {
-    post({ type: 'error', message: errorText(error) });
+    failed(error, `handling '${message.type}'`);
   }
+}
+
+/** Reports an error, or recovers from a trap (naming what was being done). */
+function failed(error, during) {
+  if (trapped(error)) recover(error, during);
+  else post({ type: 'error', message: errorText(error) });
+}
+
+/**
+ * After a trap: a fresh instance of the same build with the last model that configured, the
+ * training last saved, and the data streamed again; messages wait meanwhile. Later errors of
+ * the dead instance are not reported: the trap is the first error and the one shown.
+ */
+async function recover(error, during) {
+  if (recovering || !session) return;
+  recovering = true;
+  session = null;
+  state = 'paused';
+  if (load) load.controller.abort();
+  load = null;
+  self.onmessage = ({ data }) => pending.push(data);
+  const crashed = `The WebAssembly instance crashed while ${during} (${errorText(error)})`;
+  try {
+    gpu = null;
+    backendNote = null;
+    const module = await loadModule(++instances);
+    Session = module.Session;
+    session = new Session(lastConfig.model, lastConfig.settings);
+    if (gpu) session.useGpu(gpu);
+    else if (backendNote) session.useCpu(backendNote);
+    const saved = lastTraining ?? (keeping ? (await kept().catch(() => null))?.bytes : null);
+    let from = 'with the model untrained';
+    if (saved) {
+      try {
+        session.restore(saved);
+        from = `from step ${session.status().steps}, the training last saved`;
+      } catch {
+        // A saved file this build refuses: the model starts untrained, as the notice says.
+      }
+    }
+    restartThroughput();
+    const steps = session.status().steps;
+    post({ type: 'notice', steps, message: `${crashed}. A fresh one carries on ${from}${lastUrls ? '; the data loads again' : ''}.` });
+    setState(steps > 0 ? 'paused' : 'idle');
+    if (lastUrls) loadData(lastUrls);
+  } catch (again) {
+    post({ type: 'error', message: `${crashed}, and a fresh one could not start: ${errorText(again)}` });
+  }
+  recovering = false;
+  self.onmessage = ({ data }) => handle(data);
+  pending.splice(0).forEach(handle);
 }
 
 /**
  * Loads the wasm module for the backend the worker's URL asks for: the GPU one where WebGPU
  * gives an adapter (checked before downloading it), the CPU one otherwise.
  */
-async function loadModule() {
+async function loadModule(instance = 0) {
   const wanted = new URL(self.location.href).searchParams.get('backend') ?? 'auto';
   if (!['auto', 'cpu', 'gpu'].includes(wanted)) throw new Error(`unknown backend ${JSON.stringify(wanted)}`);
   if (wanted !== 'cpu') {
     const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
     if (adapter) {
-      const module = await startBuild('../pkg/gpu/');
+      const module = await startBuild('../pkg/gpu/', instance);
       try {
         gpu = await module.requestGpu();
         return module;
@@ -421,7 +504,7 @@ async function loadModule() {
     // The pool's workers are started from blob: URLs; where a Content-Security-Policy's
     // worker-src does not allow those, they never answer, so the pool gets a time limit.
     try {
-      const module = await startBuild('../pkg/threads/');
+      const module = await startBuild('../pkg/threads/', instance);
       await withTimeout(module.initThreadPool(navigator.hardwareConcurrency), THREADS_START_MS,
         `the thread pool did not start within ${THREADS_START_MS / 1000} s; a Content-Security-Policy whose worker-src lacks blob: stops it`);
       return module;
@@ -430,7 +513,7 @@ async function loadModule() {
       backendNote = backendNote ? `${backendNote}; ${note}` : note;
     }
   }
-  return startBuild('../pkg/');
+  return startBuild('../pkg/', instance);
 }
 
 try {
