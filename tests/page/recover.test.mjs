@@ -6,9 +6,12 @@
 // what a 32-bit wasm can address: Rust's "capacity overflow" panic, which aborts the instance.
 
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 
-import { browserAndServer, open, screenshot, waitForState } from './harness.mjs';
+import { ROOT, browserAndServer, open, screenshot, waitForState } from './harness.mjs';
 
 // The single-threaded build, where the panic happens on the training worker's own thread.
 const env = browserAndServer({ isolation: false });
@@ -16,6 +19,35 @@ const env = browserAndServer({ isolation: false });
 const TRAPS = JSON.stringify({
   layers: [
     { type: 'conv2d', filters: 5000, kernel_size: 3, padding: 'same' },
+    { type: 'max_pool2d', pool_size: 28 }, { type: 'flatten' }, { type: 'dense', units: 10 },
+  ],
+});
+
+// A small data source (300 training and 300 test images of noise) so that an epoch ends soon,
+// written under data/ (ignored by git), which `ferrograd serve` serves.
+const TINY = 'data/test-tiny/';
+before(() => {
+  const dir = join(ROOT, TINY);
+  mkdirSync(dir, { recursive: true });
+  const idx = (type, dims, body) => {
+    const header = Buffer.alloc(4 + 4 * dims.length);
+    header.writeUInt32BE(0x0800 | dims.length, 0);
+    dims.forEach((d, i) => header.writeUInt32BE(d, 4 + 4 * i));
+    return gzipSync(Buffer.concat([header, body]));
+  };
+  const images = (n) => idx(8, [n, 28, 28], Buffer.from(Array.from({ length: n * 784 }, (_, i) => (i * 7919) % 256)));
+  const labels = (n) => idx(8, [n], Buffer.from(Array.from({ length: n }, (_, i) => i % 10)));
+  writeFileSync(join(dir, 'train-images-idx3-ubyte.gz'), images(300));
+  writeFileSync(join(dir, 'train-labels-idx1-ubyte.gz'), labels(300));
+  writeFileSync(join(dir, 't10k-images-idx3-ubyte.gz'), images(300));
+  writeFileSync(join(dir, 't10k-labels-idx1-ubyte.gz'), labels(300));
+});
+
+// 4,000 filters train at batch 1, but the evaluation at the epoch's end takes 256 test images
+// at once: 256 x 4,000 x 784 values overflow wasm32's address space.
+const TRAPS_AT_EVALUATION = JSON.stringify({
+  layers: [
+    { type: 'conv2d', filters: 4000, kernel_size: 3, padding: 'same' },
     { type: 'max_pool2d', pool_size: 28 }, { type: 'flatten' }, { type: 'dense', units: 10 },
   ],
 });
@@ -45,6 +77,39 @@ describe('a trap in the wasm instance', () => {
     await screenshot(page, 'recovered');
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
     // The panic's message on the console is the expected complaint; nothing else.
+    assert.deepEqual(problems.filter((p) => !/capacity overflow|unreachable/.test(p)), []);
+    await context.close();
+  });
+
+  test('the fresh instance carries on from the training last saved', async () => {
+    const query = `?model=custom&spec=${encodeURIComponent(TRAPS_AT_EVALUATION)}&batch=1&epochs=2&data=${TINY}`;
+    const { page, context, problems } = await open(env.browser, `${env.server.url}${query}`);
+    await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 60_000);
+    await page.click('#start');
+    await waitForState(page, (s) => (s.steps ?? 0) >= 10, 60_000);
+    await page.click('#pause');
+    const paused = (await waitForState(page, (s) => s.trainState === 'paused', 10_000)).steps;
+    assert.ok(paused < 300, `paused at step ${paused}, before the epoch's end`);
+    // Pausing saved the training; resuming runs into the evaluation's trap.
+    await page.click('#start');
+    const notice = page.locator('#notice');
+    await notice.waitFor({ state: 'visible', timeout: 120_000 });
+    // The training was saved on pausing, and again every 15 s of training after.
+    const text = await notice.textContent();
+    const match = text.match(/crashed while training \(unreachable\)\. A fresh one carries on from step (\d+), the training last saved; the data loads again\./);
+    assert.ok(match, text);
+    const from = Number(match[1]);
+    assert.ok(from >= paused && from < 300, `carried on from step ${from}; paused at ${paused}`);
+    assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
+    await waitForState(page, (s) => s.dataComplete === true && s.trainState === 'paused', 60_000);
+    // Another model trains on the fresh instance.
+    await page.selectOption('#model-preset', 'mlp');
+    await page.fill('#batch-size', '16');
+    await page.click('#apply');
+    await waitForState(page, (s) => s.configured === true && s.steps === 0, 30_000);
+    await page.click('#start');
+    await waitForState(page, (s) => (s.steps ?? 0) > 20, 60_000);
+    assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
     assert.deepEqual(problems.filter((p) => !/capacity overflow|unreachable/.test(p)), []);
     await context.close();
   });
