@@ -44,6 +44,7 @@ const TEMPLATE = `
     <progress class="train-bar" value="0" max="1" aria-label="Training progress"></progress>
     <p class="figures"><span class="train-text">loading the data…</span> · test accuracy <output class="accuracy">–</output></p>
     <p class="error" role="alert"></p>
+    <p class="notice" role="status"></p>
     <div class="chart" aria-label="Training loss per batch"></div>
     <div class="pad-row">
       <canvas class="pad" width="280" height="280" tabindex="0" aria-label="Drawing pad: draw a digit"></canvas>
@@ -64,7 +65,7 @@ class FerrogradPlayground extends HTMLElement {
     const root = this.attachShadow({ mode: 'open' });
     root.innerHTML = TEMPLATE;
     this.$ = (selector) => root.querySelector(selector);
-    this.state = { ready: false, configured: false, trainState: 'idle', steps: 0, dataComplete: false, testAccuracy: null, error: null };
+    this.state = { ready: false, configured: false, trainState: 'idle', steps: 0, dataComplete: false, testAccuracy: null, error: null, notice: null };
     this.classList.toggle('compact', this.hasAttribute('compact'));
     root.querySelector('.card').classList.toggle('compact', this.hasAttribute('compact'));
 
@@ -252,6 +253,17 @@ class FerrogradPlayground extends HTMLElement {
       case 'error':
         this.asking = false;
         this.fail(message.message);
+        break;
+      case 'notice':
+        // Something the user should know, such as a fresh wasm instance after a trap; with
+        // steps, training went back to that step.
+        this.asking = false;
+        state.notice = message.message;
+        this.$('.notice').textContent = message.message;
+        if (message.steps != null) {
+          this.chart?.truncate(message.steps);
+          state.steps = message.steps;
+        }
         break;
       default:
         break;

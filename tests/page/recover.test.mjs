@@ -113,4 +113,24 @@ describe('a trap in the wasm instance', () => {
     assert.deepEqual(problems.filter((p) => !/capacity overflow|unreachable/.test(p)), []);
     await context.close();
   });
+
+  test('the embed says what happened, and trains another model after', async () => {
+    const { page, context, problems } = await open(env.browser, `${env.server.url}embed.html#model=${encodeURIComponent(TRAPS)}&batch-size=1024&epochs=1`);
+    const state = () => page.evaluate(() => ({ ...document.querySelector('ferrograd-playground').state }));
+    const waitFor = (predicate, timeout) => page.waitForFunction(`(${predicate})(document.querySelector('ferrograd-playground')?.state ?? {})`, null, { timeout, polling: 100 });
+    await waitFor((s) => s.configured === true && s.dataComplete === true, 60_000);
+    await page.locator('ferrograd-playground .start').click();
+    await waitFor((s) => s.notice != null, 60_000);
+    assert.match((await state()).notice, /crashed while training \(unreachable\)\. A fresh one carries on with the model untrained/);
+    assert.match(await page.locator('ferrograd-playground .notice').textContent(), /crashed/);
+    assert.equal((await state()).error, null);
+    await waitFor((s) => s.dataComplete === true && s.trainState === 'idle', 60_000);
+    await page.locator('ferrograd-playground select').selectOption('mlp');
+    await waitFor((s) => s.configured === true && s.steps === 0, 30_000);
+    await page.locator('ferrograd-playground .start').click();
+    await waitFor((s) => s.steps > 5, 60_000);
+    assert.equal((await state()).error, null);
+    assert.deepEqual(problems.filter((p) => !/capacity overflow|unreachable/.test(p)), []);
+    await context.close();
+  });
 });
