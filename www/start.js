@@ -8,8 +8,7 @@
 export async function startBuild(dir, instance = 0) {
   const url = new URL(`${dir}ferrograd_bg.wasm`, import.meta.url);
   const compiled = WebAssembly.compileStreaming(fetch(url)).catch(() => url);
-  // The bindings keep their instance in module state, so a fresh instance (after a trap) needs
-  // a fresh copy of the bindings: another URL.
+  // The bindings hold their instance: a fresh one needs a fresh copy, at another URL.
   const module = await import(`${dir}ferrograd.js${instance ? `?instance=${instance}` : ''}`);
   await module.default({ module_or_path: await compiled });
   return module;

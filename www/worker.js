@@ -425,10 +425,13 @@ function handle(message) {
   }
 }
 
-/** Reports an error, or recovers from a trap (naming what was being done). */
+/**
+ * Reports an error, or recovers from a trap (naming what was being done). While a fresh
+ * instance starts, what the dead one still throws is not news.
+ */
 function failed(error, during) {
   if (trapped(error)) recover(error, during);
-  else post({ type: 'error', message: errorText(error) });
+  else if (!recovering) post({ type: 'error', message: errorText(error) });
 }
 
 /**
@@ -437,7 +440,7 @@ function failed(error, during) {
  * the dead instance are not reported: the trap is the first error and the one shown.
  */
 async function recover(error, during) {
-  if (recovering || !session) return;
+  if (recovering) return;
   recovering = true;
   session = null;
   state = 'paused';
@@ -450,6 +453,12 @@ async function recover(error, during) {
     backendNote = null;
     const module = await loadModule(++instances);
     Session = module.Session;
+    // A model that trapped while it was built is not built again: the one before it is.
+    if (during === "handling 'configure'") post({ type: 'config-error', message: crashed });
+    if (!lastConfig) {
+      post({ type: 'notice', message: `${crashed}. A fresh one is ready.` });
+      return;
+    }
     session = new Session(lastConfig.model, lastConfig.settings);
     if (gpu) session.useGpu(gpu);
     else if (backendNote) session.useCpu(backendNote);
@@ -470,10 +479,11 @@ async function recover(error, during) {
     if (lastUrls) loadData(lastUrls);
   } catch (again) {
     post({ type: 'error', message: `${crashed}, and a fresh one could not start: ${errorText(again)}` });
+  } finally {
+    recovering = false;
+    self.onmessage = ({ data }) => handle(data);
+    pending.splice(0).forEach(handle);
   }
-  recovering = false;
-  self.onmessage = ({ data }) => handle(data);
-  pending.splice(0).forEach(handle);
 }
 
 /**
