@@ -41,11 +41,12 @@ impl Gradients {
     }
 
     /// Gives the gradients' memory to `pool`, for the next step's backward pass.
-    pub fn recycle(self, pool: &mut Pool) {
-        let params = self.params.into_iter().map(|(_, g)| g);
-        for g in params.chain(self.variables.into_iter().map(|(_, g)| g)) {
+    pub fn recycle(mut self, pool: &mut Pool) {
+        let variables = self.variables.into_iter().map(|(_, g)| g);
+        for g in self.params.drain(..).map(|(_, g)| g).chain(variables) {
             pool.give(g);
         }
+        pool.param_grads = self.params;
     }
 }
 
@@ -71,7 +72,9 @@ impl Tape<'_> {
         let mut seed = self.alloc(shape);
         seed.fill(1.0);
         grads[loss.0] = Some(seed);
-        let mut out = Gradients { params: Vec::new(), variables: Vec::new() };
+        let mut params = std::mem::take(&mut self.pool.borrow_mut().param_grads);
+        params.clear();
+        let mut out = Gradients { params, variables: Vec::new() };
         for i in (0..=loss.0).rev() {
             if let Some(g) = grads[i].take() {
                 self.backward_op(i, g, &mut grads, &mut out)?;

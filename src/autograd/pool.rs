@@ -24,6 +24,10 @@ pub struct Pool {
     /// capacity kept.
     pub(super) nodes: Vec<Node>,
     pub(super) grads: Vec<Option<Tensor>>,
+    /// The list of the last backward pass's parameter gradients, emptied, for the next: a
+    /// model with a few dozen parameters (the resnet's 35) would otherwise grow a new one of
+    /// several KB every step.
+    pub(super) param_grads: Vec<(super::ParamId, Tensor)>,
 }
 
 impl Pool {
