@@ -209,7 +209,13 @@ fn loads_a_folder_of_gzipped_or_plain_files() {
 fn loading_names_the_missing_or_broken_file() {
     let dir = tempdir("missing");
     let err = load_mnist(&dir).unwrap_err().to_string();
-    assert!(err.contains("neither train-images-idx3-ubyte.gz nor train-images-idx3-ubyte is there"), "{err}");
+    assert!(
+        err.contains("no file named train-images-idx3-ubyte.gz, train-images-idx3-ubyte, ")
+            && err.contains(
+                ", train-images.idx3-ubyte, train-images.idx3-ubyte/train-images.idx3-ubyte is there"
+            ),
+        "{err}"
+    );
 
     write_split(&dir, false, 3, 2);
     let labels = dir.join("t10k-labels-idx1-ubyte");
