@@ -18,52 +18,16 @@
 
 mod common;
 
+use common::jax::{assert_matches, tensor};
 use common::weighted_sum;
 use ferrograd::autograd::Tape;
 use ferrograd::nn::{Mode, Model, ModelSpec, Trace};
-use ferrograd::tensor::Tensor;
-use ndarray::IxDyn;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("fixtures/transformer_reference.json");
 
-/// Absolute and relative. The fixture's values are exact to the 7 digits written; ferrograd's
-/// f32 rounding over these short sums leaves about 1e-6 at most, a hundredth of this.
-const TOLERANCE: f32 = 1e-4;
-
 fn fixture() -> Value {
     serde_json::from_str(FIXTURE).expect("the fixture is valid JSON")
-}
-
-/// A `{"shape": [...], "data": [...]}` object as a tensor.
-#[track_caller]
-fn tensor(v: &Value) -> Tensor {
-    let shape: Vec<usize> = serde_json::from_value(v["shape"].clone()).expect("a shape");
-    let data: Vec<f32> = v["data"]
-        .as_array()
-        .expect("a data array")
-        .iter()
-        .map(|x| x.as_f64().expect("a number") as f32)
-        .collect();
-    Tensor::from_shape_vec(IxDyn(&shape), data).expect("data fits the shape")
-}
-
-/// Asserts that `got` matches `expected` within [`TOLERANCE`] absolute plus relative, naming
-/// `what` and every element that does not.
-#[track_caller]
-fn assert_matches(what: &str, got: &Tensor, expected: &Tensor) {
-    assert_eq!(got.shape(), expected.shape(), "{what}: shape");
-    let got = got.as_standard_layout();
-    let failures: Vec<String> = got
-        .iter()
-        .zip(expected.iter())
-        .enumerate()
-        .filter(|(_, (g, e))| (*g - *e).abs() > TOLERANCE + TOLERANCE * e.abs())
-        .map(|(j, (g, e))| {
-            format!("{what}: element {:?}: ferrograd {g}, jax {e}", common::unravel(j, got.shape()))
-        })
-        .collect();
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// Builds the case's model from its spec, sets every trainable parameter from the fixture by

@@ -12,6 +12,7 @@
 
 #[cfg(feature = "webgpu")]
 pub mod gpu_cases;
+pub mod jax;
 
 use std::collections::HashMap;
 
