@@ -5,9 +5,6 @@
 //! decoded aside and replaces the current data only once it has arrived whole and valid, so a
 //! bad URL or a broken file never costs the data and model already there.
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
@@ -160,7 +157,6 @@ pub struct Playground {
     /// Whether `data` itself is still being fed (the first source trains as it arrives).
     data_live: bool,
     examples: Dataset,
-    rng: Pcg64,
     epoch: usize,
     order: Vec<Sample>,
     position: usize,
@@ -186,7 +182,6 @@ impl Playground {
         let trainer = Self::build_trainer(spec.clone(), &config)?;
         let (rows, cols) = image_size(&spec);
         Ok(Playground {
-            rng: Pcg64::seed_from_u64(config.seed ^ 0x0bde_c0de),
             config,
             trainer,
             data: None,
@@ -279,7 +274,6 @@ impl Playground {
     pub fn configure(&mut self, spec: ModelSpec, config: TrainingConfig) -> Result<()> {
         let trainer = Self::build_trainer(spec, &config)?;
         self.install(trainer)?;
-        self.rng = Pcg64::seed_from_u64(config.seed ^ 0x0bde_c0de);
         self.config = config;
         self.recheck_cleaning();
         Ok(())
@@ -439,7 +433,8 @@ impl Playground {
             if complete {
                 self.order = self.usable.iter().map(|&i| Sample::Stream(i)).collect();
                 self.order.extend((0..self.examples.len()).map(Sample::Example));
-                self.order.shuffle(&mut self.rng);
+                // With the trainer's generator, as Trainer::train_epoch: one seed, one run.
+                self.trainer.shuffle(&mut self.order);
             } else {
                 self.growing = true;
             }

@@ -354,6 +354,14 @@ impl Trainer {
     }
 
     /// Counts an epoch as finished, for trainers driven batch by batch.
+    /// Puts `items` in a fresh random order from the trainer's generator, as
+    /// [`Trainer::train_epoch`] orders each epoch: the page's engine shuffles its epochs with
+    /// this too, so that the same seed gives the same batches, and the same losses, in the
+    /// page and in the CLI.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        items.shuffle(&mut self.rng);
+    }
+
     pub fn finish_epoch(&mut self) {
         self.epochs += 1;
     }
@@ -475,7 +483,7 @@ impl Trainer {
             return Err(Error::Config { name: "batch_size", reason: "must be at least 1".into() });
         }
         let mut order: Vec<usize> = (0..data.len()).collect();
-        order.shuffle(&mut self.rng);
+        self.shuffle(&mut order);
         let (mut loss, mut correct) = (0.0, 0.0);
         let (rows, cols) = data.image_size();
         for indices in batches(&order, batch_size) {

@@ -283,3 +283,39 @@ fn a_saved_playground_resumes_exactly_and_bad_files_change_nothing() {
     let err = resumed.restore(&small.save()).unwrap_err().to_string();
     assert!(err.contains("14"), "{err}");
 }
+
+/// One seed, one run: once its data is whole, the page's engine trains every preset through
+/// the same batches as the CLI's `Trainer::train_epoch` with the same seed, so the losses are
+/// the same step for step (the same arithmetic on the same CPU: equal to the bit). 130
+/// images at batch 32 end each epoch with a batch of 2, and two epochs check that the second
+/// epoch's order matches too.
+#[test]
+fn the_page_engine_and_the_cli_give_the_same_losses_for_the_same_seed() {
+    use ferrograd::data::Dataset;
+    use ferrograd::train::Trainer;
+
+    let (count, batch) = (130, 32);
+    let (images_idx, labels_idx) = images(count, 0);
+    // The same images as a data set, as the CLI reads them: the IDX payloads after their headers.
+    let data = Dataset::new(images_idx[16..].to_vec(), labels_idx[8..].to_vec(), 28, 28).unwrap();
+    for &preset in ModelSpec::PRESETS {
+        let spec = ModelSpec::preset(preset).unwrap();
+        let mut cli = Trainer::new(spec.clone(), &OptimizerSpec::adam(1e-3), 1).unwrap();
+        let mut cli_losses = Vec::new();
+        for _ in 0..2 {
+            cli.train_epoch(&data, batch, |s| cli_losses.push(s.loss)).unwrap();
+        }
+
+        let mut page = Playground::new(spec, config(batch, 2)).unwrap();
+        load_whole(&mut page, count, 10);
+        let mut page_losses = Vec::new();
+        loop {
+            match page.step().unwrap() {
+                Progress::Trained { stats: Some(stats), .. } => page_losses.push(stats.loss),
+                Progress::Done => break,
+                _ => panic!("{preset}: no step ran with the data whole"),
+            }
+        }
+        assert_eq!(page_losses, cli_losses, "{preset}: the page's losses and the CLI's");
+    }
+}
