@@ -192,18 +192,13 @@ impl Tape<'_> {
         Ok(self.push(value, Op::Mean { x, axis }, &[x]))
     }
 
-    /// The sum over `axis` times `scale`, adding whole sub-arrays in order along the axis.
+    /// The sum over `axis` times `scale`, pairwise (see [`cpu::pairwise_sum`]).
     fn sum_axis(&self, x: Var, axis: usize, scale: f32) -> Tensor {
         let input = self.value(x);
         let mut shape = input.shape().to_vec();
         shape.remove(axis);
-        let mut out = self.alloc_zeros(&shape);
-        for sub in input.axis_iter(Axis(axis)) {
-            out += &sub;
-        }
-        if scale != 1.0 {
-            out *= scale;
-        }
+        let mut out = self.alloc(&shape);
+        cpu::sum_axis(input, axis, scale, &mut out);
         out
     }
 

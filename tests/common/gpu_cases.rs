@@ -134,6 +134,10 @@ pub fn cases() -> Vec<Case> {
         all.push(case(format!("sum axis {axis}"), vec![cube.clone()], move |t, v| t.sum(v[0], axis)));
         all.push(case(format!("mean axis {axis}"), vec![cube.clone()], move |t, v| t.mean(v[0], axis)));
     }
+    // Batch norm's statistics: 64 * 28 * 28 values per channel, where a sum of tenths in order
+    // is off by 5e-4 and both sides must sum pairwise to agree.
+    let channels = ndarray::ArrayD::from_elem(vec![2, 50_176], 0.1f32);
+    all.push(case("mean over 50,176 values", vec![channels], |t, v| t.mean(v[0], 1)));
     all.push(case("mean of [1]", vec![uniform(&mut r, &[1], -1.0, 1.0)], |t, v| t.mean(v[0], 0)));
 
     for (batch, classes) in [(33, 7), (1, 10), (257, 10), (7, 1)] {

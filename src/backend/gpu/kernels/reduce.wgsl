@@ -16,9 +16,31 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
         return;
     }
     let start = (o / after) * len * after + o % after;
+    // Pairwise, as the CPU's pairwise_sum: blocks of 128 added in order, partials[d] the sum
+    // of 2^d blocks, merged as a binary counter carries.
+    var partials: array<f32, 32>;
+    var depth = 0u;
+    var block = 0u;
+    for (var k0 = 0u; k0 < len; k0 += 128u) {
+        var s = 0.0;
+        let end = min(k0 + 128u, len);
+        for (var k = k0; k < end; k++) {
+            s += x[start + k * after];
+        }
+        var carry = block;
+        while ((carry & 1u) == 1u) {
+            depth -= 1u;
+            s += partials[depth];
+            carry >>= 1u;
+        }
+        partials[depth] = s;
+        depth += 1u;
+        block += 1u;
+    }
     var sum = 0.0;
-    for (var k = 0u; k < len; k++) {
-        sum += x[start + k * after];
+    while (depth > 0u) {
+        depth -= 1u;
+        sum += partials[depth];
     }
     if (p[4] == 1u) {
         out[o] += sum * bitcast<f32>(p[3]);
