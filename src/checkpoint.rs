@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::error::thousands;
 use crate::nn::{Model, ModelSpec};
 use crate::optim::OptimizerState;
 use crate::tensor::{self, Tensor};
@@ -113,6 +114,21 @@ fn read(bytes: &[u8]) -> Result<Parsed<'_>> {
     let spec =
         ModelSpec::from_json(spec_json).map_err(|e| bad(format!("the spec inside is invalid: {e}")))?;
     let file = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    // The file must hold as many weights as the spec asks for before the model is built, so
+    // that a spec edited to something bigger than its tensors costs no memory.
+    let needed = spec.parameter_count()?;
+    let held: u64 = file
+        .iter()
+        .filter(|(name, _)| !name.starts_with(OPTIMIZER_PREFIX))
+        .map(|(_, view)| view.shape().iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    if held != needed {
+        return Err(bad(format!(
+            "holds {} weight values but its spec needs {}",
+            thousands(held),
+            thousands(needed)
+        )));
+    }
     let mut model = Model::new(spec, 0)?;
     let weights = file.names().into_iter().filter(|n| !n.starts_with(OPTIMIZER_PREFIX)).count();
     if weights != model.params().len() {

@@ -79,3 +79,16 @@ impl Error {
         Error::Spec { location: location.into(), reason: reason.into() }
     }
 }
+
+/// `n` with commas between thousands: 78,400,000,100.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() * 4 / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

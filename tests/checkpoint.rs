@@ -95,15 +95,46 @@ fn malformed_files_are_refused_clearly() {
     let foreign = safetensors::serialize([("weight", view)], None).unwrap();
     assert!(err(&foreign).contains("without a model spec"), "{}", err(&foreign));
 
-    // A spec that does not match the tensors: the metadata says 12 filters, the file has 3.
+    // A spec that does not match the tensors: the metadata says 12 filters, the file has 3;
+    // refused on the count, before the model is built.
     let other_spec = spec().to_json().replace("\"filters\":3", "\"filters\":12");
     let mismatched = replace_metadata(&bytes, "ferrograd.spec", &other_spec);
-    assert!(err(&mismatched)
-        .contains("tensor `layers.0.weight` is F32 [3, 1, 5, 5], the spec needs F32 [12, 1, 5, 5]"));
+    assert_eq!(err(&mismatched), "checkpoint: holds 4,420 weight values but its spec needs 17,650");
+    // A spec edited to the budget's edge: refused without allocating its 14 M parameters.
+    let huge_spec = spec().to_json().replace("\"units\":10", "\"units\":32000");
+    let huge = replace_metadata(&bytes, "ferrograd.spec", &huge_spec);
+    assert!(
+        err(&huge).starts_with("checkpoint: holds 4,420 weight values but its spec needs 13,"),
+        "{}",
+        err(&huge)
+    );
+    // The right count in the wrong shape.
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let reshaped: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let shape = if name == "layers.0.weight" { vec![75] } else { view.shape().to_vec() };
+            (name, safetensors::tensor::TensorView::new(view.dtype(), shape, view.data()).unwrap())
+        })
+        .collect();
+    let reshaped = safetensors::serialize(reshaped, metadata.metadata().clone()).unwrap();
+    assert!(err(&reshaped).contains("tensor `layers.0.weight` is F32 [75], the spec needs F32 [3, 1, 5, 5]"));
 
     // A training state that does not parse.
     let broken = replace_metadata(&bytes, "ferrograd.training", "{\"optimizer\": 3}");
     assert!(err(&broken).starts_with("checkpoint: the training state is invalid"));
+}
+
+#[test]
+fn the_spec_counts_the_parameters_that_the_model_builds() {
+    for &name in ModelSpec::PRESETS {
+        let spec = ModelSpec::preset(name).unwrap();
+        let model = ferrograd::nn::Model::new(spec.clone(), 0).unwrap();
+        let built: usize = model.params().iter().map(|p| p.value.len()).sum();
+        assert_eq!(spec.parameter_count().unwrap(), built as u64, "{name}");
+    }
 }
 
 /// The same file with one metadata entry changed.

@@ -7,11 +7,16 @@
 //! The decoder hands out each item as soon as its last byte arrives and buffers at most one
 //! partial item, so its memory follows what has arrived, never what a header claims.
 
+use crate::error::thousands;
 use crate::{Error, Result};
 
 /// The largest item accepted, in bytes: far beyond any image a browser model trains on, and
 /// small enough that a corrupt header cannot make the decoder reserve absurd memory.
 const MAX_ITEM_BYTES: usize = 1 << 24;
+/// The most bytes of items one stream may declare: 256 MiB, 340,000 MNIST images, a quarter
+/// of the threaded page's 1 GiB of memory. Checked at the header, so that a stream whose
+/// header claims more is refused before its bytes pile up.
+pub const MAX_STREAM_BYTES: u64 = 1 << 28;
 const MAX_DIMS: usize = 4;
 const UNSIGNED_BYTE: u8 = 0x08;
 
@@ -69,7 +74,8 @@ impl IdxDecoder {
     ///
     /// # Errors
     /// [`Error::Idx`] for a wrong magic number, an unsupported data type, zero or impossible
-    /// dimensions, or bytes past the last declared item.
+    /// dimensions, more bytes declared than [`MAX_STREAM_BYTES`], or bytes past the last
+    /// declared item.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) -> Result<usize> {
         if self.dims.is_none() {
             chunk = self.feed_header(chunk)?;
@@ -130,6 +136,16 @@ impl IdxDecoder {
             return Err(self.error(format!(
                 "the header declares items of {:?} bytes each, more than the {MAX_ITEM_BYTES} supported",
                 &dims[1..]
+            )));
+        }
+        let total = (dims[0] as u64).checked_mul(item_bytes.unwrap_or_default() as u64);
+        if total.is_none_or(|n| n > MAX_STREAM_BYTES) {
+            return Err(self.error(format!(
+                "the header declares {} items of {} bytes, {} bytes in all; the limit is {} bytes (256 MiB)",
+                thousands(dims[0] as u64),
+                thousands(item_bytes.unwrap_or_default() as u64),
+                total.map_or_else(|| "more than 2^64".to_owned(), thousands),
+                thousands(MAX_STREAM_BYTES),
             )));
         }
         self.dims = Some(dims);

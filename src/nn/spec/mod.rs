@@ -20,6 +20,7 @@ mod read;
 use super::Init;
 use crate::backend::cpu::conv::Window;
 use crate::backend::cpu::Activation;
+use crate::error::thousands;
 use crate::{Error, Result};
 
 /// A whole model: the shape of one input sample and the layers in order.
@@ -496,19 +497,6 @@ pub const MAX_PARAMETERS: u64 = 16_000_000;
 /// them, kept for the backward pass, 1 GB.
 pub const MAX_SAMPLE_VALUES: u64 = 4_000_000;
 
-/// `n` with commas between thousands: 78,400,000,100.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() * 4 / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The shape `layers` (a block's list, at `path`) give for `input`, checking each in turn and
 /// adding their parameters to `params`.
 ///
@@ -709,6 +697,20 @@ impl ModelSpec {
     /// # Errors
     /// [`Error::Spec`] naming the first layer that cannot be built.
     pub fn output_shape(&self) -> Result<Vec<usize>> {
+        Ok(self.checked()?.0)
+    }
+
+    /// The values in the model's parameters and buffers (batch norm's running averages), at
+    /// most [`MAX_PARAMETERS`], counted from the spec without building anything.
+    ///
+    /// # Errors
+    /// As [`ModelSpec::output_shape`].
+    pub fn parameter_count(&self) -> Result<u64> {
+        Ok(self.checked()?.1)
+    }
+
+    /// The output shape and the parameter count, checking every layer on the way.
+    fn checked(&self) -> Result<(Vec<usize>, u64)> {
         if self.input.is_empty() || self.input.contains(&0) {
             return Err(Error::spec("input", format!("{:?} is not a valid sample shape", self.input)));
         }
@@ -734,7 +736,9 @@ impl ModelSpec {
         if self.layers.is_empty() {
             return Err(Error::spec("layers", "a model needs at least one layer"));
         }
-        chain(&self.layers, &self.input, "layers", &mut 0)
+        let mut params = 0;
+        let output = chain(&self.layers, &self.input, "layers", &mut params)?;
+        Ok((output, params))
     }
 
     /// The spec as compact JSON.
