@@ -75,13 +75,34 @@ impl Source {
         }
     }
 
-    fn feed(&mut self, part: Part, chunk: &[u8]) -> Result<usize> {
-        match part {
-            Part::TrainImages => self.train.feed_images(chunk),
-            Part::TrainLabels => self.train.feed_labels(chunk),
-            Part::TestImages => self.test.feed_images(chunk),
-            Part::TestLabels => self.test.feed_labels(chunk),
+    /// Decodes a chunk of one stream. Images whose size the model cannot take are refused as
+    /// soon as their header arrives, before any of their pixels.
+    fn feed(&mut self, part: Part, chunk: &[u8], model: &ModelSpec) -> Result<usize> {
+        let set = match part {
+            Part::TrainImages | Part::TrainLabels => &mut self.train,
+            Part::TestImages | Part::TestLabels => &mut self.test,
+        };
+        let completed = match part {
+            Part::TrainImages | Part::TestImages => set.feed_images(chunk)?,
+            Part::TrainLabels | Part::TestLabels => set.feed_labels(chunk)?,
+        };
+        if let Some((rows, cols)) = set.image_size() {
+            if check_fits(model, (rows, cols)).is_err() {
+                return Err(Error::Idx {
+                    stream: set.images_name().to_owned(),
+                    reason: format!(
+                        "the header declares {rows}x{cols} images, but the model takes input {:?}; choose data or a model that match",
+                        model.input
+                    ),
+                });
+            }
         }
+        Ok(completed)
+    }
+
+    /// Whether both sets hold at least one pair: a source short of that is no use.
+    fn is_usable(&self) -> bool {
+        self.train.pairs() > 0 && self.test.pairs() > 0
     }
 
     fn is_complete(&self) -> bool {
@@ -128,6 +149,9 @@ pub struct Status {
     pub test_available: usize,
     pub test_declared: Option<usize>,
     pub data_complete: bool,
+    /// A source is being loaded: the first, which trains as it arrives, or a replacement
+    /// decoded aside while the current data stays in use.
+    pub loading: bool,
     pub dropped: usize,
     pub examples: usize,
     /// Where training runs (`cpu`, or `gpu: ` and the adapter), and why when the GPU was
@@ -356,9 +380,10 @@ impl Playground {
     /// When no load is in progress or the bytes are not valid; the load then stops, and only
     /// a first source keeps what decoded before the error.
     pub fn feed(&mut self, part: Part, chunk: &[u8]) -> Result<usize> {
+        let spec = self.trainer.model().spec();
         let result = match (&mut self.incoming, &mut self.data) {
-            (Some(incoming), _) => incoming.feed(part, chunk),
-            (None, Some(live)) if self.data_live => live.feed(part, chunk),
+            (Some(source), _) => source.feed(part, chunk, spec),
+            (None, Some(live)) if self.data_live => live.feed(part, chunk, spec),
             _ => return Err(Error::Data("no data source is being loaded".into())),
         };
         if result.is_err() {
@@ -381,24 +406,30 @@ impl Playground {
             self.restart_epochs();
             self.recheck_cleaning();
         } else if self.data_live {
-            self.data_live = false;
-            let live = self.data.as_mut().expect("a live load has data");
+            let live = self.data.as_ref().expect("a live load has data");
             let checked = live.train.check_complete().and_then(|()| live.test.check_complete());
             if checked.is_err() {
-                live.broken = true;
+                self.abort_load();
             }
+            self.data_live = false;
             checked?;
         }
         Ok(())
     }
 
     /// Stops the load in progress (a failed download, say): a replacement source is dropped;
-    /// a first source keeps what it decoded and trains on that.
+    /// a first source keeps what it decoded and trains on that if it holds both training and
+    /// test pairs, and is dropped whole otherwise, so that evaluation never meets an empty set.
     pub fn abort_load(&mut self) {
         if self.incoming.take().is_none() && self.data_live {
             self.data_live = false;
-            if let Some(live) = &mut self.data {
-                live.broken = true;
+            match &mut self.data {
+                Some(live) if live.is_usable() => live.broken = true,
+                _ => {
+                    self.data = None;
+                    self.restart_epochs();
+                    self.recheck_cleaning();
+                }
             }
         }
     }
@@ -567,6 +598,7 @@ impl Playground {
             test_available: test.0,
             test_declared: test.1,
             data_complete: complete,
+            loading: self.incoming.is_some() || self.data_live,
             dropped: self.dropped,
             backend: self.trainer.backend(),
             backend_note: self.backend_note.clone(),

@@ -107,14 +107,14 @@ fn a_bad_replacement_source_leaves_the_data_and_model_as_they_were() {
     assert!(err.contains("the stream ended after 39 of the 40 items"), "{err}");
     assert_eq!(p.status(), before);
 
-    // Images of another size than the model takes.
+    // Images of another size than the model takes, refused at their header.
     p.begin_load(names());
-    p.feed(Part::TrainImages, &encode(&[2, 14, 14], &[0; 2 * 196])).unwrap();
     p.feed(Part::TrainLabels, &encode(&[2], &[1, 2])).unwrap();
-    p.feed(Part::TestImages, &encode(&[1, 14, 14], &[0; 196])).unwrap();
-    p.feed(Part::TestLabels, &encode(&[1], &[3])).unwrap();
-    let err = p.end_load().unwrap_err().to_string();
-    assert_eq!(err, "data: the data has 14x14 images but the model takes input [1, 28, 28]");
+    let err = p.feed(Part::TrainImages, &encode(&[2, 14, 14], &[])).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "train-images: the header declares 14x14 images, but the model takes input [1, 28, 28]; choose data or a model that match"
+    );
     assert_eq!(p.status(), before);
 
     // A failed download (network error) likewise.
@@ -150,14 +150,61 @@ fn a_good_replacement_source_takes_over_once_whole() {
 fn a_first_source_that_breaks_keeps_what_arrived() {
     let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 1)).unwrap();
     p.begin_load(names());
+    assert!(p.status().loading);
     let (ti, tl) = images(30, 0);
     p.feed(Part::TrainLabels, &tl).unwrap();
     p.feed(Part::TrainImages, &ti[..16 + 20 * 784]).unwrap();
+    let (vi, vl) = images(10, 0);
+    p.feed(Part::TestLabels, &vl).unwrap();
+    p.feed(Part::TestImages, &vi[..16 + 3 * 784]).unwrap();
     p.abort_load();
+    let status = p.status();
+    assert_eq!((status.train_available, status.test_available, status.loading), (20, 3, false));
     assert!(trained(p.step().unwrap()));
     let last = p.step().unwrap();
     assert!(matches!(last, Progress::Trained { epoch_finished: true, .. }), "{last:?}");
     assert_eq!(p.step().unwrap(), Progress::Done);
+}
+
+#[test]
+fn a_first_source_that_breaks_before_both_sets_have_a_pair_is_dropped_whole() {
+    // The test images fail (a 404, say) while the training set arrives: nothing is kept, so
+    // the model never meets an empty test set.
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 1)).unwrap();
+    p.begin_load(names());
+    let (ti, tl) = images(30, 0);
+    p.feed(Part::TrainImages, &ti).unwrap();
+    p.feed(Part::TrainLabels, &tl).unwrap();
+    assert!(trained(p.step().unwrap()));
+    p.abort_load();
+    let status = p.status();
+    assert_eq!((status.train_available, status.test_available, status.loading), (0, 0, false));
+    assert_eq!(p.step().unwrap(), Progress::Waiting);
+    // Likewise when the streams end but one set is short of a pair.
+    p.begin_load(names());
+    p.feed(Part::TrainImages, &ti).unwrap();
+    p.feed(Part::TrainLabels, &tl).unwrap();
+    p.feed(Part::TestImages, &encode(&[5, 28, 28], &[])).unwrap();
+    assert!(p
+        .end_load()
+        .unwrap_err()
+        .to_string()
+        .contains("test-images: the stream ended after 0 of the 5 items"));
+    assert_eq!(p.status().train_available, 0);
+    // A good source loads after either.
+    load_whole(&mut p, 30, 10);
+    assert!(trained(p.step().unwrap()));
+}
+
+#[test]
+fn images_the_model_cannot_take_are_refused_at_their_header() {
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 1)).unwrap();
+    p.begin_load(names());
+    // 4096x4096: the header alone, 16 bytes, is enough to refuse them.
+    let header = &encode(&[10, 4096, 4096], &[])[..16];
+    let err = p.feed(Part::TestImages, header).unwrap_err().to_string();
+    assert!(err.starts_with("test-images: the header declares 4096x4096 images"), "{err}");
+    assert!(!p.status().loading);
 }
 
 #[test]

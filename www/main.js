@@ -211,7 +211,7 @@ $('data-form').addEventListener('submit', (event) => {
   loadData($('data-url').value.trim() || DEFAULTS.data);
 });
 
-const megabytes = (n) => `${(n / 1e6).toFixed(1)} MB`;
+const byteSize = (n) => (n < 1e6 ? `${Math.round(n / 1e3)} kB` : `${(n / 1e6).toFixed(1)} MB`);
 const count = (n) => n.toLocaleString('en');
 
 /** Where training runs, and why not on the GPU when that was asked for. */
@@ -229,8 +229,13 @@ function showData(status, received = null, total = null) {
   showDataProgress($('data-bar'), status, received, total);
   const images = `${count(status.trainAvailable)} of ${status.trainDeclared == null ? '?' : count(status.trainDeclared)} training and `
     + `${count(status.testAvailable)} of ${status.testDeclared == null ? '?' : count(status.testDeclared)} test images`;
-  const bytes = received == null ? '' : `${megabytes(received)}${total ? ` of ${megabytes(total)}` : ''} · `;
-  $('data-text').textContent = status.dataComplete ? `${images} loaded` : `${bytes}${images}`;
+  const bytes = received == null ? '' : `${byteSize(received)}${total ? ` of ${byteSize(total)}` : ''} · `;
+  // A replacement source loads aside: say so, and what stays in use meanwhile.
+  const replacing = status.loading && status.dataComplete;
+  $('data-text').textContent = replacing
+    ? `loading ${pendingData} · ${bytes}meanwhile ${images} in use`
+    : status.loading ? `loading · ${bytes}${images}`
+      : status.trainAvailable ? `${images} loaded` : 'no data loaded';
   const dropped = status.dropped ?? 0;
   $('dropped').textContent = count(dropped);
   $('dropped-wrap').hidden = !applied?.clean;
@@ -438,9 +443,14 @@ const handlers = {
       updateAddress();
     }
   },
-  'data-error': ({ message, status }) => {
-    $('data-message').textContent = `${message}. The data loaded before is kept.`;
+  'data-error': ({ message, replacing, status }) => {
     showData(status);
+    const kept = replacing
+      ? 'The data loaded before is kept'
+      : status.trainAvailable > 0
+        ? `Training goes on with the ${count(status.trainAvailable)} training and ${count(status.testAvailable)} test images that arrived`
+        : 'No data is loaded';
+    $('data-message').textContent = `${message}. ${kept}; press Load to try again.`;
   },
   progress,
   epoch: epochFinished,

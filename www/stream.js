@@ -3,68 +3,117 @@
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 
+/** Seconds without a byte after which a download counts as stalled. */
+export const STALL_SECONDS = 20;
+
 /**
  * Streams `url` into `onChunk(bytes)`, undoing gzip (detected by its magic number, whatever
  * the file is called) with the browser's DecompressionStream. The next chunk waits for the
  * promise `onChunk` returns, if any, so that a consumer not ready yet holds the stream back.
  * `onStart(size)` gets the size the server announces (null when it does not), `onBytes(n)`
  * counts the bytes received from the network, before decompression. Resolves with the total
- * received.
+ * received. Rejects with a message naming `url` and what went wrong: no answer, an error
+ * status, no byte for STALL_SECONDS, a connection that broke, bytes that are not gzip.
  */
 export async function streamUrl(url, { onChunk, onStart, onBytes, signal }) {
-  let response;
-  try {
-    response = await fetch(url, { signal });
-  } catch (error) {
-    if (signal?.aborted) throw error;
-    throw new Error(`${url}: could not be fetched (${error.message})`);
-  }
-  if (!response.ok) {
-    throw new Error(`${url}: the server answered ${response.status} ${response.statusText}`.trim());
-  }
-  if (!response.body) throw new Error(`${url}: the response has no body`);
-  // Only meaningful without Content-Encoding: otherwise it counts compressed transfer bytes.
-  const size = Number(response.headers.get('content-length'));
-  onStart?.(size > 0 && !response.headers.get('content-encoding') ? size : null);
-
-  const reader = response.body.getReader();
-  const first = await reader.read();
-  if (first.done) throw new Error(`${url}: the file is empty`);
-  onBytes?.(first.value.byteLength);
-  const isGzip = first.value[0] === GZIP_MAGIC[0] && first.value[1] === GZIP_MAGIC[1];
-
-  // The first chunk was read to look at the magic number; put it back in front of the rest.
-  let received = first.value.byteLength;
-  const raw = new ReadableStream({
-    start(controller) {
-      controller.enqueue(first.value);
-    },
-    async pull(controller) {
-      const { done, value } = await reader.read();
-      if (done) {
-        controller.close();
-      } else {
-        received += value.byteLength;
-        onBytes?.(value.byteLength);
-        controller.enqueue(value);
-      }
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  });
-  const bytes = isGzip ? raw.pipeThrough(new DecompressionStream('gzip')) : raw;
-  const decoded = bytes.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await decoded.read();
-      if (done) break;
-      await onChunk(value);
+  // Aborted by the caller's signal, or by the watchdog when the server goes quiet.
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  signal?.addEventListener('abort', stop);
+  let received = 0;
+  let stalled = false;
+  let timer;
+  const watch = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { stalled = true; controller.abort(); }, STALL_SECONDS * 1000);
+  };
+  const fail = (what, error) => {
+    if (signal?.aborted) return error;
+    if (stalled) {
+      const after = received ? `after ${received.toLocaleString('en')} bytes` : 'before the first byte';
+      return new Error(`${url}: the download stalled: no byte arrived for ${STALL_SECONDS} s, ${after}`);
     }
-  } catch (error) {
-    if (signal?.aborted) throw error;
-    const what = isGzip && error instanceof TypeError ? 'is not valid gzip' : 'broke off';
-    throw new Error(`${url}: the download ${what} (${error.message})`);
+    return new Error(`${url}: ${what} (${error.message})`);
+  };
+  watch();
+  try {
+    let response;
+    try {
+      response = await fetch(url, { signal: controller.signal });
+    } catch (error) {
+      throw fail('could not be fetched', error);
+    }
+    if (!response.ok) {
+      throw new Error(`${url}: the server answered ${response.status} ${response.statusText}`.trim());
+    }
+    if (!response.body) throw new Error(`${url}: the response has no body`);
+    // Only meaningful without Content-Encoding: otherwise it counts compressed transfer bytes.
+    const size = Number(response.headers.get('content-length'));
+    onStart?.(size > 0 && !response.headers.get('content-encoding') ? size : null);
+
+    const reader = response.body.getReader();
+    // Reads the network, counting and watching; a failure here is the connection's.
+    let broken = null;
+    const read = async () => {
+      try {
+        const chunk = await reader.read();
+        if (!chunk.done) {
+          watch();
+          received += chunk.value.byteLength;
+          onBytes?.(chunk.value.byteLength);
+        }
+        return chunk;
+      } catch (error) {
+        broken = error;
+        throw error;
+      }
+    };
+    const connection = (error) => fail(`the connection broke off after ${received.toLocaleString('en')} bytes`, error);
+    let first;
+    try {
+      first = await read();
+    } catch (error) {
+      throw connection(error);
+    }
+    if (first.done) throw new Error(`${url}: the file is empty`);
+    const isGzip = first.value[0] === GZIP_MAGIC[0] && first.value[1] === GZIP_MAGIC[1];
+
+    // The first chunk was read to look at the magic number; put it back in front of the rest.
+    const raw = new ReadableStream({
+      start(c) {
+        c.enqueue(first.value);
+      },
+      async pull(c) {
+        const { done, value } = await read();
+        if (done) c.close();
+        else c.enqueue(value);
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    });
+    const bytes = isGzip ? raw.pipeThrough(new DecompressionStream('gzip')) : raw;
+    const decoded = bytes.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await decoded.read();
+        if (done) break;
+        // The consumer's own time (waiting for it) is not the server's silence.
+        clearTimeout(timer);
+        await onChunk(value);
+        watch();
+      }
+    } catch (error) {
+      if (broken || stalled) throw connection(broken ?? error);
+      // onChunk's errors (the bytes' content) pass through; the rest is the gzip layer's.
+      if (!(error instanceof TypeError)) throw error;
+      throw fail(isGzip ? 'is not valid gzip' : 'could not be read', error);
+    }
+    return received;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', stop);
+    // A failure leaves the response unread: hang up rather than let it download on.
+    controller.abort();
   }
-  return received;
 }

@@ -20,7 +20,10 @@ const digits = Array.from({ length: CLASSES }, (_, i) => i);
  * arrived out of those the IDX headers declared.
  */
 export function showDataProgress(bar, status, received = null, total = null) {
-  if (total) {
+  if (status.loading && status.dataComplete && !total) {
+    // A replacement of unknown size: the counts are the old data's, so show only activity.
+    bar.removeAttribute('value');
+  } else if (total) {
     bar.max = total;
     bar.value = Math.min(received, total);
   } else {

@@ -36,7 +36,8 @@
 //   {type: 'configured', spec}                 spec: the model spec as JSON text
 //   {type: 'config-error', message}
 //   {type: 'data', received, total, status}    bytes over the network; total null if unknown
-//   {type: 'data-loaded', status} | {type: 'data-error', message, status}
+//   {type: 'data-loaded', status} | {type: 'data-error', message, replacing, status}
+//        (replacing: whole data was there before the load, and is kept)
 //   {type: 'state', state, status}             state: 'idle' | 'training' | 'waiting' | 'paused' | 'done'
 //   {type: 'progress', batches: [{step, loss, accuracy}], status, samplesPerSecond, etaSeconds}
 //   {type: 'epoch', epoch, evaluation: {loss, accuracy, confusionMatrix, perClass, showcase}}
@@ -222,7 +223,9 @@ async function trainLoop() {
     } catch (error) {
       if (trapped(error)) throw error;
       if (!gpuFailed(error)) {
-        post({ type: 'error', message: `training: ${errorText(error)}` });
+        // Say where it failed, unless the message already does ("training diverged ...").
+        const text = errorText(error);
+        post({ type: 'error', message: /^training\b/.test(text) ? text : `training: ${text}` });
         setState('paused');
         return;
       }
@@ -297,7 +300,10 @@ async function loadData(urls) {
     const total = known ? PARTS.reduce((sum, p) => sum + sizes[p], 0) : null;
     post({ type: 'data', received, total, status: session.status() });
   };
+  // Whether whole data is there to fall back on if this source fails.
+  const replacing = session.status().dataComplete;
   session.beginLoad(urls.trainImages, urls.trainLabels, urls.testImages, urls.testLabels);
+  report(true);
   try {
     await Promise.all(PARTS.map((part) => streamUrl(urls[part], {
       signal: mine.controller.signal,
@@ -317,7 +323,7 @@ async function loadData(urls) {
       return;
     }
     session.abortLoad();
-    post({ type: 'data-error', message: errorText(error), status: session.status() });
+    post({ type: 'data-error', message: errorText(error), replacing, status: session.status() });
   } finally {
     if (current()) load = null;
   }

@@ -216,6 +216,11 @@ impl DatasetBuilder {
         self.images.dims().filter(|d| d.len() == 3).map(|d| (d[1], d[2]))
     }
 
+    /// The name errors give the images stream.
+    pub fn images_name(&self) -> &str {
+        self.images.name()
+    }
+
     /// The pairs declared by the headers, once either has arrived.
     pub fn declared(&self) -> Option<usize> {
         self.images.declared().or(self.labels.declared())
