@@ -92,6 +92,12 @@ pub fn batches(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usi
 /// a model that predicts the wrong digit with probability 1 - 1e-400 scores about 920.
 pub const DIVERGED_LOSS: f32 = 1000.0;
 
+/// Whether a step's loss says training diverged: not a number, infinite, or past
+/// [`DIVERGED_LOSS`].
+fn diverged(loss: f32) -> bool {
+    loss.is_nan() || loss > DIVERGED_LOSS
+}
+
 /// The batch size for evaluation and prediction: large enough to amortise per-batch work,
 /// small enough to keep activations of any preset modest.
 const EVAL_BATCH: usize = 256;
@@ -209,7 +215,7 @@ impl Trainer {
         #[cfg(feature = "webgpu")]
         if let Some(engine) = &mut self.engine {
             let finished = engine.finished()?;
-            if let Some(&(step, stats)) = finished.iter().find(|(_, stats)| !(stats.loss <= DIVERGED_LOSS)) {
+            if let Some(&(step, stats)) = finished.iter().find(|(_, stats)| diverged(stats.loss)) {
                 return Err(Error::Diverged { step, loss: stats.loss, lr: self.optimizer_spec.lr() });
             }
             return Ok(finished);
@@ -436,7 +442,7 @@ impl Trainer {
                 // Checked before the update, so that the weights stay those of the last good
                 // step.
                 let value = tape.scalar(loss);
-                if !(value <= DIVERGED_LOSS) {
+                if diverged(value) {
                     *pool = tape.into_pool();
                     return Err(Error::Diverged { step, loss: value, lr });
                 }

@@ -102,7 +102,7 @@ fn matmul_refuses_operands_that_do_not_pair() {
     {
         let x = tape.input(Tensor::zeros(IxDyn(a)));
         let y = tape.input(Tensor::zeros(IxDyn(b)));
-        let err = tape.matmul(x, y).err().expect("operands that do not pair");
+        let err = tape.matmul(x, y).expect_err("operands that do not pair");
         assert_eq!(err.to_string(), format!("matmul: shapes {a:?} and {b:?} are incompatible"));
     }
 }

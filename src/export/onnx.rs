@@ -343,13 +343,13 @@ impl Graph<'_> {
                 let [a, c, half, one] = ["gelu.a", "gelu.c", "gelu.half", "gelu.one"];
                 let square = self.node("Mul", &[x, x], vec![]);
                 let cube = self.node("Mul", &[&square, x], vec![]);
-                let cube = self.node("Mul", &[&cube, &a], vec![]);
+                let cube = self.node("Mul", &[&cube, a], vec![]);
                 let inner = self.node("Add", &[x, &cube], vec![]);
-                let inner = self.node("Mul", &[&inner, &c], vec![]);
+                let inner = self.node("Mul", &[&inner, c], vec![]);
                 let t = self.node("Tanh", &[&inner], vec![]);
-                let t = self.node("Add", &[&t, &one], vec![]);
+                let t = self.node("Add", &[&t, one], vec![]);
                 let y = self.node("Mul", &[x, &t], vec![]);
-                self.node("Mul", &[&y, &half], vec![])
+                self.node("Mul", &[&y, half], vec![])
             }
         }
     }

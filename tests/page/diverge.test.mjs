@@ -18,7 +18,7 @@ describe('a diverging run', () => {
     const message = page.locator('#message');
     await message.waitFor({ state: 'visible', timeout: 60_000 });
     const text = await message.textContent();
-    assert.match(text, /training diverged at step \d+: the loss is (NaN|inf|[\d.e+-]+);/i);
+    assert.match(text, /^training diverged at step \d+: the loss is (NaN|inf|[\d.e+-]+);/i);
     assert.match(text, /lower the learning rate \(now 10\)/);
     const state = await waitForState(page, (s) => s.trainState === 'paused', 10_000);
     assert.ok(state.steps < 20, `it stopped at step ${state.steps}, not at the first bad one`);
