@@ -7,7 +7,7 @@ mod math;
 #[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
 mod gemm;
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Ix2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2, Zip};
 use serde::{Deserialize, Serialize};
 
 use crate::tensor::Tensor;
@@ -292,14 +292,14 @@ pub const SUM_BLOCK: usize = 128;
 /// no recursion). Its rounding error grows with the logarithm of the length rather than the
 /// length: batch norm's mean over 64 * 28 * 28 = 50,176 values of 0.1 is 0.1000508 added in
 /// order, 0.1 pairwise. reduce.wgsl runs the same steps, so the GPU's sums are the CPU's.
-pub fn pairwise_sum(values: ArrayView1<f32>) -> f32 {
+pub fn pairwise_sum(values: impl IntoIterator<Item = f32>) -> f32 {
     // partials[d] holds the sum of 2^d blocks; 64 levels cover any length.
     let mut partials = [0.0f32; usize::BITS as usize];
     let mut depth = 0;
-    for (block, chunk) in values.axis_chunks_iter(Axis(0), SUM_BLOCK).enumerate() {
-        let mut sum = chunk.fold(0.0, |acc, &v| acc + v);
-        // Block `block` completes one pair for each trailing one bit of its index.
-        let mut carry = block;
+    let mut blocks = 0usize;
+    let mut push = |mut sum: f32| {
+        // Block number `blocks` completes one pair for each trailing one bit of its index.
+        let mut carry = blocks;
         while carry & 1 == 1 {
             depth -= 1;
             sum += partials[depth];
@@ -307,6 +307,19 @@ pub fn pairwise_sum(values: ArrayView1<f32>) -> f32 {
         }
         partials[depth] = sum;
         depth += 1;
+        blocks += 1;
+    };
+    let (mut sum, mut count) = (0.0, 0);
+    for v in values {
+        sum += v;
+        count += 1;
+        if count == SUM_BLOCK {
+            push(sum);
+            (sum, count) = (0.0, 0);
+        }
+    }
+    if count > 0 {
+        push(sum);
     }
     partials[..depth].iter().rev().fold(0.0, |acc, &p| acc + p)
 }
@@ -314,7 +327,18 @@ pub fn pairwise_sum(values: ArrayView1<f32>) -> f32 {
 /// `scale` times the sum of `x` over `axis` into `out`, which is `x`'s shape without `axis`;
 /// each sum is a [`pairwise_sum`].
 pub fn sum_axis(x: &Tensor, axis: usize, scale: f32, out: &mut Tensor) {
-    Zip::from(out).and(x.lanes(Axis(axis))).for_each(|o, lane| *o = pairwise_sum(lane) * scale);
+    // As [before, axis, after] in row-major order: one small loop for every rank and axis.
+    let (len, after) = (x.shape()[axis], x.shape()[axis + 1..].iter().product::<usize>());
+    let out = out.as_slice_mut().expect("a fresh tensor is contiguous");
+    if len == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let x = crate::tensor::row_major(x);
+    for (i, o) in out.iter_mut().enumerate() {
+        let start = (i / after) * len * after + i % after;
+        *o = pairwise_sum(x[start..].iter().step_by(after).take(len).copied()) * scale;
+    }
 }
 
 /// Softmax over the last axis into `out` (shaped like `x`), shifted by the row maximum so
@@ -411,12 +435,12 @@ mod tests {
         let tenths = ndarray::Array1::from_elem(n, 0.1f32);
         let in_order = tenths.fold(0.0f32, |a, &v| a + v) / n as f32;
         assert!((in_order - 0.1).abs() > 4e-6, "in order: {in_order}");
-        assert!((pairwise_sum(tenths.view()) / n as f32 - 0.1).abs() < 1e-7);
+        assert!((pairwise_sum(tenths.iter().copied()) / n as f32 - 0.1).abs() < 1e-7);
         // Every length around the block and counter boundaries, against f64.
         for n in [0, 1, 127, 128, 129, 255, 256, 257, 383, 1000, 128 * 7 + 3, 50_000] {
             let values = ndarray::Array1::from_shape_fn(n, |i| ((i * 7919) % 1000) as f32 / 997.0 - 0.4);
             let exact: f64 = values.iter().map(|&v| v as f64).sum();
-            let sum = pairwise_sum(values.view()) as f64;
+            let sum = pairwise_sum(values.iter().copied()) as f64;
             assert!((sum - exact).abs() <= 1e-6 * (1.0 + exact.abs()), "n {n}: {sum} against {exact}");
         }
     }
