@@ -6,6 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The guide builder, pinned like the wasm-bindgen CLI.
 MDBOOK_VERSION=0.4.52
+# The fuzzing driver (it runs the targets in fuzz/ on nightly).
+CARGO_FUZZ_VERSION=0.13.2
 cd "$ROOT"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -137,6 +139,29 @@ ensure_python_packages() {
     log "installing onnx and onnxruntime from PyPI"
     python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
   fi
+}
+
+ensure_cargo_fuzz() {
+  ensure_nightly
+  if [ "$(cargo fuzz --version 2>/dev/null | awk '{ print $2 }')" != "$CARGO_FUZZ_VERSION" ]; then
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION (a minute or two, once)"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet
+  fi
+}
+
+# Each fuzz target for `runs` inputs (a count, not a time, so that a busy machine runs the
+# same check), starting from its hand-made seeds in fuzz/seeds/. What the fuzzer finds new
+# goes to fuzz/corpus/ (ignored by git); a crash stops it with the input in fuzz/artifacts/.
+# A single allocation over 320 MB fails the run: every budget is below that.
+fuzz() {
+  local runs=$1 target
+  ensure_cargo_fuzz
+  for target in idx_stream spec checkpoint; do
+    log "fuzzing $target ($runs inputs)"
+    mkdir -p "fuzz/corpus/$target"
+    cargo +nightly fuzz run --sanitizer address "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+      -runs="$runs" -malloc_limit_mb=320 -rss_limit_mb=2048 -timeout=60 -print_final_stats=1
+  done
 }
 
 # Everything that building the page and driving it in headless Chromium needs.

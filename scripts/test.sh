@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the native suite (unit, gradient checks, parser, playground engine, CLI
-# accuracy, the GPU kernels and training against the CPU through Vulkan), the wasm build in
-# headless Chromium, and the page, the guide and the embeds in headless Chromium.
+# accuracy, the GPU kernels and training against the CPU through Vulkan), a short fuzzing run
+# of the input readers, the wasm build in headless Chromium, and the page, the guide and the
+# embeds in headless Chromium.
 # Installs what is missing first. Page screenshots land in test-results/.
 source "$(dirname "$0")/lib.sh"
 
@@ -11,6 +12,8 @@ ensure_vulkan
 
 log "native tests"
 cargo test --release
+# A short run of each fuzz target (scripts/fuzz.sh runs longer ones).
+fuzz 200000
 
 log "wasm tests in headless Chromium (the GPU kernels on its WebGPU, over SwiftShader)"
 # Optimised, as the page's modules are: the SIMD128 product kernel is tested as it ships, and
