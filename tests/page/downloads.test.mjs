@@ -15,7 +15,8 @@ import { ROOT, browserAndServer, open, screenshot, waitForState } from './harnes
 
 const env = browserAndServer();
 
-// What each fault does to the file it touches; `sent` counts the bytes it wrote.
+// What each fault does to the file it touches (`unsized`: with no Content-Length); `sent`
+// counts the bytes the endless ones wrote.
 const sent = {};
 const FAULTS = {
   // Headers and the first 64 KiB of the training images, then silence on an open connection.
@@ -29,25 +30,31 @@ const FAULTS = {
   'missing-test': { file: 't10k-images-idx3-ubyte.gz', status: 404 },
   // A header declaring 8,000 images of 100x100 (80 MB), then zeros for as long as the client
   // reads.
-  big: {
+  big: { file: 'train-images-idx3-ubyte.gz', unsized: true, serve: (res) => endless(res, 'big', [8000, 100, 100], 8000 * 100 * 100) },
+  // 8,000 images as declared, then 80 MB more that no header declares.
+  overflow: {
     file: 'train-images-idx3-ubyte.gz',
-    serve: (res) => {
-      const header = Buffer.alloc(16);
-      [0x0803, 8000, 100, 100].forEach((v, i) => header.writeUInt32BE(v, 4 * i));
-      const zeros = Buffer.alloc(1 << 20);
-      sent.big = 0;
-      const more = () => {
-        while (!res.destroyed && sent.big < 8000 * 100 * 100) {
-          sent.big += zeros.length;
-          if (!res.write(zeros)) return res.once('drain', more);
-        }
-        return res.end();
-      };
-      res.write(header);
-      more();
-    },
+    unsized: true,
+    serve: (res) => endless(res, 'overflow', [8000, 28, 28], 8000 * 784 + 80e6),
   },
 };
+
+/** An IDX images header for `dims`, then zeros up to `total` bytes while the client reads. */
+function endless(res, name, dims, total) {
+  const header = Buffer.alloc(4 + 4 * dims.length);
+  [0x0803, ...dims].forEach((v, i) => header.writeUInt32BE(v, 4 * i));
+  const zeros = Buffer.alloc(1 << 20);
+  sent[name] = 0;
+  const more = () => {
+    while (!res.destroyed && sent[name] < total) {
+      sent[name] += zeros.length;
+      if (!res.write(zeros)) return res.once('drain', more);
+    }
+    return res.end();
+  };
+  res.write(header);
+  more();
+}
 
 let faulty;
 before(async () => {
@@ -70,7 +77,7 @@ before(async () => {
     } else if (fault.status) {
       res.writeHead(fault.status).end();
     } else {
-      res.writeHead(200, fault === FAULTS.big ? {} : { 'content-length': bytes.length });
+      res.writeHead(200, fault.unsized ? {} : { 'content-length': bytes.length });
       fault.serve(res, bytes);
     }
   });
@@ -152,6 +159,19 @@ describe('downloads that fail', () => {
     // The page hung up long before the 80 MB the header announces had been sent.
     await page.waitForTimeout(500);
     assert.ok(sent.big < 40e6, `the server sent ${sent.big} bytes`);
+    await trains(page);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('bytes past the last declared image are refused, and the download stops', async () => {
+    const { page, context, problems } = await open(env.browser, faulty.url, { expectFailures: ['faulty/'] });
+    await waitForState(page, (s) => s.dataComplete === true, 60_000);
+    await load(page, 'faulty/overflow/');
+    await page.waitForFunction(() => /unexpected bytes/.test(document.querySelector('#data-message').textContent), null, { timeout: 60_000 });
+    assert.match(await message(page), /faulty\/overflow\/train-images-idx3-ubyte\.gz: unexpected bytes after the last of the 8000 items the header declares\. The data loaded before is kept/);
+    await page.waitForTimeout(500);
+    assert.ok(sent.overflow < 8000 * 784 + 40e6, `the server sent ${sent.overflow} bytes`);
     await trains(page);
     assert.deepEqual(problems, []);
     await context.close();
