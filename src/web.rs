@@ -11,10 +11,61 @@ use crate::playground::{Part, Playground, TrainingConfig};
 use crate::tensor;
 
 /// Installs a panic hook so that a bug reports its message on the console instead of
-/// killing the worker silently.
+/// killing the worker silently. In the threaded build, a panic on a thread of the pool also
+/// goes to the page (see [`report_pool_panics`]).
 #[wasm_bindgen(start)]
 pub fn start() {
+    #[cfg(feature = "threads")]
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        pool_panic::announce(info);
+    }));
+    #[cfg(not(feature = "threads"))]
     console_error_panic_hook::set_once();
+}
+
+/// `reportPoolPanics(channel)`, in the threaded build only: from now on a panic on a thread
+/// of the pool posts its message to the BroadcastChannel named `channel`. Such a panic aborts
+/// that thread's instance and leaves the training worker waiting for it forever, unable to
+/// notice; the page, listening on the channel, can start a fresh worker. Its name should be
+/// unique to the page, as every page of the origin hears a channel.
+#[cfg(feature = "threads")]
+#[wasm_bindgen(js_name = reportPoolPanics)]
+pub fn report_pool_panics(channel: String) {
+    *pool_panic::CHANNEL.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel);
+}
+
+#[cfg(feature = "threads")]
+mod pool_panic {
+    use std::sync::Mutex;
+
+    use wasm_bindgen::prelude::*;
+
+    /// Shared by every thread: the module's memory is.
+    pub static CHANNEL: Mutex<Option<String>> = Mutex::new(None);
+
+    #[wasm_bindgen(
+        inline_js = "export function post(channel, message) { new BroadcastChannel(channel).postMessage(message); }"
+    )]
+    extern "C" {
+        fn post(channel: &str, message: &str);
+    }
+
+    pub fn announce(info: &std::panic::PanicHookInfo) {
+        if rayon::current_thread_index().is_none() {
+            // The worker's own thread: it catches the trap itself.
+            return;
+        }
+        // The message alone ("capacity overflow"); the console has the location too.
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        if let Some(channel) = CHANNEL.try_lock().ok().and_then(|c| c.clone()) {
+            post(&channel, &message.unwrap_or_else(|| info.to_string()));
+        }
+    }
 }
 
 /// `initThreadPool(count)`, in the threaded build only (pkg/threads/): starts `count` Web

@@ -81,9 +81,36 @@ if (initial.problems.length) showMessage(`Some settings in the address were not 
 // The worker loads the wasm module for its backend once; another backend is another page load.
 const workerUrl = new URL('./worker.js', import.meta.url);
 workerUrl.searchParams.set('backend', initial.settings.backend);
-const worker = new Worker(workerUrl, { type: 'module' });
+// A panic on a thread of the threaded build's pool leaves the worker waiting for that
+// thread forever; the module posts the panic here instead (a channel of this page's own).
+const panics = self.crossOriginIsolated ? new BroadcastChannel(`ferrograd-pool-${Math.random().toString(36).slice(2)}`) : null;
+if (panics) workerUrl.searchParams.set('panics', panics.name);
+let worker = startWorker();
 const send = (message, transfer = []) => worker.postMessage(message, transfer);
-worker.onerror = (event) => showMessage(`The training worker failed: ${event.message ?? 'it could not start'}`);
+let restarted = false; // the worker now running replaced a wedged one
+
+function startWorker() {
+  const started = new Worker(workerUrl, { type: 'module' });
+  started.onerror = (event) => showMessage(`The training worker failed: ${event.message ?? 'it could not start'}`);
+  started.onmessage = ({ data }) => handlers[data.type]?.(data);
+  return started;
+}
+
+// A fresh worker on one thread, with the model as applied, the data loaded again, and the
+// training last kept in this browser.
+if (panics) {
+  panics.onmessage = ({ data: panic }) => {
+    if (restarted) return;
+    restarted = true;
+    worker.terminate();
+    workerUrl.searchParams.set('threads', 'off');
+    worker = startWorker();
+    state.configured = false;
+    showState('idle');
+    handlers.notice({ message: `A thread of the training worker crashed (${panic}). A fresh worker carries on, on one thread, from the training last kept in this browser, if any; the data loads again.` });
+    configure(applied ?? initial.settings);
+  };
+}
 
 fillForm(initial.settings);
 configure(initial.settings);
@@ -168,7 +195,7 @@ function configured(spec) {
     // link with settings starts what it describes.
     send({ type: 'keep', enabled: true });
     const reload = performance.getEntriesByType('navigation')[0]?.type === 'reload';
-    if (reload || !location.search) send({ type: 'resume-kept' });
+    if (reload || !location.search || restarted) send({ type: 'resume-kept' });
   } else {
     $('kept-message').hidden = true;
   }
@@ -471,5 +498,4 @@ const handlers = {
   },
 };
 
-worker.onmessage = ({ data }) => handlers[data.type]?.(data);
 

@@ -516,13 +516,17 @@ async function loadModule(instance = 0) {
   // Wasm threads share memory between workers, which the browser allows only on a
   // cross-origin-isolated page; elsewhere (a docs page embedding the playground, say) the
   // single-threaded module runs, with no error.
-  if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
+  const params = new URL(self.location.href).searchParams;
+  if (params.get('threads') === 'off') {
+    backendNote = 'threads off after a thread of the pool crashed';
+  } else if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
     // The pool's workers are started from blob: URLs; where a Content-Security-Policy's
     // worker-src does not allow those, they never answer, so the pool gets a time limit.
     try {
       const module = await startBuild('../pkg/threads/', instance);
       await withTimeout(module.initThreadPool(navigator.hardwareConcurrency), THREADS_START_MS,
         `the thread pool did not start within ${THREADS_START_MS / 1000} s; a Content-Security-Policy whose worker-src lacks blob: stops it`);
+      if (params.get('panics')) module.reportPoolPanics(params.get('panics'));
       return module;
     } catch (error) {
       const note = `threads could not start: ${errorText(error)}`;
