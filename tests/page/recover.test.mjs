@@ -57,6 +57,18 @@ const TRAPS_AT_EVALUATION = JSON.stringify({
   ],
 });
 
+/** Another model, at a batch that fits, trains after the recovery: 20 steps, then a pause. */
+async function trainsAnotherModel(page) {
+  await page.selectOption('#model-preset', 'mlp');
+  await page.fill('#batch-size', '64');
+  await page.click('#apply');
+  await waitForState(page, (s) => s.configured === true && s.steps === 0, 30_000);
+  await page.click('#start');
+  await waitForState(page, (s) => (s.steps ?? 0) > 20, 60_000);
+  await page.click('#pause');
+  await waitForState(page, (s) => s.trainState === 'paused', 10_000);
+}
+
 describe('a trap in the wasm instance', () => {
   test('starts a fresh instance that says what happened, and every later action works', async () => {
     const query = `?model=custom&spec=${encodeURIComponent(TRAPS)}&batch=1024&epochs=1`;
@@ -70,15 +82,7 @@ describe('a trap in the wasm instance', () => {
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
     await waitForState(page, (s) => s.dataComplete === true && s.trainState === 'idle', 60_000);
 
-    // Another model, at a batch that fits, trains on the fresh instance.
-    await page.selectOption('#model-preset', 'mlp');
-    await page.fill('#batch-size', '64');
-    await page.click('#apply');
-    await waitForState(page, (s) => s.configured === true && s.steps === 0, 30_000);
-    await page.click('#start');
-    await waitForState(page, (s) => (s.steps ?? 0) > 20, 60_000);
-    await page.click('#pause');
-    await waitForState(page, (s) => s.trainState === 'paused', 10_000);
+    await trainsAnotherModel(page);
     await screenshot(page, 'recovered');
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
     // The panic's message on the console is the expected complaint; nothing else.
@@ -155,14 +159,7 @@ describe('a panic on a thread of the pool', () => {
     assert.match(await page.locator('#backend').textContent(), /one thread \(threads off after a thread of the pool crashed\)/);
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
 
-    // Another model, at a batch that fits, trains on the fresh worker.
-    await page.selectOption('#model-preset', 'mlp');
-    await page.fill('#batch-size', '64');
-    await page.click('#apply');
-    await waitForState(page, (s) => s.configured === true && s.steps === 0, 30_000);
-    await page.click('#start');
-    await waitForState(page, (s) => (s.steps ?? 0) > 20, 60_000);
-    await page.click('#pause');
+    await trainsAnotherModel(page);
     await screenshot(page, 'recovered-threads');
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
     assert.deepEqual(problems.filter((p) => !/capacity overflow|unreachable/.test(p)), []);
