@@ -230,6 +230,7 @@ function loadData(source, { initial = false } = {}) {
   }
   pendingData = source;
   $('data-message').textContent = '';
+  $('data-text').textContent = `loading ${source}…`;
   send({ type: 'load', urls });
 }
 
@@ -257,11 +258,13 @@ function showData(status, received = null, total = null) {
   const images = `${count(status.trainAvailable)} of ${status.trainDeclared == null ? '?' : count(status.trainDeclared)} training and `
     + `${count(status.testAvailable)} of ${status.testDeclared == null ? '?' : count(status.testDeclared)} test images`;
   const bytes = received == null ? '' : `${byteSize(received)}${total ? ` of ${byteSize(total)}` : ''} · `;
-  // A replacement source loads aside: say so, and what stays in use meanwhile.
-  const replacing = status.loading && status.dataComplete;
+  // A replacement source loads aside: say so, and what stays in use meanwhile. Byte counts
+  // come only while a source loads, before the session has begun it too.
+  const loading = status.loading || received != null;
+  const replacing = loading && status.dataComplete;
   $('data-text').textContent = replacing
     ? `loading ${pendingData} · ${bytes}meanwhile ${images} in use`
-    : status.loading ? `loading · ${bytes}${images}`
+    : loading ? `loading · ${bytes}${images}`
       : status.trainAvailable ? `${images} loaded` : 'no data loaded';
   const dropped = status.dropped ?? 0;
   $('dropped').textContent = count(dropped);

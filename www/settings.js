@@ -128,15 +128,17 @@ export function configureMessage(settings) {
 }
 
 const FILES = {
-  trainImages: 'train-images-idx3-ubyte.gz',
-  trainLabels: 'train-labels-idx1-ubyte.gz',
-  testImages: 't10k-images-idx3-ubyte.gz',
-  testLabels: 't10k-labels-idx1-ubyte.gz',
+  trainImages: 'train-images-idx3-ubyte',
+  trainLabels: 'train-labels-idx1-ubyte',
+  testImages: 't10k-images-idx3-ubyte',
+  testLabels: 't10k-labels-idx1-ubyte',
 };
 
 /**
- * The four absolute URLs of a data source: one folder URL (the standard file names are added)
- * or four URLs in the order training images, training labels, test images, test labels.
+ * The URLs to try for each part of a data source, in order: for one folder URL, the standard
+ * file names gzipped and not, then 7-Zip's and Kaggle's (`train-images.idx3-ubyte`), as the CLI
+ * looks for them; for four URLs (training images, training labels, test images, test labels),
+ * each alone. `{trainImages: [url, ...], ...}`.
  */
 export function dataUrls(source, base) {
   const parts = source.trim().split(/\s+/).filter(Boolean);
@@ -149,10 +151,14 @@ export function dataUrls(source, base) {
   };
   if (parts.length === 1) {
     const folder = absolute(parts[0].endsWith('/') ? parts[0] : `${parts[0]}/`);
-    return Object.fromEntries(Object.entries(FILES).map(([part, file]) => [part, new URL(file, folder).href]));
+    const names = (file) => {
+      const dotted = file.replace('-idx', '.idx');
+      return [`${file}.gz`, file, `${dotted}.gz`, dotted].map((name) => new URL(name, folder).href);
+    };
+    return Object.fromEntries(Object.entries(FILES).map(([part, file]) => [part, names(file)]));
   }
   if (parts.length === 4) {
-    return Object.fromEntries(Object.keys(FILES).map((part, i) => [part, absolute(parts[i])]));
+    return Object.fromEntries(Object.keys(FILES).map((part, i) => [part, [absolute(parts[i])]]));
   }
   throw new Error(`give one folder URL or four file URLs (training images, training labels, test images, test labels); got ${parts.length}`);
 }

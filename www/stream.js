@@ -7,15 +7,18 @@ const GZIP_MAGIC = [0x1f, 0x8b];
 export const STALL_SECONDS = 20;
 
 /**
- * Streams `url` into `onChunk(bytes)`, undoing gzip (detected by its magic number, whatever
- * the file is called) with the browser's DecompressionStream. The next chunk waits for the
- * promise `onChunk` returns, if any, so that a consumer not ready yet holds the stream back.
- * `onStart(size)` gets the size the server announces (null when it does not), `onBytes(n)`
- * counts the bytes received from the network, before decompression. Resolves with the total
- * received. Rejects with a message naming `url` and what went wrong: no answer, an error
- * status, no byte for STALL_SECONDS, a connection that broke, bytes that are not gzip.
+ * Streams the first of `urls` that the server has (the next is tried on a 404) into
+ * `onChunk(bytes)`, undoing gzip (detected by its magic number, whatever the file is called)
+ * with the browser's DecompressionStream. The next chunk waits for the promise `onChunk`
+ * returns, if any, so that a consumer not ready yet holds the stream back. `onStart(size,
+ * url)` gets the size the server announces (null when it does not) and the URL that answered,
+ * `onBytes(n)` counts the bytes received from the network, before decompression. Resolves
+ * with the total received. Rejects with a message naming the URL and what went wrong: no
+ * answer, an error status, no byte for STALL_SECONDS, a connection that broke, bytes that are
+ * not gzip.
  */
-export async function streamUrl(url, { onChunk, onStart, onBytes, signal }) {
+export async function streamUrl(urls, { onChunk, onStart, onBytes, signal }) {
+  let url = urls[0];
   // Aborted by the caller's signal, or by the watchdog when the server goes quiet.
   const controller = new AbortController();
   const stop = () => controller.abort();
@@ -38,18 +41,25 @@ export async function streamUrl(url, { onChunk, onStart, onBytes, signal }) {
   watch();
   try {
     let response;
-    try {
-      response = await fetch(url, { signal: controller.signal });
-    } catch (error) {
-      throw fail('could not be fetched', error);
+    for (const candidate of urls) {
+      url = candidate;
+      try {
+        response = await fetch(url, { signal: controller.signal });
+      } catch (error) {
+        throw fail('could not be fetched', error);
+      }
+      if (response.status !== 404) break;
     }
     if (!response.ok) {
-      throw new Error(`${url}: the server answered ${response.status} ${response.statusText}`.trim());
+      const others = urls.slice(1).map((u) => u.slice(u.lastIndexOf('/') + 1));
+      const tried = response.status === 404 && others.length ? `; nor has it ${others.join(', ')} there` : '';
+      if (tried) url = urls[0];
+      throw new Error(`${url}: the server answered ${response.status} ${response.statusText}${tried}`.trim());
     }
     if (!response.body) throw new Error(`${url}: the response has no body`);
     // Only meaningful without Content-Encoding: otherwise it counts compressed transfer bytes.
     const size = Number(response.headers.get('content-length'));
-    onStart?.(size > 0 && !response.headers.get('content-encoding') ? size : null);
+    onStart?.(size > 0 && !response.headers.get('content-encoding') ? size : null, url);
 
     const reader = response.body.getReader();
     // Reads the network, counting and watching; a failure here is the connection's.

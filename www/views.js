@@ -20,7 +20,7 @@ const digits = Array.from({ length: CLASSES }, (_, i) => i);
  * arrived out of those the IDX headers declared.
  */
 export function showDataProgress(bar, status, received = null, total = null) {
-  if (status.loading && status.dataComplete && !total) {
+  if ((status.loading || received != null) && status.dataComplete && !total) {
     // A replacement of unknown size: the counts are the old data's, so show only activity.
     bar.removeAttribute('value');
   } else if (total) {

@@ -6,6 +6,7 @@
 //        {optimizer, lr, batchSize, epochs, seed, normalize, clean, augment}. A new model
 //        trains from scratch on the same data. Answers 'configured' or 'config-error'.
 //   {type: 'load', urls: {trainImages, trainLabels, testImages, testLabels}}
+//        each a list of URLs to try in turn (a folder's file names; see settings.js)
 //        Streams a data source (gzip or raw IDX). The first trains while it arrives; a later
 //        one replaces the data only when it arrived whole. Answers 'data' progress, then
 //        'data-loaded' or 'data-error'.
@@ -302,20 +303,35 @@ async function loadData(urls) {
   };
   // Whether whole data is there to fall back on if this source fails.
   const replacing = session.status().dataComplete;
-  session.beginLoad(urls.trainImages, urls.trainLabels, urls.testImages, urls.testLabels);
-  report(true);
+  // The session learns the four URLs (its errors name them) once each part has found its
+  // file among the candidates; until then the parts that started wait.
+  const found = {};
+  let begin;
+  const begun = new Promise((resolve) => { begin = resolve; });
   try {
     await Promise.all(PARTS.map((part) => streamUrl(urls[part], {
       signal: mine.controller.signal,
-      onStart: (size) => { sizes[part] = size; },
+      onStart: (size, url) => {
+        sizes[part] = size;
+        found[part] = url;
+        if (PARTS.every((p) => found[p]) && current()) {
+          session.beginLoad(found.trainImages, found.trainLabels, found.testImages, found.testLabels);
+          report(true);
+          begin();
+        }
+      },
       onBytes: (n) => { received += n; report(false); },
-      onChunk: (chunk) => { if (current()) session.feed(part, chunk); },
+      onChunk: async (chunk) => {
+        await begun;
+        if (current()) session.feed(part, chunk);
+      },
     })));
     if (!current()) return;
     session.endLoad();
     report(true);
     post({ type: 'data-loaded', status: session.status() });
   } catch (error) {
+    begin(); // parts that were waiting for the others see the load is over, and stop
     if (!current()) return;
     mine.controller.abort();
     if (trapped(error)) {
