@@ -191,7 +191,7 @@ const STREAMED = { trainLabels: 'train-labels-idx1-ubyte', testLabels: 't10k-lab
 function startStreams(streamUrl) {
   let into;
   const feed = new Promise((resolve) => { into = resolve; });
-  const done = Promise.all(Object.entries(STREAMED).map(([part, name]) => streamUrl(`${DATA}${name}.gz`, {
+  const done = Promise.all(Object.entries(STREAMED).map(([part, name]) => streamUrl([`${DATA}${name}.gz`], {
     onChunk: async (chunk) => (await feed)(part, chunk),
   })));
   done.catch(() => {}); // reported where it is awaited

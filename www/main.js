@@ -218,6 +218,9 @@ function updateAddress() {
 // ---- data -------------------------------------------------------------------------------------
 
 let pendingData = null;
+// From Load until the worker says the source loaded or failed, whatever the status says
+// meanwhile (the session learns of the load only once each file has answered).
+let loadingData = false;
 
 function loadData(source, { initial = false } = {}) {
   let urls;
@@ -229,6 +232,7 @@ function loadData(source, { initial = false } = {}) {
     return;
   }
   pendingData = source;
+  loadingData = true;
   $('data-message').textContent = '';
   $('data-text').textContent = `loading ${source}…`;
   send({ type: 'load', urls });
@@ -254,13 +258,12 @@ function showBackend({ backend, backendNote, threads }) {
 function showData(status, received = null, total = null) {
   showBackend(status);
   state.dataComplete = status.dataComplete;
-  showDataProgress($('data-bar'), status, received, total);
+  showDataProgress($('data-bar'), status, received, total, status.loading || loadingData);
   const images = `${count(status.trainAvailable)} of ${status.trainDeclared == null ? '?' : count(status.trainDeclared)} training and `
     + `${count(status.testAvailable)} of ${status.testDeclared == null ? '?' : count(status.testDeclared)} test images`;
   const bytes = received == null ? '' : `${byteSize(received)}${total ? ` of ${byteSize(total)}` : ''} · `;
-  // A replacement source loads aside: say so, and what stays in use meanwhile. Byte counts
-  // come only while a source loads, before the session has begun it too.
-  const loading = status.loading || received != null;
+  // A replacement source loads aside: say so, and what stays in use meanwhile.
+  const loading = status.loading || loadingData;
   const replacing = loading && status.dataComplete;
   $('data-text').textContent = replacing
     ? `loading ${pendingData} · ${bytes}meanwhile ${images} in use`
@@ -467,6 +470,7 @@ const handlers = {
   },
   data: ({ received, total, status }) => showData(status, received, total),
   'data-loaded': ({ status }) => {
+    loadingData = false;
     showData(status);
     if (pendingData != null && applied) {
       applied.data = pendingData;
@@ -474,6 +478,7 @@ const handlers = {
     }
   },
   'data-error': ({ message, replacing, status }) => {
+    loadingData = false;
     showData(status);
     const kept = replacing
       ? 'The data loaded before is kept'

@@ -136,9 +136,10 @@ const FILES = {
 
 /**
  * The URLs to try for each part of a data source, in order: for one folder URL, the standard
- * file names gzipped and not, then 7-Zip's and Kaggle's (`train-images.idx3-ubyte`), as the CLI
- * looks for them; for four URLs (training images, training labels, test images, test labels),
- * each alone. `{trainImages: [url, ...], ...}`.
+ * file names gzipped and not, then 7-Zip's and Kaggle's (`train-images.idx3-ubyte`), gzipped
+ * and not (the CLI also looks inside a folder of the file's own name, as Kaggle's archive
+ * unpacks; a web folder seldom holds that); for four URLs (training images, training labels,
+ * test images, test labels), each alone. `{trainImages: [url, ...], ...}`.
  */
 export function dataUrls(source, base) {
   const parts = source.trim().split(/\s+/).filter(Boolean);

@@ -7,28 +7,38 @@ const GZIP_MAGIC = [0x1f, 0x8b];
 export const STALL_SECONDS = 20;
 
 /**
- * Streams the first of `urls` that the server has (the next is tried on a 404) into
- * `onChunk(bytes)`, undoing gzip (detected by its magic number, whatever the file is called)
- * with the browser's DecompressionStream. The next chunk waits for the promise `onChunk`
- * returns, if any, so that a consumer not ready yet holds the stream back. `onStart(size,
- * url)` gets the size the server announces (null when it does not) and the URL that answered,
- * `onBytes(n)` counts the bytes received from the network, before decompression. Resolves
- * with the total received. Rejects with a message naming the URL and what went wrong: no
- * answer, an error status, no byte for STALL_SECONDS, a connection that broke, bytes that are
- * not gzip.
+ * Streams the first of `urls` that the server has (the next is tried when one is missing or
+ * refused) into `onChunk(bytes)`, undoing gzip (detected by its magic number, whatever the
+ * file is called) with the browser's DecompressionStream. The next chunk waits for the
+ * promise `onChunk` returns, if any, so that a consumer not ready yet holds the stream back.
+ * `onStart(size, url)` gets the size the server announces (null when it does not) and the URL
+ * that answered, `onBytes(n)` counts the bytes received from the network, before
+ * decompression. Resolves with the total received. Rejects with a message naming the URL and
+ * what went wrong: no answer, an error status, no byte for STALL_SECONDS, a connection that
+ * broke, bytes that are not gzip.
  */
 export async function streamUrl(urls, { onChunk, onStart, onBytes, signal }) {
   let url = urls[0];
   // Aborted by the caller's signal, or by the watchdog when the server goes quiet.
   const controller = new AbortController();
   const stop = () => controller.abort();
+  if (signal?.aborted) stop();
   signal?.addEventListener('abort', stop);
   let received = 0;
   let stalled = false;
+  // Whether the consumer holds the stream back: its own time is not the server's silence.
+  let consuming = false;
   let timer;
   const watch = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => { stalled = true; controller.abort(); }, STALL_SECONDS * 1000);
+    timer = setTimeout(() => {
+      if (consuming) {
+        watch();
+      } else {
+        stalled = true;
+        controller.abort();
+      }
+    }, STALL_SECONDS * 1000);
   };
   const fail = (what, error) => {
     if (signal?.aborted) return error;
@@ -40,21 +50,32 @@ export async function streamUrl(urls, { onChunk, onStart, onBytes, signal }) {
   };
   watch();
   try {
-    let response;
+    // The first candidate that answers; a missing file (404, 410, or 403 as S3 answers for a
+    // key it will not list) or a refused request moves on to the next, and the first failure
+    // is the one reported, with the names also tried.
+    let response = null;
+    let failure = null;
     for (const candidate of urls) {
-      url = candidate;
       try {
-        response = await fetch(url, { signal: controller.signal });
+        const answer = await fetch(candidate, { signal: controller.signal });
+        if (answer.ok || ![403, 404, 410].includes(answer.status)) {
+          [url, response] = [candidate, answer];
+          break;
+        }
+        answer.body?.cancel();
+        failure ??= new Error(`${candidate}: the server answered ${answer.status} ${answer.statusText}`.trim());
       } catch (error) {
-        throw fail('could not be fetched', error);
+        if (controller.signal.aborted) throw fail('could not be fetched', error);
+        failure ??= fail('could not be fetched', error);
       }
-      if (response.status !== 404) break;
+    }
+    if (!response) {
+      const others = urls.slice(1).map((u) => u.slice(u.lastIndexOf('/') + 1));
+      if (others.length) failure.message += `; nor were ${others.join(', ')} there`;
+      throw failure;
     }
     if (!response.ok) {
-      const others = urls.slice(1).map((u) => u.slice(u.lastIndexOf('/') + 1));
-      const tried = response.status === 404 && others.length ? `; nor has it ${others.join(', ')} there` : '';
-      if (tried) url = urls[0];
-      throw new Error(`${url}: the server answered ${response.status} ${response.statusText}${tried}`.trim());
+      throw new Error(`${url}: the server answered ${response.status} ${response.statusText}`.trim());
     }
     if (!response.body) throw new Error(`${url}: the response has no body`);
     // Only meaningful without Content-Encoding: otherwise it counts compressed transfer bytes.
@@ -108,10 +129,9 @@ export async function streamUrl(urls, { onChunk, onStart, onBytes, signal }) {
       for (;;) {
         const { done, value } = await decoded.read();
         if (done) break;
-        // The consumer's own time (waiting for it) is not the server's silence.
-        clearTimeout(timer);
+        consuming = true;
         await onChunk(value);
-        watch();
+        consuming = false;
       }
     } catch (error) {
       if (broken || stalled) throw connection(broken ?? error);

@@ -19,8 +19,8 @@ const digits = Array.from({ length: CLASSES }, (_, i) => i);
  * Fills a data progress bar: bytes when the server announced the total, otherwise images
  * arrived out of those the IDX headers declared.
  */
-export function showDataProgress(bar, status, received = null, total = null) {
-  if ((status.loading || received != null) && status.dataComplete && !total) {
+export function showDataProgress(bar, status, received = null, total = null, loading = status.loading) {
+  if (loading && status.dataComplete && !total) {
     // A replacement of unknown size: the counts are the old data's, so show only activity.
     bar.removeAttribute('value');
   } else if (total) {

@@ -534,7 +534,7 @@ async function loadModule(instance = 0) {
   // single-threaded module runs, with no error.
   const params = new URL(self.location.href).searchParams;
   if (params.get('threads') === 'off') {
-    backendNote = 'threads off after a thread of the pool crashed';
+    backendNote = backendNote ? `${backendNote}; threads off after a thread of the pool crashed` : 'threads off after a thread of the pool crashed';
   } else if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
     // The pool's workers are started from blob: URLs; where a Content-Security-Policy's
     // worker-src does not allow those, they never answer, so the pool gets a time limit.

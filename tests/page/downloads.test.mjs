@@ -121,7 +121,7 @@ describe('downloads that fail', () => {
   test('a first load missing a file says nothing is loaded, and a folder of Kaggle-named files loads after it', async () => {
     const { page, context, problems } = await open(env.browser, `${faulty.url}?data=faulty/missing-test/`, { expectFailures: ['faulty/', 'kaggle/'] });
     await page.waitForFunction(() => /404/.test(document.querySelector('#data-message').textContent), null, { timeout: 30_000 });
-    assert.match(await message(page), /^http:.*\/faulty\/missing-test\/t10k-images-idx3-ubyte\.gz: the server answered 404 Not Found; nor has it t10k-images-idx3-ubyte, t10k-images\.idx3-ubyte\.gz, t10k-images\.idx3-ubyte there\. No data is loaded; press Load to try again\.$/);
+    assert.match(await message(page), /^http:.*\/faulty\/missing-test\/t10k-images-idx3-ubyte\.gz: the server answered 404 Not Found; nor were t10k-images-idx3-ubyte, t10k-images\.idx3-ubyte\.gz, t10k-images\.idx3-ubyte there\. No data is loaded; press Load to try again\.$/);
     assert.equal(await page.locator('#data-text').textContent(), 'no data loaded');
     // The files under 7-Zip's and Kaggle's names (train-images.idx3-ubyte), found in turn.
     await load(page, 'kaggle/');
