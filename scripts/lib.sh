@@ -103,13 +103,16 @@ build_web() {
 
 # Threads share one wasm memory, which needs the standard library rebuilt with atomics
 # (nightly's build-std) and the memory imported and shared. Its own target folder keeps these
-# flags from invalidating the other builds.
+# flags from invalidating the other builds. Cargo.toml's size profile for dependencies would
+# reach the rebuilt standard library here too (its expf, its allocator), so this build keeps
+# every dependency at opt-level 3.
 build_wasm_threads() {
   RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
     -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=1073741824 \
     -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size \
     -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base" \
-    build_wasm pkg/threads target/threads +nightly -Z build-std=panic_abort,std --no-default-features --features threads
+    build_wasm pkg/threads target/threads +nightly -Z build-std=panic_abort,std --config 'profile.wasm.package."*".opt-level=3' \
+      --no-default-features --features threads
 }
 
 # build_wasm OUT TARGET_DIR [+TOOLCHAIN] [CARGO_ARGS...]

@@ -75,8 +75,9 @@ impl Source {
         }
     }
 
-    /// Decodes a chunk of one stream. Images whose size the model cannot take are refused as
-    /// soon as their header arrives, before any of their pixels.
+    /// Decodes a chunk of one stream. Images whose size the model cannot take are refused in
+    /// the chunk that completes their header (whose images are then no use: see
+    /// [`Source::is_usable`]).
     fn feed(&mut self, part: Part, chunk: &[u8], model: &ModelSpec) -> Result<usize> {
         let set = match part {
             Part::TrainImages | Part::TrainLabels => &mut self.train,
@@ -100,9 +101,12 @@ impl Source {
         Ok(completed)
     }
 
-    /// Whether both sets hold at least one pair: a source short of that is no use.
-    fn is_usable(&self) -> bool {
-        self.train.pairs() > 0 && self.test.pairs() > 0
+    /// Whether both sets hold at least one pair, of images `model` takes: a source short of
+    /// that is no use.
+    fn is_usable(&self, model: &ModelSpec) -> bool {
+        [&self.train, &self.test].iter().all(|set| {
+            set.pairs() > 0 && set.image_size().is_some_and(|size| check_fits(model, size).is_ok())
+        })
     }
 
     fn is_complete(&self) -> bool {
@@ -423,8 +427,9 @@ impl Playground {
     pub fn abort_load(&mut self) {
         if self.incoming.take().is_none() && self.data_live {
             self.data_live = false;
+            let model = self.trainer.model().spec();
             match &mut self.data {
-                Some(live) if live.is_usable() => live.broken = true,
+                Some(live) if live.is_usable(model) => live.broken = true,
                 _ => {
                     self.data = None;
                     self.restart_epochs();

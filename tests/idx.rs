@@ -127,11 +127,11 @@ fn rejects_bytes_after_the_last_item() {
 
 #[test]
 fn memory_follows_what_arrived_not_what_the_header_claims() {
-    // A header claiming 300,000 images (235 MB, under the budget) must not make the decoder
+    // A header claiming 150,000 images (118 MB, under the budget) must not make the decoder
     // reserve for them.
     let mut decoder = IdxDecoder::new("big.idx");
     let mut out = Vec::new();
-    let stream = encode(&[300_000, 28, 28], &pixels(2));
+    let stream = encode(&[150_000, 28, 28], &pixels(2));
     assert_eq!(decoder.feed(&stream, &mut out).unwrap(), 2);
     assert_eq!(out.len(), 2 * 784);
     assert!(out.capacity() < 64 * 784, "reserved {} bytes for 2 images", out.capacity());
@@ -142,12 +142,12 @@ fn a_header_that_declares_more_than_the_budget_is_refused_before_its_items_arriv
     assert_eq!(
         error_of(&encode(&[u32::MAX, 28, 28], &[])),
         "test.idx: the header declares 4,294,967,295 items of 784 bytes, 3,367,254,359,280 bytes in all; \
-         the limit is 268,435,456 bytes (256 MiB)"
+         the limit is 134,217,728 bytes (128 MiB)"
     );
     // Just under the budget passes the header; one more item does not.
     let most = (MAX_STREAM_BYTES / 784) as u32;
     assert!(IdxDecoder::new("x").feed(&encode(&[most, 28, 28], &[]), &mut Vec::new()).is_ok());
-    assert!(error_of(&encode(&[most + 1, 28, 28], &[])).contains("the limit is 268,435,456 bytes"));
+    assert!(error_of(&encode(&[most + 1, 28, 28], &[])).contains("the limit is 134,217,728 bytes"));
 }
 
 #[test]

@@ -201,10 +201,20 @@ fn images_the_model_cannot_take_are_refused_at_their_header() {
     let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 1)).unwrap();
     p.begin_load(names());
     // 4096x4096: the header alone, 16 bytes, is enough to refuse them.
-    let header = &encode(&[10, 4096, 4096], &[])[..16];
+    let header = &encode(&[2, 4096, 4096], &[])[..16];
     let err = p.feed(Part::TestImages, header).unwrap_err().to_string();
     assert!(err.starts_with("test-images: the header declares 4096x4096 images"), "{err}");
     assert!(!p.status().loading);
+    // A first source whose test images are 14x14, refused in the chunk that brings them
+    // whole: the source goes, training pairs and all, so evaluation never meets them.
+    p.begin_load(names());
+    let (ti, tl) = images(30, 0);
+    p.feed(Part::TrainImages, &ti).unwrap();
+    p.feed(Part::TrainLabels, &tl).unwrap();
+    p.feed(Part::TestLabels, &encode(&[2], &[1, 2])).unwrap();
+    assert!(p.feed(Part::TestImages, &encode(&[2, 14, 14], &[0; 2 * 196])).is_err());
+    assert_eq!((p.status().train_available, p.status().test_available), (0, 0));
+    assert_eq!(p.step().unwrap(), Progress::Waiting);
 }
 
 #[test]

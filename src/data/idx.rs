@@ -13,10 +13,11 @@ use crate::{Error, Result};
 /// The largest item accepted, in bytes: far beyond any image a browser model trains on, and
 /// small enough that a corrupt header cannot make the decoder reserve absurd memory.
 const MAX_ITEM_BYTES: usize = 1 << 24;
-/// The most bytes of items one stream may declare: 256 MiB, 340,000 MNIST images, a quarter
-/// of the threaded page's 1 GiB of memory. Checked at the header, so that a stream whose
-/// header claims more is refused before its bytes pile up.
-pub const MAX_STREAM_BYTES: u64 = 1 << 28;
+/// The most bytes of items one stream may declare: 128 MiB, 170,000 MNIST images. A source's
+/// two image streams, and a replacement decoded beside them, then stay within half of the
+/// threaded page's 1 GiB of memory. Checked at the header, so that a stream whose header
+/// claims more is refused before its bytes pile up.
+pub const MAX_STREAM_BYTES: u64 = 1 << 27;
 const MAX_DIMS: usize = 4;
 const UNSIGNED_BYTE: u8 = 0x08;
 
@@ -141,11 +142,12 @@ impl IdxDecoder {
         let total = (dims[0] as u64).checked_mul(item_bytes.unwrap_or_default() as u64);
         if total.is_none_or(|n| n > MAX_STREAM_BYTES) {
             return Err(self.error(format!(
-                "the header declares {} items of {} bytes, {} bytes in all; the limit is {} bytes (256 MiB)",
+                "the header declares {} items of {} bytes, {} bytes in all; the limit is {} bytes ({} MiB)",
                 thousands(dims[0] as u64),
                 thousands(item_bytes.unwrap_or_default() as u64),
                 total.map_or_else(|| "more than 2^64".to_owned(), thousands),
                 thousands(MAX_STREAM_BYTES),
+                MAX_STREAM_BYTES >> 20,
             )));
         }
         self.dims = Some(dims);

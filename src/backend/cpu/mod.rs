@@ -287,11 +287,13 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 pub const SUM_BLOCK: usize = 128;
 
 /// The sum of `values`: blocks of [`SUM_BLOCK`] added in order, the blocks' sums then added in
-/// pairs, pairs of pairs and so on (numpy's pairwise summation, `pairwise_sum` in
-/// `numpy/_core/src/umath/loops_utils.h.src`, in the order of a binary counter so that it needs
-/// no recursion). Its rounding error grows with the logarithm of the length rather than the
-/// length: batch norm's mean over 64 * 28 * 28 = 50,176 values of 0.1 is 0.1000508 added in
-/// order, 0.1 pairwise. reduce.wgsl runs the same steps, so the GPU's sums are the CPU's.
+/// pairs, pairs of pairs and so on, in the order of a binary counter so that it needs no
+/// recursion. This is pairwise summation as numpy does it (`pairwise_sum` in
+/// `numpy/_core/src/umath/loops_utils.h.src`, which also unrolls each block eight ways and
+/// halves recursively: the same precision, not the same bits). Its rounding error grows with
+/// the logarithm of the length rather than the length: batch norm's mean over 64 * 28 * 28 =
+/// 50,176 values of 0.1 is 0.1000508 added in order, 0.1 pairwise. reduce.wgsl runs the same
+/// steps, so the GPU's sums are the CPU's.
 pub fn pairwise_sum(values: impl IntoIterator<Item = f32>) -> f32 {
     // partials[d] holds the sum of 2^d blocks; 64 levels cover any length.
     let mut partials = [0.0f32; usize::BITS as usize];
