@@ -14,6 +14,8 @@ async function downloadOf(page, button) {
   return { name: download.suggestedFilename(), bytes: await readFile(await download.path()) };
 }
 
+// Trains to at least `steps` and pauses. The runs have 20 epochs so that training cannot
+// finish (the MLP runs an epoch in about a second) before the pause arrives on a busy machine.
 async function trainSome(page, steps) {
   await page.click('#start');
   await page.waitForFunction((n) => window.ferrograd.state.steps >= n, steps, { timeout: 30_000 });
@@ -26,7 +28,7 @@ const loadFile = (page, name, buffer) => page.setInputFiles('#load-file', { name
 
 describe('keeping a model', () => {
   test('save, refuse truncated and foreign files with the model intact, load back, export ONNX', async () => {
-    const { page, context, problems } = await open(env.browser, `${env.server.url}?model=cnn&epochs=1`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?model=cnn&epochs=20`);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     const steps = await trainSome(page, 8);
 
@@ -59,7 +61,7 @@ describe('keeping a model', () => {
   });
 
   test('a reload carries on from the training kept in the browser', async () => {
-    const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=1`);
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=20`);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 30_000);
     const steps = await trainSome(page, 10);
     // Pausing keeps the training in IndexedDB; give the write a moment.
