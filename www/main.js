@@ -83,7 +83,9 @@ const workerUrl = new URL('./worker.js', import.meta.url);
 workerUrl.searchParams.set('backend', initial.settings.backend);
 // A panic on a thread of the threaded build's pool leaves the worker waiting for that
 // thread forever; the module posts the panic here instead (a channel of this page's own).
-const panics = self.crossOriginIsolated ? new BroadcastChannel(`ferrograd-pool-${Math.random().toString(36).slice(2)}`) : null;
+const visit = Math.random().toString(36).slice(2); // this page load, named in kept records
+workerUrl.searchParams.set('visit', visit);
+const panics = self.crossOriginIsolated ? new BroadcastChannel(`ferrograd-pool-${visit}`) : null;
 if (panics) workerUrl.searchParams.set('panics', panics.name);
 let worker = startWorker();
 const send = (message, transfer = []) => worker.postMessage(message, transfer);
@@ -107,7 +109,7 @@ if (panics) {
     worker = startWorker();
     state.configured = false;
     showState('idle');
-    handlers.notice({ message: `A thread of the training worker crashed (${panic}). A fresh worker carries on, on one thread, from the training last kept in this browser, if any; the data loads again.` });
+    handlers.notice({ message: `A thread of the training worker crashed (${panic}). A fresh worker carries on, on one thread, from the training this page last kept, if any; the data loads again.` });
     configure(applied ?? initial.settings);
   };
 }
@@ -195,7 +197,9 @@ function configured(spec) {
     // link with settings starts what it describes.
     send({ type: 'keep', enabled: true });
     const reload = performance.getEntriesByType('navigation')[0]?.type === 'reload';
-    if (reload || !location.search || restarted) send({ type: 'resume-kept' });
+    // After a restart, only what this page load kept: not an earlier visit's training.
+    if (restarted) send({ type: 'resume-kept', visit });
+    else if (reload || !location.search) send({ type: 'resume-kept' });
   } else {
     $('kept-message').hidden = true;
   }

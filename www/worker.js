@@ -26,8 +26,8 @@
 //   {type: 'export-onnx'}               answers 'onnx': {bytes}
 //   {type: 'keep', enabled}             keep the training in IndexedDB (after each epoch, on
 //        pause and every few seconds of training) so that a reload resumes it
-//   {type: 'resume-kept'}               restores what IndexedDB kept, if anything: answers
-//        'restored' (source 'kept') or nothing
+//   {type: 'resume-kept', visit?}       restores what IndexedDB kept, if anything (with visit,
+//        only what this page load kept): answers 'restored' (source 'kept') or nothing
 //   {type: 'lose-gpu'}                  destroys the WebGPU device as a driver reset would, to
 //        test the fallback to the CPU
 //   {type: 'keep-now'}                  pauses and keeps the training in IndexedDB at once
@@ -81,6 +81,10 @@ const SHOWCASE = 48;
 const THREADS_START_MS = 10_000;
 const PARTS = ['trainLabels', 'testLabels', 'trainImages', 'testImages'];
 
+// The page load this worker serves (the page names it in the worker's address): kept records
+// carry it, so that a worker restarted after a crash resumes only what this page kept.
+const VISIT = new URL(self.location.href).searchParams.get('visit');
+
 let session = null;
 let Session = null;
 let gpu = null; // the GpuDevice, where training runs on WebGPU
@@ -122,7 +126,7 @@ async function keepTraining() {
     if (session.status().steps === 0) return;
     await sync();
     const status = session.status();
-    const record = { bytes: session.save(), steps: status.steps, epoch: status.epoch, savedAt: Date.now() };
+    const record = { bytes: session.save(), steps: status.steps, epoch: status.epoch, savedAt: Date.now(), visit: VISIT };
     lastTraining = record.bytes;
     if (keeping) await keep(record);
   } catch (error) {
@@ -415,9 +419,9 @@ const handlers = {
     await keepTraining();
     post({ type: 'kept' });
   },
-  'resume-kept': async () => {
+  'resume-kept': async ({ visit }) => {
     const record = await kept();
-    if (record?.bytes) restore(record.bytes, 'kept');
+    if (record?.bytes && (visit == null || record.visit === visit)) restore(record.bytes, 'kept');
   },
   'clear-examples': () => {
     session.clearExamples();

@@ -150,9 +150,19 @@ describe('a trap in the wasm instance', () => {
 
 describe('a panic on a thread of the pool', () => {
   test('starts a fresh worker on one thread that says what happened, and every later action works', async () => {
+    // An earlier visit kept a training in this browser (pausing keeps it); the shared link
+    // below starts afresh, and its restart must not bring that other training back.
+    const { page, context, problems } = await open(threaded.browser, `${threaded.server.url}?epochs=20`);
+    await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 60_000);
+    await page.click('#start');
+    await waitForState(page, (s) => (s.steps ?? 0) >= 10, 60_000);
+    await page.click('#pause');
+    await waitForState(page, (s) => s.trainState === 'paused', 10_000);
+    await page.waitForTimeout(500); // the write to IndexedDB
+
     const query = `?model=custom&spec=${encodeURIComponent(TRAPS)}&batch=1024&epochs=1`;
-    const { page, context, problems } = await open(threaded.browser, `${threaded.server.url}${query}`);
-    const before = await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 60_000);
+    await page.goto(`${threaded.server.url}${query}`);
+    const before = await waitForState(page, (s) => s.configured === true && s.dataComplete === true && s.steps === 0, 60_000);
     assert.ok(before.threads > 1, `the threaded build runs (${before.threads} threads)`);
     await page.click('#start');
     const notice = page.locator('#notice');
@@ -160,6 +170,9 @@ describe('a panic on a thread of the pool', () => {
     assert.match(await notice.textContent(), /^A thread of the training worker crashed \(capacity overflow\)\. A fresh worker carries on, on one thread/);
     const after = await waitForState(page, (s) => s.configured === true && s.dataComplete === true && s.threads === 1, 60_000);
     assert.equal(after.trainState, 'idle');
+    await page.waitForTimeout(1000); // a resumed training would have arrived by now
+    assert.equal(await page.evaluate(() => window.ferrograd.state.steps), 0, 'the earlier visit\'s training stays kept, not resumed');
+    assert.equal(await page.locator('#kept-message').isVisible(), false);
     assert.match(await page.locator('#backend').textContent(), /one thread \((.*; )?threads off after a thread of the pool crashed\)/);
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
 
