@@ -262,12 +262,12 @@ function showBackend({ backend, backendNote, threads }) {
 function showData(status, received = null, total = null) {
   showBackend(status);
   state.dataComplete = status.dataComplete;
-  showDataProgress($('data-bar'), status, received, total, status.loading || loadingData);
+  const loading = status.loading || loadingData;
+  showDataProgress($('data-bar'), status, received, total, loading);
   const images = `${count(status.trainAvailable)} of ${status.trainDeclared == null ? '?' : count(status.trainDeclared)} training and `
     + `${count(status.testAvailable)} of ${status.testDeclared == null ? '?' : count(status.testDeclared)} test images`;
   const bytes = received == null ? '' : `${byteSize(received)}${total ? ` of ${byteSize(total)}` : ''} · `;
   // A replacement source loads aside: say so, and what stays in use meanwhile.
-  const loading = status.loading || loadingData;
   const replacing = loading && status.dataComplete;
   $('data-text').textContent = replacing
     ? `loading ${pendingData} · ${bytes}meanwhile ${images} in use`

@@ -108,6 +108,25 @@ async function load(page, source) {
   await page.click('#load-data');
 }
 
+/** Waits for the data message to match `pattern`; returns the message. */
+async function failure(page, pattern, timeout = 60_000) {
+  await page.waitForFunction((p) => new RegExp(p).test(document.querySelector('#data-message').textContent), pattern.source, { timeout });
+  return message(page);
+}
+
+/**
+ * Opens the page, waits for the bundled data, runs `body(page)`, then holds that the page
+ * still trains and that nothing unexpected reached the console or the network.
+ */
+async function onLoadedPage(body) {
+  const { page, context, problems } = await open(env.browser, faulty.url, { expectFailures: ['faulty/'] });
+  await waitForState(page, (s) => s.dataComplete === true, 60_000);
+  await body(page);
+  await trains(page);
+  assert.deepEqual(problems, []);
+  await context.close();
+}
+
 /** Trains a few steps: the page still works. */
 async function trains(page) {
   const before = await page.evaluate(() => window.ferrograd.state.steps ?? 0);
@@ -120,8 +139,7 @@ async function trains(page) {
 describe('downloads that fail', () => {
   test('a first load missing a file says nothing is loaded, and a folder of Kaggle-named files loads after it', async () => {
     const { page, context, problems } = await open(env.browser, `${faulty.url}?data=faulty/missing-test/`, { expectFailures: ['faulty/', 'kaggle/'] });
-    await page.waitForFunction(() => /404/.test(document.querySelector('#data-message').textContent), null, { timeout: 30_000 });
-    assert.match(await message(page), /^http:.*\/faulty\/missing-test\/t10k-images-idx3-ubyte\.gz: the server answered 404 Not Found; nor were t10k-images-idx3-ubyte, t10k-images\.idx3-ubyte\.gz, t10k-images\.idx3-ubyte there\. No data is loaded; press Load to try again\.$/);
+    assert.match(await failure(page, /404/, 30_000), /^http:.*\/faulty\/missing-test\/t10k-images-idx3-ubyte\.gz: the server answered 404 Not Found; nor were t10k-images-idx3-ubyte, t10k-images\.idx3-ubyte\.gz, t10k-images\.idx3-ubyte there\. No data is loaded; press Load to try again\.$/);
     assert.equal(await page.locator('#data-text').textContent(), 'no data loaded');
     // The files under 7-Zip's and Kaggle's names (train-images.idx3-ubyte), found in turn.
     await load(page, 'kaggle/');
@@ -133,61 +151,37 @@ describe('downloads that fail', () => {
     await context.close();
   });
 
-  test('a broken connection is named as such, and the data loaded before is kept', async () => {
-    const { page, context, problems } = await open(env.browser, faulty.url, { expectFailures: ['faulty/'] });
-    await waitForState(page, (s) => s.dataComplete === true, 60_000);
+  test('a broken connection is named as such, and the data loaded before is kept', () => onLoadedPage(async (page) => {
     const loaded = await page.locator('#data-text').textContent();
     await load(page, 'faulty/break/');
-    await page.waitForFunction(() => /broke off/.test(document.querySelector('#data-message').textContent), null, { timeout: 60_000 });
-    assert.match(await message(page), /faulty\/break\/train-images-idx3-ubyte\.gz: the connection broke off after [\d,]+ bytes \(.+\)\. The data loaded before is kept; press Load to try again\.$/);
-    assert.doesNotMatch(await message(page), /gzip/);
+    const text = await failure(page, /broke off/);
+    assert.match(text, /faulty\/break\/train-images-idx3-ubyte\.gz: the connection broke off after [\d,]+ bytes \(.+\)\. The data loaded before is kept; press Load to try again\.$/);
+    assert.doesNotMatch(text, /gzip/);
     assert.equal(await page.locator('#data-text').textContent(), loaded);
-    await trains(page);
-    assert.deepEqual(problems, []);
-    await context.close();
-  });
+  }));
 
-  test('a stalled download shows as loading, then is reported by name, and the page goes on', async () => {
-    const { page, context, problems } = await open(env.browser, faulty.url, { expectFailures: ['faulty/'] });
-    await waitForState(page, (s) => s.dataComplete === true, 60_000);
+  test('a stalled download shows as loading, then is reported by name, and the page goes on', () => onLoadedPage(async (page) => {
     await load(page, 'faulty/stall/');
     // Pending: the page says a source is loading, and what is in use meanwhile.
     await page.waitForFunction(() => /^loading faulty\/stall\/ · .*meanwhile 8,000 of 8,000 training and 2,000 of 2,000 test images in use$/
       .test(document.querySelector('#data-text').textContent), null, { timeout: 30_000 });
     await screenshot(page, 'download-pending', 'section:has(#data-heading)');
-    await page.waitForFunction(() => /stalled/.test(document.querySelector('#data-message').textContent), null, { timeout: 90_000 });
-    assert.match(await message(page), /faulty\/stall\/train-images-idx3-ubyte\.gz: the download stalled: no byte arrived for 20 s, after 65,536 bytes\. The data loaded before is kept; press Load to try again\.$/);
+    assert.match(await failure(page, /stalled/, 90_000), /faulty\/stall\/train-images-idx3-ubyte\.gz: the download stalled: no byte arrived for 20 s, after 65,536 bytes\. The data loaded before is kept; press Load to try again\.$/);
     assert.match(await page.locator('#data-text').textContent(), /^8,000 of 8,000 training and 2,000 of 2,000 test images loaded$/);
-    await trains(page);
-    assert.deepEqual(problems, []);
-    await context.close();
-  });
+  }));
 
-  test('images the model cannot take are refused at their header, and the download stops', async () => {
-    const { page, context, problems } = await open(env.browser, faulty.url, { expectFailures: ['faulty/'] });
-    await waitForState(page, (s) => s.dataComplete === true, 60_000);
+  test('images the model cannot take are refused at their header, and the download stops', () => onLoadedPage(async (page) => {
     await load(page, 'faulty/big/');
-    await page.waitForFunction(() => /100x100/.test(document.querySelector('#data-message').textContent), null, { timeout: 60_000 });
-
-    assert.match(await message(page), /faulty\/big\/train-images-idx3-ubyte\.gz: the header declares 100x100 images, but the model takes input \[1, 28, 28\]; choose data or a model that match\. The data loaded before is kept/);
+    assert.match(await failure(page, /100x100/), /faulty\/big\/train-images-idx3-ubyte\.gz: the header declares 100x100 images, but the model takes input \[1, 28, 28\]; choose data or a model that match\. The data loaded before is kept/);
     // The page hung up long before the 80 MB the header announces had been sent.
     await page.waitForTimeout(500);
     assert.ok(sent.big < 40e6, `the server sent ${sent.big} bytes`);
-    await trains(page);
-    assert.deepEqual(problems, []);
-    await context.close();
-  });
+  }));
 
-  test('bytes past the last declared image are refused, and the download stops', async () => {
-    const { page, context, problems } = await open(env.browser, faulty.url, { expectFailures: ['faulty/'] });
-    await waitForState(page, (s) => s.dataComplete === true, 60_000);
+  test('bytes past the last declared image are refused, and the download stops', () => onLoadedPage(async (page) => {
     await load(page, 'faulty/overflow/');
-    await page.waitForFunction(() => /unexpected bytes/.test(document.querySelector('#data-message').textContent), null, { timeout: 60_000 });
-    assert.match(await message(page), /faulty\/overflow\/train-images-idx3-ubyte\.gz: unexpected bytes after the last of the 8000 items the header declares\. The data loaded before is kept/);
+    assert.match(await failure(page, /unexpected bytes/), /faulty\/overflow\/train-images-idx3-ubyte\.gz: unexpected bytes after the last of the 8000 items the header declares\. The data loaded before is kept/);
     await page.waitForTimeout(500);
     assert.ok(sent.overflow < 8000 * 784 + 40e6, `the server sent ${sent.overflow} bytes`);
-    await trains(page);
-    assert.deepEqual(problems, []);
-    await context.close();
-  });
+  }));
 });

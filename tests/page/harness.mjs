@@ -76,21 +76,28 @@ export async function launch({ webgpu = false } = {}) {
 }
 
 /**
- * Registers hooks that start Chromium (with WebGPU when `webgpu`) and `ferrograd serve` (with
- * `serveOptions`) before the file's tests and stop them after; returns `{browser, server}`,
- * filled in once started.
+ * Registers hooks that start Chromium (with WebGPU when `webgpu`) and one `ferrograd serve`
+ * per entry of `named` (`{name: serveOptions}`) before the file's tests, then the servers that
+ * `more(env)` resolves to (`{name: {url, close}}`, proxies in front of the first ones, say),
+ * and stop them all after; returns `{browser, [name]: server}`, filled in once started.
  */
-export function browserAndServer(serveOptions, { webgpu = false } = {}) {
+export function browserAndServers(named, { webgpu = false, more } = {}) {
   const env = {};
   before(async () => {
     env.browser = await launch({ webgpu });
-    env.server = await serve(serveOptions);
+    for (const [name, options] of Object.entries(named)) env[name] = await serve(options);
+    if (more) Object.assign(env, await more(env));
   });
   after(async () => {
     await env.browser?.close();
-    env.server?.close();
+    for (const [name, server] of Object.entries(env)) if (name !== 'browser') server.close();
   });
   return env;
+}
+
+/** As browserAndServers with one server: returns `{browser, server}`. */
+export function browserAndServer(serveOptions, options) {
+  return browserAndServers({ server: serveOptions }, options);
 }
 
 /** Draws a stroke through `points` (fractions of the pad) with synthesised pointer events. */

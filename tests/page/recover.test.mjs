@@ -11,15 +11,14 @@ import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 
-import { ROOT, browserAndServer, open, screenshot, waitForState } from './harness.mjs';
+import { ROOT, browserAndServers, open, screenshot, waitForState } from './harness.mjs';
 
-// The single-threaded build, where the panic happens on the training worker's own thread.
-const env = browserAndServer({ isolation: false });
-// The threaded build (cross-origin isolated, as `ferrograd serve` is by default), where a step
-// runs on a thread of the pool and a panic aborts only that thread's instance, leaving the
-// worker waiting for it forever: the module posts the panic to the page, which starts a
-// fresh worker on one thread.
-const threaded = browserAndServer();
+// `server`: the single-threaded build, where the panic happens on the training worker's own
+// thread. `threaded`: the threaded build (cross-origin isolated, as `ferrograd serve` is by
+// default), where a step runs on a thread of the pool and a panic aborts only that thread's
+// instance, leaving the worker waiting for it forever: the module posts the panic to the
+// page, which starts a fresh worker on one thread.
+const env = browserAndServers({ server: { isolation: false }, threaded: {} });
 
 const TRAPS = JSON.stringify({
   layers: [
@@ -115,13 +114,7 @@ describe('a trap in the wasm instance', () => {
     assert.ok(from >= paused && from < 300, `carried on from step ${from}; paused at ${paused}`);
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
     await waitForState(page, (s) => s.dataComplete === true && s.trainState === 'paused', 60_000);
-    // Another model trains on the fresh instance.
-    await page.selectOption('#model-preset', 'mlp');
-    await page.fill('#batch-size', '16');
-    await page.click('#apply');
-    await waitForState(page, (s) => s.configured === true && s.steps === 0, 30_000);
-    await page.click('#start');
-    await waitForState(page, (s) => (s.steps ?? 0) > 20, 60_000);
+    await trainsAnotherModel(page);
     assert.equal(await page.locator('#message').isVisible(), false, await page.locator('#message').textContent());
     assert.deepEqual(problems.filter((p) => !/capacity overflow|unreachable/.test(p)), []);
     await context.close();
@@ -152,7 +145,7 @@ describe('a panic on a thread of the pool', () => {
   test('starts a fresh worker on one thread that says what happened, and every later action works', async () => {
     // An earlier visit kept a training in this browser (pausing keeps it); the shared link
     // below starts afresh, and its restart must not bring that other training back.
-    const { page, context, problems } = await open(threaded.browser, `${threaded.server.url}?epochs=20`);
+    const { page, context, problems } = await open(env.browser, `${env.threaded.url}?epochs=20`);
     await waitForState(page, (s) => s.configured === true && s.dataComplete === true, 60_000);
     await page.click('#start');
     await waitForState(page, (s) => (s.steps ?? 0) >= 10, 60_000);
@@ -161,7 +154,7 @@ describe('a panic on a thread of the pool', () => {
     await page.waitForTimeout(500); // the write to IndexedDB
 
     const query = `?model=custom&spec=${encodeURIComponent(TRAPS)}&batch=1024&epochs=1`;
-    await page.goto(`${threaded.server.url}${query}`);
+    await page.goto(`${env.threaded.url}${query}`);
     const before = await waitForState(page, (s) => s.configured === true && s.dataComplete === true && s.steps === 0, 60_000);
     assert.ok(before.threads > 1, `the threaded build runs (${before.threads} threads)`);
     await page.click('#start');

@@ -4,9 +4,9 @@
 // the embed in a frame sandboxed without allow-same-origin saying what the sandbox needs.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { launch, open, screenshot, serve, withHeaders } from './harness.mjs';
+import { browserAndServers, open, screenshot, withHeaders } from './harness.mjs';
 
 // The harness's waitForState evaluates a string, which the policy (no 'unsafe-eval') refuses.
 async function waitForState(page, predicate, timeout) {
@@ -25,24 +25,18 @@ const policy = (workers) => [
   "style-src 'self'", "img-src 'self' data: blob:", "connect-src 'self'",
 ].join('; ');
 
-const servers = {};
-let browser;
-before(async () => {
-  browser = await launch();
-  servers.isolated = await serve();
-  servers.plain = await serve({ isolation: false });
-  servers.strict = await withHeaders(servers.isolated, { 'content-security-policy': policy("'self' blob:") });
-  servers.noBlob = await withHeaders(servers.isolated, { 'content-security-policy': policy("'self'") });
-  servers.strictPlain = await withHeaders(servers.plain, { 'content-security-policy': policy("'self' blob:") });
-});
-after(async () => {
-  await browser?.close();
-  for (const name of ['strict', 'noBlob', 'strictPlain', 'isolated', 'plain']) servers[name]?.close();
+// The two real servers, then a proxy in front of them per policy.
+const servers = browserAndServers({ isolated: {}, plain: { isolation: false } }, {
+  more: async ({ isolated, plain }) => ({
+    strict: await withHeaders(isolated, { 'content-security-policy': policy("'self' blob:") }),
+    noBlob: await withHeaders(isolated, { 'content-security-policy': policy("'self'") }),
+    strictPlain: await withHeaders(plain, { 'content-security-policy': policy("'self' blob:") }),
+  }),
 });
 
 /** Opens the page, waits for the data, trains a few steps; returns the state and the masthead. */
 async function trainSome(url, name, options) {
-  const { page, context, problems } = await open(browser, url, options);
+  const { page, context, problems } = await open(servers.browser, url, options);
   await waitForState(page, (s) => s.dataComplete === true && s.threads != null, 60_000);
   await page.click('#start');
   const state = await waitForState(page, (s) => (s.steps ?? 0) > 5, 60_000);
@@ -57,7 +51,7 @@ describe('strict pages', () => {
     const { state, backend, problems } = await trainSome(`${servers.strict.url}?epochs=1`, 'threads');
     assert.deepEqual(problems, []);
     const cores = await (async () => {
-      const { page, context } = await open(browser, 'about:blank');
+      const { page, context } = await open(servers.browser, 'about:blank');
       const n = await page.evaluate(() => navigator.hardwareConcurrency);
       await context.close();
       return n;
@@ -75,7 +69,7 @@ describe('strict pages', () => {
   });
 
   test('embed.html runs under the policy: no inline script or style', async () => {
-    const { page, context, problems } = await open(browser, `${servers.strictPlain.url}embed.html#model=mlp&epochs=1&compact`);
+    const { page, context, problems } = await open(servers.browser, `${servers.strictPlain.url}embed.html#model=mlp&epochs=1&compact`);
     const state = () => page.evaluate(() => ({ ...document.querySelector('ferrograd-playground').state }));
     await page.waitForFunction(() => document.querySelector('ferrograd-playground')?.state?.dataComplete === true, null, { timeout: 60_000 });
     await page.locator('ferrograd-playground .start').click();
@@ -86,7 +80,7 @@ describe('strict pages', () => {
   });
 
   test('the embed in a frame sandboxed without allow-same-origin says what the sandbox needs', async () => {
-    const { page, context } = await open(browser, 'about:blank');
+    const { page, context } = await open(servers.browser, 'about:blank');
     const host = `${servers.plain.url}sandbox-host.html`;
     await page.route(host, (route) => route.fulfill({
       contentType: 'text/html',

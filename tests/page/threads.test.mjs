@@ -3,25 +3,15 @@
 // single-threaded one, with no error; both reach the same model.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { launch, open, screenshot, serve, waitForState } from './harness.mjs';
+import { browserAndServers, open, screenshot, waitForState } from './harness.mjs';
 
-const servers = {};
-let browser;
-before(async () => {
-  browser = await launch();
-  servers.isolated = await serve();
-  servers.plain = await serve({ isolation: false });
-});
-after(async () => {
-  await browser?.close();
-  Object.values(servers).forEach((server) => server.close());
-});
+const env = browserAndServers({ isolated: {}, plain: { isolation: false } });
 
 /** Trains one seeded epoch of the MLP; returns the test accuracy, the thread count and the backend line. */
 async function trainEpoch(server, name) {
-  const { page, context, problems } = await open(browser, `${server.url}?epochs=1&seed=7`);
+  const { page, context, problems } = await open(env.browser, `${server.url}?epochs=1&seed=7`);
   await waitForState(page, (s) => s.dataComplete === true && s.threads != null, 30_000);
   const cores = await page.evaluate(() => navigator.hardwareConcurrency);
   await page.click('#start');
@@ -35,8 +25,8 @@ async function trainEpoch(server, name) {
 
 describe('threads', () => {
   test('an isolated page trains on every core, and to the same accuracy as one thread', async () => {
-    const threaded = await trainEpoch(servers.isolated, 'isolated');
-    const single = await trainEpoch(servers.plain, 'plain');
+    const threaded = await trainEpoch(env.isolated, 'isolated');
+    const single = await trainEpoch(env.plain, 'plain');
     // The threaded module loads where there is more than one core to use.
     assert.equal(threaded.threads, threaded.cores > 1 ? threaded.cores : 1);
     assert.match(threaded.backend, threaded.cores > 1 ? new RegExp(`CPU · WebAssembly SIMD, ${threaded.cores} threads`) : /one thread/);
