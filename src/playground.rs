@@ -12,7 +12,9 @@ use crate::data::{preprocess, Dataset, DatasetBuilder};
 use crate::nn::ModelSpec;
 use crate::optim::OptimizerSpec;
 use crate::tensor::Tensor;
-use crate::train::{argmax_rows, Evaluation, StepStats, Trainer};
+use crate::train::{
+    argmax_rows, batches, recalibration_positions, Evaluation, StepStats, Trainer, EVAL_BATCH,
+};
 use crate::{Error, Result};
 
 /// How training runs, apart from the model.
@@ -195,6 +197,9 @@ pub struct Playground {
     checked: usize,
     usable: Vec<usize>,
     dropped: usize,
+    /// Whether batch norm's running averages wait to be re-estimated after an epoch, once the
+    /// weights are back from the GPU (see [`Playground::finish_sync`]).
+    recalibrate: bool,
     /// The GPU that every new trainer moves onto, when one is in use.
     #[cfg(feature = "webgpu")]
     gpu: Option<crate::backend::gpu::Gpu>,
@@ -223,6 +228,7 @@ impl Playground {
             checked: 0,
             usable: Vec::new(),
             dropped: 0,
+            recalibrate: false,
             #[cfg(feature = "webgpu")]
             gpu: None,
             backend_note: None,
@@ -278,12 +284,40 @@ impl Playground {
         self.trainer.start_sync();
     }
 
-    /// True once the weights are back (at once on the CPU).
+    /// True once the weights are back (at once on the CPU). After an epoch, it also
+    /// re-estimates batch norm's running averages on the weights that came back, as
+    /// [`Trainer::train_epoch`] does, so that the epoch's evaluation is the CLI's.
     ///
     /// # Errors
     /// When the device reported an error or was lost.
     pub fn finish_sync(&mut self) -> Result<bool> {
-        self.trainer.finish_sync()
+        if !self.trainer.finish_sync()? {
+            return Ok(false);
+        }
+        if std::mem::take(&mut self.recalibrate) {
+            self.recalibrate_batch_norm()?;
+        }
+        Ok(true)
+    }
+
+    /// [`Trainer::recalibrate_batch_norm`] on the samples [`recalibration_positions`] picks from
+    /// an epoch's samples in their stored order: the usable pairs of the source in arrival
+    /// (file) order, then the drawn examples, so that on the same files the CLI picks the same.
+    fn recalibrate_batch_norm(&mut self) -> Result<()> {
+        let Some(data) = &self.data else { return Ok(()) };
+        let samples: Vec<Sample> = (self.usable.iter().map(|&i| Sample::Stream(i)))
+            .chain((0..self.examples.len()).map(Sample::Example))
+            .collect();
+        let positions = recalibration_positions(samples.len());
+        let (rows, cols) = self.examples.image_size();
+        let examples = &self.examples;
+        let images = batches(&positions, EVAL_BATCH).map(|chunk| {
+            let mut images = Tensor::zeros(ndarray::IxDyn(&[chunk.len(), 1, rows, cols]));
+            let picked = chunk.iter().map(|&p| samples[p]);
+            gather(data, examples, picked, images.as_slice_mut().expect("a fresh tensor is contiguous"));
+            images
+        });
+        self.trainer.recalibrate_batch_norm(images)
     }
 
     fn build_trainer(spec: ModelSpec, config: &TrainingConfig) -> Result<Trainer> {
@@ -503,6 +537,7 @@ impl Playground {
         if epoch_finished {
             self.epoch += 1;
             self.trainer.finish_epoch();
+            self.recalibrate = self.trainer.model().has_batch_norm();
             self.order.clear();
             self.position = 0;
         }
@@ -530,21 +565,13 @@ impl Playground {
         let (rows, cols) = self.examples.image_size();
         let mut images = self.trainer.batch_tensor(&[positions.len(), 1, rows, cols]);
         let pixels = images.as_slice_mut().expect("a fresh batch is contiguous");
-        let mut labels = Vec::with_capacity(positions.len());
-        for (&sample, out) in self.order[positions].iter().zip(pixels.chunks_exact_mut(rows * cols)) {
-            let (image, label) = match sample {
-                Sample::Stream(i) => (data.train.image(i), data.train.label(i)),
-                Sample::Example(i) => (self.examples.image(i), self.examples.labels()[i]),
-            };
-            // Every image's size was checked against the examples' when it arrived.
-            preprocess::scale(image, out);
-            labels.push(label);
-        }
+        let labels = gather(data, &self.examples, self.order[positions].iter().copied(), pixels);
         (images, labels)
     }
 
     fn restart_epochs(&mut self) {
         self.epoch = 0;
+        self.recalibrate = false;
         self.order.clear();
         self.position = 0;
         self.growing = false;
@@ -611,6 +638,28 @@ impl Playground {
             examples: self.examples.len(),
         }
     }
+}
+
+/// Writes the scaled pixels of `samples` into `pixels`, one image after another, and returns
+/// their labels.
+fn gather(
+    data: &Source,
+    examples: &Dataset,
+    samples: impl ExactSizeIterator<Item = Sample>,
+    pixels: &mut [f32],
+) -> Vec<u8> {
+    let size = examples.image_size().0 * examples.image_size().1;
+    let mut labels = Vec::with_capacity(samples.len());
+    for (sample, out) in samples.zip(pixels.chunks_exact_mut(size)) {
+        let (image, label) = match sample {
+            Sample::Stream(i) => (data.train.image(i), data.train.label(i)),
+            Sample::Example(i) => (examples.image(i), examples.labels()[i]),
+        };
+        // Every image's size was checked against the examples' when it arrived.
+        preprocess::scale(image, out);
+        labels.push(label);
+    }
+    labels
 }
 
 fn image_size(spec: &ModelSpec) -> (usize, usize) {

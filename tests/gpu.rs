@@ -82,6 +82,15 @@ fn follow_cpu_with(
     for step in 0..steps {
         let indices: Vec<usize> = (step * batch..(step + 1) * batch).collect();
         let (images, labels) = data.train.batch(&indices);
+        // Batch norm's averages re-estimated on the CPU go to the GPU, whose last steps move
+        // them on from there.
+        if step + 2 == steps && cpu.model().has_batch_norm() {
+            gpu_trainer.sync().unwrap();
+            let calibration =
+                || (0..4).map(|b| data.train.batch(&(b * 32..b * 32 + 32).collect::<Vec<_>>()).0);
+            cpu.recalibrate_batch_norm(calibration()).unwrap();
+            gpu_trainer.recalibrate_batch_norm(calibration()).unwrap();
+        }
         let a = cpu.step(images.clone(), &labels).unwrap();
         let b = gpu_trainer.step(images, &labels).unwrap();
         let error = (a.loss - b.loss).abs() / a.loss.abs();

@@ -410,6 +410,69 @@ fn batch_norm_running_statistics_over_channels_after_one_step() {
     assert_running_stats_after_one_step("conv2d + batch_norm", trainer, x, &[7, 0, 9], &per_channel);
 }
 
+/// The per-feature batch-norm inputs `z = x W` (bias 0 at start) of the dense + batch norm
+/// model below, for the inputs `x` `[samples, 3]`: `[features][samples]`.
+fn dense_outputs(trainer: &Trainer, x: &Tensor) -> Vec<Vec<f64>> {
+    let weight = trainer.model().params().iter().find(|p| p.name == "layers.0.weight").unwrap();
+    let w: Array2<f64> = weight.value.mapv(f64::from).into_dimensionality().unwrap();
+    let z = x.mapv(f64::from).into_dimensionality::<ndarray::Ix2>().unwrap().dot(&w);
+    z.axis_iter(Axis(1)).map(|col| col.to_vec()).collect()
+}
+
+/// Mean and unbiased variance.
+fn mean_and_unbiased(samples: &[f64]) -> (f64, f64) {
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    (mean, samples.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0))
+}
+
+#[test]
+fn recalibration_replaces_the_running_statistics_with_their_mean_over_the_batches() {
+    // Precise BN: after batches of 5 and 7 samples at fixed weights, the running mean is
+    // (5 mean_1 + 7 mean_2) / 12 and the running variance (5 var_1 + 7 var_2) / 12, each
+    // batch's unbiased variance, whatever the averages were before (here a training step's).
+    // Dropout draws from a generator of its own, so the run's generator is left as it was.
+    let json = r#"{"input":[3],"layers":[{"type":"dense","units":4},{"type":"batch_norm"},{"type":"dropout","rate":0.5},{"type":"dense","units":10}]}"#;
+    let mut trainer = Trainer::new(ModelSpec::from_json(json).unwrap(), &sgd(), 42).unwrap();
+    trainer.step(uniform(&mut rng(113), &[4, 3], -1.0, 1.0), &[1, 2, 3, 4]).unwrap();
+    let before = serde_json::to_string(&trainer.training_state().0).unwrap();
+    let (a, b) = (uniform(&mut rng(114), &[5, 3], -1.0, 1.0), uniform(&mut rng(115), &[7, 3], -2.0, 3.0));
+    let (za, zb) = (dense_outputs(&trainer, &a), dense_outputs(&trainer, &b));
+    trainer.recalibrate_batch_norm([a, b]).unwrap();
+    let (mean, var) = running_stats(&trainer, 1);
+    for f in 0..4 {
+        let ((mean_a, var_a), (mean_b, var_b)) = (mean_and_unbiased(&za[f]), mean_and_unbiased(&zb[f]));
+        let expected = ((5.0 * mean_a + 7.0 * mean_b) / 12.0, (5.0 * var_a + 7.0 * var_b) / 12.0);
+        let got = (f64::from(mean[f]), f64::from(var[f]));
+        assert!(
+            (got.0 - expected.0).abs() < 1e-6 && (got.1 - expected.1).abs() < 1e-5 * expected.1,
+            "feature {f}: running (mean, var) {got:?}, expected {expected:?}"
+        );
+    }
+    assert_eq!(
+        serde_json::to_string(&trainer.training_state().0).unwrap(),
+        before,
+        "the training state moved"
+    );
+}
+
+#[test]
+fn recalibration_leaves_a_model_without_batch_norm_alone() {
+    let mut trainer = Trainer::new(ModelSpec::preset("mlp").unwrap(), &sgd(), 43).unwrap();
+    let before: Vec<Tensor> = trainer.model().params().iter().map(|p| p.value.clone()).collect();
+    trainer.recalibrate_batch_norm([uniform(&mut rng(116), &[8, 1, 28, 28], 0.0, 1.0)]).unwrap();
+    let after: Vec<Tensor> = trainer.model().params().iter().map(|p| p.value.clone()).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn recalibration_refuses_images_the_model_cannot_take() {
+    let json = r#"{"input":[3],"layers":[{"type":"dense","units":4},{"type":"batch_norm"},{"type":"dense","units":10}]}"#;
+    let mut trainer = Trainer::new(ModelSpec::from_json(json).unwrap(), &sgd(), 44).unwrap();
+    let err = trainer.recalibrate_batch_norm([uniform(&mut rng(117), &[5, 4], 0.0, 1.0)]).unwrap_err();
+    assert!(err.to_string().contains("model input"), "{err}");
+}
+
 /// A recurrent layer over `[time, 3]` with 5 units, then a dense layer to 3 scores; with
 /// `return_sequences` the whole sequence of states is flattened into the dense layer, so the
 /// loss depends on every step's state directly.

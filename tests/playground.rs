@@ -345,7 +345,8 @@ fn a_saved_playground_resumes_exactly_and_bad_files_change_nothing() {
 /// the same batches as the CLI's `Trainer::train_epoch` with the same seed, so the losses are
 /// the same step for step (the same arithmetic on the same CPU: equal to the bit). 130
 /// images at batch 32 end each epoch with a batch of 2, and two epochs check that the second
-/// epoch's order matches too.
+/// epoch's order matches too. The weights and batch norm's averages, re-estimated after each
+/// epoch, end equal as well.
 #[test]
 fn the_page_engine_and_the_cli_give_the_same_losses_for_the_same_seed() {
     use ferrograd::data::Dataset;
@@ -368,11 +369,22 @@ fn the_page_engine_and_the_cli_give_the_same_losses_for_the_same_seed() {
         let mut page_losses = Vec::new();
         loop {
             match page.step().unwrap() {
-                Progress::Trained { stats: Some(stats), .. } => page_losses.push(stats.loss),
+                Progress::Trained { stats: Some(stats), epoch_finished } => {
+                    page_losses.push(stats.loss);
+                    // As the worker does before it evaluates: batch norm's averages are
+                    // re-estimated then.
+                    if epoch_finished {
+                        assert!(page.finish_sync().unwrap());
+                    }
+                }
                 Progress::Done => break,
                 _ => panic!("{preset}: no step ran with the data whole"),
             }
         }
         assert_eq!(page_losses, cli_losses, "{preset}: the page's losses and the CLI's");
+        // And the same model at the end, batch norm's re-estimated averages included.
+        for (p, c) in page.trainer().model().params().iter().zip(cli.model().params().iter()) {
+            assert!(p.value == c.value, "{preset}: {} differs between the page and the CLI", p.name);
+        }
     }
 }

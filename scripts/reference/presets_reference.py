@@ -27,7 +27,10 @@ What is the same as in ferrograd:
   `±sqrt(6 / fan_in)` for the ResNet's convolutions (fan_in channels*k*k), zero biases, layer
   and batch norm gamma 1 and beta 0, positions uniform `±0.02 sqrt(3)` (std 0.02);
 - batch norm: batch statistics (biased variance) in training; in evaluation the running
-  averages, updated as `0.9 running + 0.1 batch` with the batch's unbiased variance;
+  averages, updated as `0.9 running + 0.1 batch` with the batch's unbiased variance, and after
+  every epoch re-estimated at the epoch's final weights ("precise BN", as
+  src/train.rs's Trainer::recalibrate_batch_norm): the mean of the batch statistics of 2,048
+  evenly spaced training images in batches of 256;
 - the loss, the mean over the batch of softmax cross-entropy;
 - Adam as src/optim/adam.rs and optax.adam compute it: lr 1e-3, b1 0.9, b2 0.999, eps 1e-8
   outside the square root, bias correction on both moments, no weight decay;
@@ -67,6 +70,7 @@ LR, B1, B2, ADAM_EPS = 1e-3, 0.9, 0.999, 1e-8
 NORM_EPS = 1e-5
 MOMENTUM = 0.1
 BATCH = 64
+RECALIBRATION_SAMPLES, EVAL_BATCH = 2048, 256
 
 
 def read_idx(path):
@@ -149,14 +153,16 @@ def layer_norm(x, p, name):
     return (x - mean) / jnp.sqrt(var + NORM_EPS) * p[f"{name}.gamma"] + p[f"{name}.beta"]
 
 
-def batch_norm(x, p, b, name, train, updates):
-    if train:
+def batch_norm(x, p, b, name, momentum, updates):
+    """On the batch's statistics, moving the running averages toward them by `momentum`, or
+    (momentum None, inference) on the running averages."""
+    if momentum is not None:
         mean = jnp.mean(x, axis=(0, 2, 3))
         var = jnp.mean((x - mean[None, :, None, None]) ** 2, axis=(0, 2, 3))
         count = x.shape[0] * x.shape[2] * x.shape[3]
         unbiased = jax.lax.stop_gradient(var * count / (count - 1))
-        updates[f"{name}.running_mean"] = (1 - MOMENTUM) * b[f"{name}.running_mean"] + MOMENTUM * jax.lax.stop_gradient(mean)
-        updates[f"{name}.running_var"] = (1 - MOMENTUM) * b[f"{name}.running_var"] + MOMENTUM * unbiased
+        updates[f"{name}.running_mean"] = (1 - momentum) * b[f"{name}.running_mean"] + momentum * jax.lax.stop_gradient(mean)
+        updates[f"{name}.running_var"] = (1 - momentum) * b[f"{name}.running_var"] + momentum * unbiased
     else:
         mean, var = b[f"{name}.running_mean"], b[f"{name}.running_var"]
     c = lambda v: v[None, :, None, None]
@@ -199,7 +205,7 @@ def vit_init(rng):
     return init
 
 
-def vit_forward(p, b, x, train):
+def vit_forward(p, b, x, momentum):
     y = conv(x, {"e.weight": p["layers.0.weight"]}, "e", stride=VIT_PATCH)
     n, d = y.shape[:2]
     y = y.reshape(n, d, -1).transpose(0, 2, 1) + p["layers.0.bias"] + p["layers.0.position"]
@@ -234,15 +240,15 @@ def resnet_init(rng):
     return init
 
 
-def resnet_forward(p, b, x, train):
+def resnet_forward(p, b, x, momentum):
     updates = {}
 
     def block(x, index, shortcut):
         name = f"layers.{index}"
         y = conv(x, p, f"{name}.layers.0", padding=1)
-        y = jax.nn.relu(batch_norm(y, p, b, f"{name}.layers.1", train, updates))
+        y = jax.nn.relu(batch_norm(y, p, b, f"{name}.layers.1", momentum, updates))
         y = conv(y, p, f"{name}.layers.3", padding=1)
-        y = batch_norm(y, p, b, f"{name}.layers.4", train, updates)
+        y = batch_norm(y, p, b, f"{name}.layers.4", momentum, updates)
         return jax.nn.relu(y + (conv(x, p, f"{name}.shortcut.0") if shortcut else x))
 
     y = jax.nn.relu(conv(x, p, "layers.0", padding=1))
@@ -260,6 +266,18 @@ def cross_entropy(logits, labels):
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
 
+def recalibration_batches(count):
+    """The training images that re-estimate batch norm's averages, as src/train.rs's
+    recalibration_positions and batches pick them: RECALIBRATION_SAMPLES evenly spaced in
+    stored order, in batches of EVAL_BATCH, a single one left over joining the batch before."""
+    n = min(count, RECALIBRATION_SAMPLES)
+    positions = [i * count // n for i in range(n)]
+    batches = [positions[i:i + EVAL_BATCH] for i in range(0, n, EVAL_BATCH)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] += batches.pop()
+    return batches
+
+
 def train_jax(name, seed, epochs, train, test):
     init_fn, forward = MODELS[name]
     rng = np.random.default_rng(seed)
@@ -272,7 +290,7 @@ def train_jax(name, seed, epochs, train, test):
     @jax.jit
     def step(params, buffers, m, v, t, x, y):
         def loss_fn(p):
-            logits, updates = forward(p, buffers, x, True)
+            logits, updates = forward(p, buffers, x, MOMENTUM)
             return cross_entropy(logits, y), updates
 
         (_, updates), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -284,7 +302,11 @@ def train_jax(name, seed, epochs, train, test):
 
     @jax.jit
     def predict(params, buffers, x):
-        return jnp.argmax(forward(params, buffers, x, False)[0], axis=1)
+        return jnp.argmax(forward(params, buffers, x, None)[0], axis=1)
+
+    @jax.jit
+    def recalibrate(params, buffers, x, weight):
+        return {**buffers, **forward(params, buffers, x, weight)[1]}
 
     (x_train, y_train), (x_test, y_test) = train, test
     accuracies = []
@@ -296,6 +318,12 @@ def train_jax(name, seed, epochs, train, test):
             batch = order[i:i + BATCH]
             t += 1
             params, buffers, m, v = step(params, buffers, m, v, jnp.float32(t), x_train[batch], y_train[batch])
+        # Precise BN, as Trainer::train_epoch: the running averages re-estimated at the
+        # epoch's final weights, each batch weighing as its share of the images seen.
+        seen = 0
+        for batch in recalibration_batches(len(x_train)) if buffers else []:
+            seen += len(batch)
+            buffers = recalibrate(params, buffers, x_train[batch], jnp.float32(len(batch) / seen))
         predicted = np.concatenate([np.asarray(predict(params, buffers, x_test[i:i + 500]))
                                     for i in range(0, len(x_test), 500)])
         accuracies.append(float(np.mean(predicted == y_test)))

@@ -19,6 +19,20 @@ use crate::{Error, Result};
 pub enum Mode<'r> {
     Train(&'r mut Pcg64),
     Eval,
+    /// As in training, except that every batch norm moves its running averages toward this
+    /// batch's statistics by the given weight instead of by its momentum: the pass that
+    /// re-estimates them at fixed weights (see [`crate::train::Trainer::recalibrate_batch_norm`]).
+    Recalibrate(&'r mut Pcg64, f32),
+}
+
+impl Mode<'_> {
+    /// The generator that dropout draws from, in the modes that drop.
+    fn dropout_rng(&mut self) -> Option<&mut Pcg64> {
+        match self {
+            Mode::Train(rng) | Mode::Recalibrate(rng, _) => Some(rng),
+            Mode::Eval => None,
+        }
+    }
 }
 
 enum Layer {
@@ -120,6 +134,18 @@ impl Model {
         &self.output_shape
     }
 
+    /// Whether a batch norm sits anywhere in the model, blocks included.
+    pub fn has_batch_norm(&self) -> bool {
+        fn any(layers: &[Layer]) -> bool {
+            layers.iter().any(|layer| match layer {
+                Layer::BatchNorm(_) => true,
+                Layer::Residual { body, shortcut } => any(body) || shortcut.as_deref().is_some_and(any),
+                _ => false,
+            })
+        }
+        any(&self.layers)
+    }
+
     /// Applies every layer to `x`, a batch shaped `[batch, ..spec.input]`.
     ///
     /// # Errors
@@ -204,7 +230,14 @@ fn apply(
         }
         Layer::MaxPool2d { size, stride } => tape.max_pool2d(x, (*size, *size), (*stride, *stride))?,
         Layer::AvgPool2d { size, stride } => tape.avg_pool2d(x, (*size, *size), (*stride, *stride))?,
-        Layer::BatchNorm(bn) => bn.forward(tape, x, matches!(mode, Mode::Train(_)))?,
+        Layer::BatchNorm(bn) => {
+            let weight = match mode {
+                Mode::Train(_) => Some(bn.momentum),
+                Mode::Recalibrate(_, weight) => Some(*weight),
+                Mode::Eval => None,
+            };
+            bn.forward(tape, x, weight)?
+        }
         Layer::Recurrent(rnn) => {
             let mut steps = (trace.is_some() && index.is_some()).then(Vec::new);
             let y = rnn.forward(tape, x, steps.as_mut())?;
@@ -224,9 +257,9 @@ fn apply(
             shape.extend_from_slice(sample);
             tape.reshape(x, &shape)?
         }
-        Layer::Dropout { rate } => match mode {
-            Mode::Train(rng) => tape.dropout(x, *rate, || rng.random::<f32>() >= *rate)?,
-            Mode::Eval => x,
+        Layer::Dropout { rate } => match mode.dropout_rng() {
+            Some(rng) => tape.dropout(x, *rate, || rng.random::<f32>() >= *rate)?,
+            None => x,
         },
         Layer::Activation(act) => tape.activation(x, *act),
         Layer::Residual { body, shortcut } => {
@@ -242,12 +275,12 @@ fn apply(
         }
         Layer::LayerNorm(norm) => norm.forward(tape, x)?,
         Layer::Attention(attention) => {
-            let (y, weights) = match mode {
-                Mode::Train(rng) => {
+            let (y, weights) = match mode.dropout_rng() {
+                Some(rng) => {
                     let rate = attention.dropout;
                     attention.forward(tape, x, Some(&mut || rng.random::<f32>() >= rate))?
                 }
-                Mode::Eval => attention.forward(tape, x, None)?,
+                None => attention.forward(tape, x, None)?,
             };
             if let Some(trace) = trace {
                 trace.attention.push(weights);
@@ -291,12 +324,14 @@ fn add_bias(tape: &mut Tape, y: Var, bias: Option<ParamId>, trailing: &[usize]) 
 impl BatchNorm {
     /// `gamma * (x - mean) / sqrt(var + eps) + beta` per feature, from primitive ops. For
     /// images, the statistics run over the batch and both spatial axes of each channel.
-    fn forward(&self, tape: &mut Tape, x: Var, training: bool) -> Result<Var> {
+    /// With a `running_weight` (training), on the batch's statistics, moving the running
+    /// averages toward them by that weight; without, on the running averages.
+    fn forward(&self, tape: &mut Tape, x: Var, running_weight: Option<f32>) -> Result<Var> {
         let shape = tape.value(x).shape().to_vec();
         let features = shape[1];
         // Statistics shaped to broadcast against x: [features] or [features, 1, 1].
         let stat_shape: Vec<usize> = if shape.len() == 4 { vec![features, 1, 1] } else { vec![features] };
-        let (mean, var) = if training {
+        let (mean, var) = if let Some(weight) = running_weight {
             let count = shape[0] * shape[2..].iter().product::<usize>();
             if count < 2 {
                 // As PyTorch refuses it: the variance of one value is 0, so every output would
@@ -319,7 +354,7 @@ impl BatchNorm {
             let squared = tape.mul(centred, centred)?;
             let var = tape.mean(squared, 1)?;
             let count = tape.value(per_feature).shape()[1] as f32;
-            self.record_running(tape, mean, var, count)?;
+            self.record_running(tape, mean, var, count, weight)?;
             (tape.reshape(mean, &stat_shape)?, tape.reshape(var, &stat_shape)?)
         } else {
             let mean = tape.param(self.running_mean);
@@ -342,8 +377,7 @@ impl BatchNorm {
     /// New running averages: `(1 - m) * running + m * batch`, the variance unbiased. Recorded
     /// as ops on the tape (apart from the loss, so no gradient flows through them) so that the
     /// GPU backend computes them where the statistics are.
-    fn record_running(&self, tape: &mut Tape, mean: Var, var: Var, count: f32) -> Result<()> {
-        let m = self.momentum;
+    fn record_running(&self, tape: &mut Tape, mean: Var, var: Var, count: f32, m: f32) -> Result<()> {
         let keep = tape.input(crate::tensor::scalar(1.0 - m));
         let take = tape.input(crate::tensor::scalar(m));
         let unbias = tape.input(crate::tensor::scalar(count / (count - 1.0).max(1.0)));

@@ -111,6 +111,16 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Replaces the value of parameter `id` on the GPU (a buffer re-estimated on the CPU), in
+    /// queue order: steps submitted later see it.
+    pub fn write_param(&self, id: crate::autograd::ParamId, value: &Tensor) {
+        let buffer = &self.params[id.index()];
+        match value.as_slice() {
+            Some(data) => self.gpu.write(buffer, data),
+            None => self.gpu.write(buffer, &value.iter().copied().collect::<Vec<f32>>()),
+        }
+    }
+
     /// The adapter training runs on.
     pub fn adapter(&self) -> &str {
         self.gpu.adapter()
