@@ -21,6 +21,13 @@ const FORMAT: &str = "ferrograd";
 const SPEC_KEY: &str = "ferrograd.spec";
 const TRAINING_KEY: &str = "ferrograd.training";
 const OPTIMIZER_PREFIX: &str = "optimizer.";
+/// The weights of the best epoch so far, for early stopping.
+const BEST_PREFIX: &str = "best.";
+
+/// Whether a tensor of the file is training state rather than a weight of the model.
+fn is_training_state(name: &str) -> bool {
+    name.starts_with(OPTIMIZER_PREFIX) || name.starts_with(BEST_PREFIX)
+}
 
 /// The model's weights as a safetensors file, with its spec in the metadata.
 pub fn save(model: &Model) -> Vec<u8> {
@@ -36,6 +43,9 @@ pub fn save_trainer(trainer: &Trainer) -> Vec<u8> {
         for (param, tensor) in model.params().iter().zip(tensors) {
             extra.push((format!("{OPTIMIZER_PREFIX}{slot}.{}", param.name), tensor));
         }
+    }
+    for (param, tensor) in model.params().iter().zip(trainer.best_weights()) {
+        extra.push((format!("{BEST_PREFIX}{}", param.name), tensor.clone()));
     }
     let state = serde_json::to_string(&state).expect("the training state serialises");
     write(model, extra, Some(state))
@@ -96,7 +106,15 @@ pub fn load_trainer(bytes: &[u8]) -> Result<Trainer> {
             .collect::<Result<Vec<_>>>()?;
         optimizer.slots.push((slot, tensors));
     }
-    Trainer::resume(model, state, optimizer)
+    let best = match state.early_stopping.as_ref().and_then(|s| s.best) {
+        Some(_) => model
+            .params()
+            .iter()
+            .map(|p| tensor_named(&file, &format!("{BEST_PREFIX}{}", p.name), p.value.shape()))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    Trainer::resume(model, state, optimizer, best)
 }
 
 type Parsed<'b> = (Model, SafeTensors<'b>, HashMap<String, String>);
@@ -119,7 +137,7 @@ fn read(bytes: &[u8]) -> Result<Parsed<'_>> {
     let needed = spec.parameter_count()?;
     let held: u64 = file
         .iter()
-        .filter(|(name, _)| !name.starts_with(OPTIMIZER_PREFIX))
+        .filter(|(name, _)| !is_training_state(name))
         .map(|(_, view)| view.shape().iter().map(|&d| d as u64).product::<u64>())
         .sum();
     if held != needed {
@@ -130,7 +148,7 @@ fn read(bytes: &[u8]) -> Result<Parsed<'_>> {
         )));
     }
     let mut model = Model::new(spec, 0)?;
-    let weights = file.names().into_iter().filter(|n| !n.starts_with(OPTIMIZER_PREFIX)).count();
+    let weights = file.names().into_iter().filter(|n| !is_training_state(n)).count();
     if weights != model.params().len() {
         return Err(bad(format!(
             "holds {weights} weight tensors but its spec has {} parameters",

@@ -6,9 +6,10 @@
 //! - [`backend`]: the kernels (the CPU one is the reference);
 //! - [`autograd`]: the tape that records ops and runs their backward rules;
 //! - [`nn`]: layers and models described by a JSON spec;
-//! - [`optim`]: SGD with momentum and Adam;
-//! - [`data`]: the incremental IDX decoder and data sets;
+//! - [`optim`]: SGD with momentum and Adam, and learning-rate schedules;
+//! - [`data`]: the incremental IDX decoder, data sets and the validation split;
 //! - [`metrics`], [`train`], [`checkpoint`]: what training needs around the model;
+//! - [`sweep`]: hyperparameter sweeps, as the CLI and the page read them;
 //! - `web`: the JavaScript boundary, in the wasm build only.
 
 pub mod autograd;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod playground;
+pub mod sweep;
 pub mod tensor;
 pub mod train;
 #[cfg(target_arch = "wasm32")]

@@ -12,7 +12,7 @@ use crate::backend::cpu;
 use crate::data::{preprocess, Dataset, CLASSES};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::nn::{Mode, Model, ModelSpec};
-use crate::optim::{Optimizer, OptimizerSpec, OptimizerState};
+use crate::optim::{Horizon, LrSchedule, Optimizer, OptimizerSpec, OptimizerState};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -46,6 +46,25 @@ pub struct TrainingState {
     pub rng: Pcg64,
     pub augment: bool,
     pub clip_norm: Option<f32>,
+    /// The learning-rate schedule and the run it spans (files saved before schedules existed
+    /// read constant).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    #[serde(default)]
+    pub horizon: Option<Horizon>,
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// Early stopping on the validation loss, and what it has seen so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    /// Epochs without a new lowest validation loss after which training stops (at least 1).
+    pub patience: usize,
+    /// The epoch (counted from 1) with the lowest validation loss so far, and that loss.
+    pub best: Option<(usize, f32)>,
+    /// Epochs since the best one.
+    pub waited: usize,
 }
 
 /// A model being trained.
@@ -58,6 +77,12 @@ pub struct Trainer {
     epochs: usize,
     augment: bool,
     clip_norm: Option<f32>,
+    lr_schedule: LrSchedule,
+    /// The run the schedule spans; None while the schedule is constant.
+    horizon: Option<Horizon>,
+    early_stopping: Option<EarlyStopping>,
+    /// Every parameter's value (buffers included) at the best epoch, for early stopping.
+    best_weights: Vec<Tensor>,
     /// Training on the GPU, when moved there with [`Trainer::use_gpu`].
     #[cfg(feature = "webgpu")]
     engine: Option<crate::backend::gpu::Engine>,
@@ -86,6 +111,15 @@ pub fn batches(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usi
         start = end;
         Some(batch)
     })
+}
+
+/// How many batches [`batches`] cuts `len` samples into.
+pub fn batch_count(len: usize, batch_size: usize) -> u64 {
+    let batch_size = batch_size.max(1);
+    let full = len.div_ceil(batch_size);
+    // A single sample left over joins the batch before it.
+    let merged = len > batch_size && len % batch_size == 1 && batch_size > 1;
+    (full - usize::from(merged)) as u64
 }
 
 /// A loss above this has exploded: the cross-entropy of ten classes starts at ln 10 = 2.3 and
@@ -155,6 +189,10 @@ impl Trainer {
             epochs: 0,
             augment: false,
             clip_norm: None,
+            lr_schedule: LrSchedule::Constant,
+            horizon: None,
+            early_stopping: None,
+            best_weights: Vec::new(),
             #[cfg(feature = "webgpu")]
             engine: None,
             stale: false,
@@ -302,12 +340,18 @@ impl Trainer {
         Ok(())
     }
 
-    /// Training picked up where [`Trainer::training_state`] left it.
+    /// Training picked up where [`Trainer::training_state`] left it; `best_weights` are
+    /// [`Trainer::best_weights`] as they were (empty without early stopping).
     ///
     /// # Errors
-    /// When the model does not output one score per class, or the optimizer state does not
-    /// match the model.
-    pub fn resume(model: Model, state: TrainingState, optimizer: OptimizerState) -> Result<Self> {
+    /// When the model does not output one score per class, the optimizer state or the best
+    /// weights do not match the model, or a setting is out of range.
+    pub fn resume(
+        model: Model,
+        state: TrainingState,
+        optimizer: OptimizerState,
+        best_weights: Vec<Tensor>,
+    ) -> Result<Self> {
         let mut trainer = Self::from_model(model, &state.optimizer, 0)?;
         trainer.optimizer.restore(OptimizerState { step: state.optimizer_step, ..optimizer })?;
         trainer.rng = state.rng;
@@ -316,6 +360,24 @@ impl Trainer {
         trainer.epochs = state.epochs;
         trainer.augment = state.augment;
         trainer.set_clip_norm(state.clip_norm)?;
+        match state.horizon {
+            Some(horizon) => trainer.set_lr_schedule(state.lr_schedule, horizon)?,
+            None if state.lr_schedule == LrSchedule::Constant => {}
+            None => return Err(Error::Checkpoint("the learning-rate schedule has no horizon".into())),
+        }
+        if let Some(stopping) = state.early_stopping {
+            trainer.set_early_stopping(Some(stopping.patience))?;
+            let fits = best_weights.len() == trainer.model.params().len()
+                && best_weights
+                    .iter()
+                    .zip(trainer.model.params().iter())
+                    .all(|(b, p)| b.shape() == p.value.shape());
+            if stopping.best.is_some() && !fits {
+                return Err(Error::Checkpoint("the best epoch's weights do not match the model".into()));
+            }
+            trainer.early_stopping = Some(stopping);
+            trainer.best_weights = best_weights;
+        }
         Ok(trainer)
     }
 
@@ -330,8 +392,79 @@ impl Trainer {
             rng: self.rng.clone(),
             augment: self.augment,
             clip_norm: self.clip_norm,
+            lr_schedule: self.lr_schedule,
+            horizon: self.horizon,
+            early_stopping: self.early_stopping.clone(),
         };
         (state, optimizer)
+    }
+
+    /// Every parameter's value at the best epoch so far, in [`crate::autograd::Params`] order;
+    /// empty before the first validation or without early stopping.
+    pub fn best_weights(&self) -> &[Tensor] {
+        &self.best_weights
+    }
+
+    /// Stops training once the validation loss has not reached a new low for `patience`
+    /// epochs (see [`Trainer::observe_validation`]); None turns it off.
+    ///
+    /// # Errors
+    /// When `patience` is 0.
+    pub fn set_early_stopping(&mut self, patience: Option<usize>) -> Result<()> {
+        if patience == Some(0) {
+            return Err(Error::Config {
+                name: "early_stop",
+                reason: "the patience must be at least 1 epoch".into(),
+            });
+        }
+        self.early_stopping = patience.map(|patience| EarlyStopping { patience, best: None, waited: 0 });
+        self.best_weights.clear();
+        Ok(())
+    }
+
+    pub fn early_stopping(&self) -> Option<&EarlyStopping> {
+        self.early_stopping.as_ref()
+    }
+
+    /// Records the validation loss after the epoch just finished: a new lowest loss keeps the
+    /// weights as the best, anything else (a loss that is not a number included) counts
+    /// toward the patience. True when training should stop; always false without early
+    /// stopping.
+    ///
+    /// # Errors
+    /// After GPU steps without [`Trainer::sync`].
+    pub fn observe_validation(&mut self, loss: f32) -> Result<bool> {
+        self.check_synced("observe_validation")?;
+        let epoch = self.epochs;
+        let Some(stopping) = &mut self.early_stopping else { return Ok(false) };
+        if stopping.best.is_none_or(|(_, best)| loss < best) {
+            stopping.best = Some((epoch, loss));
+            stopping.waited = 0;
+            self.best_weights = self.model.params().iter().map(|p| p.value.clone()).collect();
+        } else {
+            stopping.waited += 1;
+        }
+        Ok(stopping.waited >= stopping.patience)
+    }
+
+    /// Puts the best epoch's weights back, on the GPU too when training runs there, and
+    /// returns that epoch; None (and nothing changes) before any validation.
+    ///
+    /// # Errors
+    /// After GPU steps without [`Trainer::sync`].
+    pub fn restore_best(&mut self) -> Result<Option<usize>> {
+        self.check_synced("restore_best")?;
+        let Some((epoch, _)) = self.early_stopping.as_ref().and_then(|s| s.best) else { return Ok(None) };
+        for (param, value) in self.model.params_mut().iter_mut().zip(&self.best_weights) {
+            param.value.assign(value);
+        }
+        #[cfg(feature = "webgpu")]
+        if let Some(engine) = &self.engine {
+            for (i, param) in self.model.params().iter().enumerate() {
+                engine.write_param_at(i, &param.value);
+            }
+        }
+        Ok(Some(epoch))
     }
 
     pub fn model(&self) -> &Model {
@@ -362,6 +495,46 @@ impl Trainer {
             engine.set_clip_norm(max_norm);
         }
         Ok(())
+    }
+
+    /// Drives the learning rate by `schedule` over a run of `horizon` from now on, counting
+    /// from step 0 of the run (the schedule is part of the saved training state).
+    ///
+    /// # Errors
+    /// When a setting of the schedule is out of range, or a schedule other than constant gets
+    /// a horizon of no steps or no epochs.
+    pub fn set_lr_schedule(&mut self, schedule: LrSchedule, horizon: Horizon) -> Result<()> {
+        schedule.validate(self.optimizer_spec.lr())?;
+        if schedule != LrSchedule::Constant && (horizon.steps_per_epoch == 0 || horizon.epochs == 0) {
+            return Err(Error::Config {
+                name: "lr_schedule",
+                reason: format!(
+                    "a schedule needs at least one step and one epoch, not {} steps per epoch over {} epochs",
+                    horizon.steps_per_epoch, horizon.epochs
+                ),
+            });
+        }
+        self.lr_schedule = schedule;
+        self.horizon = (schedule != LrSchedule::Constant).then_some(horizon);
+        Ok(())
+    }
+
+    pub fn lr_schedule(&self) -> LrSchedule {
+        self.lr_schedule
+    }
+
+    /// The learning rate of the next step: the optimizer's, as the schedule has it now.
+    pub fn lr(&self) -> f32 {
+        self.lr_at(self.steps)
+    }
+
+    /// The learning rate of step `step` of the run (counted from 0).
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let base = self.optimizer_spec.lr();
+        match self.horizon {
+            Some(horizon) => self.lr_schedule.lr(base, step, horizon),
+            None => base,
+        }
     }
 
     /// Steps taken so far.
@@ -438,16 +611,17 @@ impl Trainer {
                 preprocess::augment(image, rows, cols, &mut self.rng);
             }
         }
+        let lr = self.lr();
         #[cfg(feature = "webgpu")]
         if let Some(engine) = &mut self.engine {
-            engine.submit(&self.model, &images, labels, &mut self.rng)?;
+            engine.submit(&self.model, &images, labels, &mut self.rng, lr)?;
             self.stale = true;
             self.steps += 1;
             return Ok(None);
         }
         let (model, rng, optimizer, clip_norm, pool) =
             (&mut self.model, &mut self.rng, &mut self.optimizer, self.clip_norm, &mut self.pool);
-        let (step, lr) = (self.steps + 1, self.optimizer_spec.lr());
+        let step = self.steps + 1;
         let (loss, accuracy) = cpu::on_pool(|| -> Result<_> {
             let (loss, accuracy, grads, buffers) = {
                 let mut tape = Tape::with_pool(model.params(), std::mem::take(pool));
@@ -478,6 +652,7 @@ impl Trainer {
                     params.iter_mut().for_each(|p| p.grad.mapv_inplace(|g| g * scale));
                 }
             }
+            optimizer.set_lr(lr);
             optimizer.step(params);
             for (id, value) in buffers {
                 params.set(id, value);
@@ -582,7 +757,7 @@ impl Trainer {
         #[cfg(feature = "webgpu")]
         if let Some(engine) = &self.engine {
             for (id, _) in before {
-                engine.write_param(id, &self.model.params().get(id).value);
+                engine.write_param_at(id.index(), &self.model.params().get(id).value);
             }
         }
         Ok(())
@@ -656,7 +831,7 @@ fn accuracy(logits: &Tensor, labels: &[u8]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::batches;
+    use super::{batch_count, batches};
 
     #[test]
     fn a_single_sample_left_over_joins_the_last_batch() {
@@ -669,6 +844,11 @@ mod tests {
         assert_eq!(sizes(9), [9]);
         assert_eq!(sizes(8), [9]);
         assert_eq!(sizes(20), [9]);
+        for batch in 1..=20 {
+            assert_eq!(batch_count(9, batch), sizes(batch).len() as u64, "batch {batch}");
+        }
+        assert_eq!(batch_count(1, 4), 1);
+        assert_eq!(batch_count(0, 4), 0);
         let all: Vec<usize> = batches(&order, 4).flatten().copied().collect();
         assert_eq!(all, order);
     }

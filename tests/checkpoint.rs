@@ -7,11 +7,17 @@ use ferrograd::checkpoint::{load, load_trainer, save, save_trainer};
 use ferrograd::data::idx::encode;
 use ferrograd::data::DatasetBuilder;
 use ferrograd::nn::ModelSpec;
-use ferrograd::optim::OptimizerSpec;
+use ferrograd::optim::{Horizon, LrSchedule, OptimizerSpec};
 use ferrograd::train::Trainer;
 
 /// A small data set whose classes each light their own block.
 fn dataset(count: usize) -> ferrograd::data::Dataset {
+    labelled(count, 0)
+}
+
+/// [`dataset`] with every label moved on by `shift` (mod 10): a set on which the better a
+/// model fits [`dataset`], the worse it scores.
+fn labelled(count: usize, shift: u8) -> ferrograd::data::Dataset {
     let mut pixels = vec![0u8; count * 784];
     let labels: Vec<u8> = (0..count).map(|i| (i * 3 % 10) as u8).collect();
     for (i, &label) in labels.iter().enumerate() {
@@ -22,6 +28,7 @@ fn dataset(count: usize) -> ferrograd::data::Dataset {
     }
     let mut builder = DatasetBuilder::new("images", "labels");
     builder.feed_images(&encode(&[count as u32, 28, 28], &pixels)).unwrap();
+    let labels: Vec<u8> = labels.iter().map(|l| (l + shift) % 10).collect();
     builder.feed_labels(&encode(&[count as u32], &labels)).unwrap();
     builder.finish().unwrap()
 }
@@ -62,6 +69,61 @@ fn adam_training_resumes_with_the_same_next_losses() {
 #[test]
 fn sgd_training_resumes_with_the_same_next_losses() {
     resumes_exactly(OptimizerSpec::sgd(0.05));
+}
+
+/// A run with a cosine schedule, a validation set and early stopping, saved mid-schedule:
+/// the resumed trainer takes the same next steps at the same learning rates, and keeps the
+/// same best epoch's weights, as the trainer that never stopped.
+#[test]
+fn training_resumes_mid_schedule_with_its_early_stopping_state() {
+    let (data, validation) = (dataset(96), dataset(40));
+    let mut trainer = Trainer::new(spec(), &OptimizerSpec::adam(3e-3), 12).unwrap();
+    let schedule = LrSchedule::Cosine { warmup: 0.5, min_lr: 1e-4 };
+    trainer.set_lr_schedule(schedule, Horizon { steps_per_epoch: 3, epochs: 4 }).unwrap();
+    trainer.set_early_stopping(Some(2)).unwrap();
+    let epoch = |t: &mut Trainer| {
+        let stats = t.train_epoch(&data, 32, |_| {}).unwrap();
+        let loss = t.evaluate(&validation).unwrap().loss;
+        (stats, t.lr(), t.observe_validation(loss).unwrap())
+    };
+    epoch(&mut trainer);
+    epoch(&mut trainer);
+
+    let mut resumed = load_trainer(&save_trainer(&trainer)).unwrap();
+    assert_eq!(resumed.lr_schedule(), schedule);
+    assert_eq!(resumed.early_stopping(), trainer.early_stopping());
+    assert_eq!(resumed.best_weights(), trainer.best_weights());
+    for _ in 0..2 {
+        assert_eq!(epoch(&mut trainer), epoch(&mut resumed));
+    }
+    assert_eq!(trainer.restore_best().unwrap(), resumed.restore_best().unwrap());
+    for (a, b) in trainer.model().params().iter().zip(resumed.model().params().iter()) {
+        assert_eq!(a.value, b.value, "{}", a.name);
+    }
+}
+
+/// Early stopping ends with the best epoch's weights: their evaluation is the best epoch's.
+#[test]
+fn early_stopping_restores_the_best_epochs_weights() {
+    // Validation on images labelled one class on: its loss rises as the model learns the
+    // training labels, so the best epoch is an early one.
+    let (data, validation) = (dataset(96), labelled(40, 1));
+    let mut trainer = Trainer::new(spec(), &OptimizerSpec::adam(1e-3), 13).unwrap();
+    trainer.set_early_stopping(Some(2)).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..12 {
+        trainer.train_epoch(&data, 32, |_| {}).unwrap();
+        let loss = trainer.evaluate(&validation).unwrap().loss;
+        losses.push(loss);
+        if trainer.observe_validation(loss).unwrap() {
+            break;
+        }
+    }
+    let best = trainer.restore_best().unwrap().unwrap();
+    let lowest = losses.iter().copied().fold(f32::INFINITY, f32::min);
+    assert_eq!(losses[best - 1], lowest, "losses {losses:?}");
+    assert!(best < losses.len(), "the run never got worse, so nothing was restored: {losses:?}");
+    assert_eq!(trainer.evaluate(&validation).unwrap().loss, lowest);
 }
 
 #[test]

@@ -35,8 +35,30 @@ fn failure(args: &[&str]) -> String {
     stderr
 }
 
-fn temp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("ferrograd-cli-{}-{name}", std::process::id()))
+/// A path in the temporary folder for this test process, removed when dropped.
+struct TempPath(PathBuf);
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp(name: &str) -> TempPath {
+    TempPath(std::env::temp_dir().join(format!("ferrograd-cli-{}-{name}", std::process::id())))
 }
 
 #[test]
@@ -306,4 +328,154 @@ fn without_an_adapter_gpu_fails_clearly_and_auto_uses_the_cpu() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("training on the CPU: gpu: no WebGPU/Vulkan adapter"), "{stderr}");
+}
+
+/// `command` for one epoch on the bundled data on the CPU, with `more` arguments.
+fn one_epoch(command: &str, more: &[&str]) -> Output {
+    let data = data_dir();
+    let base = [command, "--data", data.to_str().unwrap(), "--epochs", "1", "--backend", "cpu"];
+    ferrograd(&[&base[..], more].concat())
+}
+
+#[test]
+fn schedules_validation_and_early_stopping_from_the_command_line() {
+    let data = data_dir();
+    let data = data.to_str().unwrap();
+    let args = ["train", "--data", data, "--epochs", "6", "--lr", "0.01", "--backend", "cpu", "--json"];
+    let more = ["--val-split", "0.1", "--early-stop", "1", "--lr-schedule", "cosine(warmup=0.5,min_lr=1e-4)"];
+    let report = json_of(&ferrograd(&[&args[..], &more[..]].concat()));
+    assert_eq!(report["lr_schedule"], "cosine(warmup=0.5,min_lr=0.0001)");
+    let history = report["history"].as_array().unwrap();
+    let val_losses: Vec<f64> = history.iter().map(|h| h["val_loss"].as_f64().unwrap()).collect();
+    // The rate peaks after the warm-up's half epoch and falls to the floor by the end.
+    let rates: Vec<f64> = history.iter().map(|h| h["lr"].as_f64().unwrap()).collect();
+    assert!(rates.windows(2).all(|w| w[1] < w[0]) && rates[0] <= 0.01, "{rates:?}");
+    // The model ends with the epoch of the lowest validation loss, and scores as it did then.
+    let best = report["best_epoch"].as_u64().unwrap() as usize;
+    let lowest = val_losses.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(val_losses[best - 1], lowest, "{val_losses:?}");
+    assert_eq!(report["test_accuracy"], history[best - 1]["test_accuracy"]);
+    // Early stopping with a patience of one epoch ends the run at the first epoch that does
+    // not improve.
+    let worse = val_losses.windows(2).position(|w| w[1] >= w[0]);
+    assert_eq!(history.len(), worse.map_or(6, |i| i + 2), "{val_losses:?}");
+
+    let err = failure(&["train", "--data", data, "--early-stop", "2", "--backend", "cpu"]);
+    assert!(err.contains("--early-stop watches the validation loss, so it needs --val-split"), "{err}");
+    let err = failure(&["train", "--data", data, "--val-split", "0.7", "--backend", "cpu"]);
+    assert!(err.contains("--val-split") && err.contains("0.7 is not a share in [0, 0.5]"), "{err}");
+    let err = failure(&["train", "--data", data, "--lr-schedule", "linear", "--backend", "cpu"]);
+    assert!(err.contains("--lr-schedule") && err.contains("`linear` is not a schedule"), "{err}");
+    let err = failure(&["train", "--data", data, "--lr-schedule", "cosine(min_lr=1)", "--backend", "cpu"]);
+    assert!(err.contains("lr_schedule.min_lr"), "{err}");
+}
+
+#[test]
+fn a_sweep_runs_every_trial_and_writes_one_row_per_run() {
+    let out = temp("runs.csv");
+    let output = one_epoch(
+        "sweep",
+        &["--grid", "lr=1e-3,1e-2", "--grid", "batch-size=32,64", "--out", out.to_str().unwrap(), "--json"],
+    );
+    let report = json_of(&output);
+    let runs = report["runs"].as_array().unwrap();
+    let settings: Vec<(f64, u64)> =
+        runs.iter().map(|r| (r["lr"].as_f64().unwrap(), r["batch_size"].as_u64().unwrap())).collect();
+    let expected = [(1e-3, 32), (1e-3, 64), (1e-2, 32), (1e-2, 64)];
+    for ((lr, batch), (want_lr, want_batch)) in settings.iter().zip(expected) {
+        assert!((lr - want_lr).abs() < 1e-9 && *batch == want_batch, "{settings:?}");
+    }
+    let accuracies: Vec<f64> = runs.iter().map(|r| r["test_accuracy"].as_f64().unwrap()).collect();
+    assert!(accuracies.iter().all(|&a| a > 0.8), "{accuracies:?}");
+    let best = accuracies.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 + 1;
+    assert_eq!(report["best_run"], best);
+    assert_eq!(report["ranked_by"], "test_accuracy");
+
+    let mut csv = csv::Reader::from_path(&*out).unwrap();
+    let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    for column in [
+        "run",
+        "settings",
+        "lr",
+        "batch_size",
+        "val_accuracy",
+        "test_accuracy",
+        "precision_0",
+        "recall_9",
+        "f1_9",
+    ] {
+        assert!(header.iter().any(|h| h == column), "no column {column} in {header:?}");
+    }
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 4);
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[1][column("settings")], "lr=0.001 batch-size=64");
+    assert_eq!(rows[3][column("test_accuracy")].parse::<f64>().unwrap(), accuracies[3]);
+
+    // Random trials draw the learning rate from its range, log-uniformly.
+    let report = json_of(&one_epoch(
+        "sweep",
+        &["--val-split", "0.1", "--trials", "3", "--range", "lr=1e-4:1e-2:log", "--json"],
+    ));
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs.iter().all(|r| (1e-4..=1e-2).contains(&r["lr"].as_f64().unwrap())), "{runs:?}");
+    assert_eq!(report["ranked_by"], "val_accuracy");
+}
+
+#[test]
+fn bad_sweeps_are_refused_before_anything_runs_and_keep_the_last_results() {
+    let data = data_dir();
+    let out = temp("kept.csv");
+    std::fs::write(&*out, "run,settings\n1,earlier\n").unwrap();
+    let sweep = |more: &[&str]| {
+        let base = [
+            "sweep",
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--backend",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        failure(&[&base[..], more].concat())
+    };
+    for (more, message) in [
+        (&["--grid", "lr="][..], "grid lr: no values"),
+        (&["--grid", "lr=-0.01"][..], "lr: -0.01 is not a positive learning rate"),
+        (&["--trials", "4", "--range", "lr=1e-2:1e-4"][..], "range lr: min 0.01 is above max 0.0001"),
+        (
+            &["--trials", "10000", "--range", "lr=1e-4:1e-2"][..],
+            "10000 trials are more than the 100 a sweep may run",
+        ),
+        (&["--grid", "model=resnet50"][..], "trial model=resnet50"),
+        (&[][..], "nothing to vary"),
+    ] {
+        let err = sweep(more);
+        assert!(err.contains(message), "{more:?}: {err}");
+        assert_eq!(std::fs::read_to_string(&*out).unwrap(), "run,settings\n1,earlier\n", "{more:?}");
+    }
+}
+
+#[test]
+fn summary_lists_layers_shapes_and_parameters_as_keras_does() {
+    let output = ferrograd(&["summary", "--model", "resnet"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("  layers[6].shortcut[0] (conv2d)") && text.contains("[32, 14, 14]"), "{text}");
+    assert!(text.contains("Total params: 24,554") && text.contains("Non-trainable params: 256"), "{text}");
+
+    // A saved model and a spec file give the same rows as the spec they hold.
+    let saved = temp("summary.safetensors");
+    let status = one_epoch("train", &["--save", saved.to_str().unwrap(), "--json"]);
+    assert!(status.status.success());
+    let from_file = json_of(&ferrograd(&["summary", "--model", saved.to_str().unwrap(), "--json"]));
+    let preset = json_of(&ferrograd(&["summary", "--model", "mlp", "--json"]));
+    assert_eq!(from_file, preset);
+    assert_eq!(preset["total"], 784 * 128 + 128 + 128 * 10 + 10);
+
+    let err = failure(&["summary", "--model", "resnet50"]);
+    assert!(err.contains("neither a preset"), "{err}");
 }

@@ -3,6 +3,7 @@
 
 use ferrograd::data::idx::{encode, IdxDecoder, MAX_STREAM_BYTES};
 use ferrograd::data::{load_mnist, DatasetBuilder};
+use std::path::Path;
 
 /// Deterministic bytes that differ from image to image.
 fn pixels(images: usize) -> Vec<u8> {
@@ -238,9 +239,25 @@ fn loading_names_the_missing_or_broken_file() {
     assert!(err.starts_with(&labels.display().to_string()), "{err}");
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
+/// A fresh folder for this test process, removed with what it holds when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("ferrograd-idx-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }

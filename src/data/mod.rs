@@ -6,8 +6,10 @@ mod dataset;
 mod files;
 pub mod idx;
 pub mod preprocess;
+mod split;
 
 pub use dataset::{Dataset, DatasetBuilder, CLASSES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use files::{load_mnist, Mnist, FILE_NAMES};
 pub use idx::IdxDecoder;
+pub use split::{ValidationSplit, MAX_VALIDATION_SHARE};

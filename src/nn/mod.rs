@@ -9,6 +9,7 @@ mod transformer;
 pub use init::Init;
 pub use model::{Mode, Model, Trace};
 pub use spec::{
-    conv_window, ActivationName, LayerSpec, ModelSpec, Normalize, Padding, MAX_PARAMETERS, MAX_SAMPLE_VALUES,
+    conv_window, ActivationName, LayerSpec, ModelSpec, Normalize, Padding, Summary, SummaryRow,
+    MAX_PARAMETERS, MAX_SAMPLE_VALUES,
 };
 pub use transformer::AttentionTrace;

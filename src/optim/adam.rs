@@ -8,7 +8,7 @@ use crate::tensor::Tensor;
 /// `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`, then
 /// `w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`.
 pub struct Adam {
-    lr: f32,
+    pub(super) lr: f32,
     beta1: f32,
     beta2: f32,
     eps: f32,

@@ -1,12 +1,15 @@
-//! Optimizers: SGD with momentum and Adam, configured by a serde [`OptimizerSpec`].
+//! Optimizers: SGD with momentum and Adam, configured by a serde [`OptimizerSpec`], and the
+//! learning-rate schedules that drive their rate step by step.
 //!
 //! Weight decay is L2 regularisation added to the gradient (`g + decay * w`), as in PyTorch's
 //! `SGD` and `Adam`.
 
 mod adam;
+mod schedule;
 mod sgd;
 
 pub use adam::Adam;
+pub use schedule::{Horizon, LrSchedule};
 pub use sgd::Sgd;
 
 use serde::{Deserialize, Serialize};
@@ -186,6 +189,14 @@ impl Optimizer {
             }
         }
         Ok(())
+    }
+
+    /// Sets the learning rate of later steps (a schedule's).
+    pub fn set_lr(&mut self, lr: f32) {
+        match self {
+            Optimizer::Sgd(o) => o.lr = lr,
+            Optimizer::Adam(o) => o.lr = lr,
+        }
     }
 
     /// Updates every parameter from its accumulated gradient.

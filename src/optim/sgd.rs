@@ -8,7 +8,7 @@ use crate::tensor::Tensor;
 /// `v = momentum * v + (g + decay * w)`, then `w -= lr * v` (PyTorch's formulation, in which
 /// the first step is a plain gradient step).
 pub struct Sgd {
-    lr: f32,
+    pub(super) lr: f32,
     momentum: f32,
     weight_decay: f32,
     pub(super) velocity: Vec<Tensor>,

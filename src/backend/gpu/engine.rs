@@ -111,10 +111,10 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Replaces the value of parameter `id` on the GPU (a buffer re-estimated on the CPU), in
+    /// Replaces the value of the parameter at `index` (in the model's order) on the GPU, in
     /// queue order: steps submitted later see it.
-    pub fn write_param(&self, id: crate::autograd::ParamId, value: &Tensor) {
-        let buffer = &self.params[id.index()];
+    pub fn write_param_at(&self, index: usize, value: &Tensor) {
+        let buffer = &self.params[index];
         match value.as_slice() {
             Some(data) => self.gpu.write(buffer, data),
             None => self.gpu.write(buffer, &value.iter().copied().collect::<Vec<f32>>()),
@@ -215,14 +215,21 @@ impl Engine {
         self.in_flight.len() == IN_FLIGHT || self.download.is_some()
     }
 
-    /// Submits one optimizer step on a batch, as [`crate::train::Trainer::step`] takes it on
-    /// the CPU: dropout masks are drawn from `rng` in the same order. Its statistics come back
-    /// through [`Engine::finished`].
+    /// Submits one optimizer step on a batch at learning rate `lr`, as
+    /// [`crate::train::Trainer::step`] takes it on the CPU: dropout masks are drawn from `rng`
+    /// in the same order. Its statistics come back through [`Engine::finished`].
     ///
     /// # Errors
     /// When the model has an op the GPU cannot run, the device reported an error, or
     /// [`Engine::is_busy`].
-    pub fn submit(&mut self, model: &Model, images: &Tensor, labels: &[u8], rng: &mut Pcg64) -> Result<()> {
+    pub fn submit(
+        &mut self,
+        model: &Model,
+        images: &Tensor,
+        labels: &[u8],
+        rng: &mut Pcg64,
+        lr: f32,
+    ) -> Result<()> {
         self.gpu.check()?;
         let batch = labels.len();
         if images.shape()[0] != batch {
@@ -247,7 +254,7 @@ impl Engine {
             gpu.write(mask, &values);
         }
         self.optimizer_step += 1;
-        gpu.write(&self.step_values, &self.step_values());
+        gpu.write(&self.step_values, &self.step_values(lr));
         let zero: Vec<&Buffer> = plan.zero.iter().map(|b| &**b).collect();
         let dispatches: Vec<&Dispatch> = plan.dispatches.iter().chain(&self.update).collect();
         gpu.run(&zero, &dispatches);
@@ -281,12 +288,12 @@ impl Engine {
         self.gpu.poll(true)
     }
 
-    /// `[lr, 1 - beta1^t, 1 - beta2^t]` for the step about to run.
-    fn step_values(&self) -> [f32; 3] {
+    /// `[lr, 1 - beta1^t, 1 - beta2^t]` for the step about to run at learning rate `lr`.
+    fn step_values(&self, lr: f32) -> [f32; 3] {
         let t = i32::try_from(self.optimizer_step).unwrap_or(i32::MAX);
         match self.optimizer {
-            OptimizerSpec::Sgd { lr, .. } => [lr, 1.0, 1.0],
-            OptimizerSpec::Adam { lr, beta1, beta2, .. } => [lr, 1.0 - beta1.powi(t), 1.0 - beta2.powi(t)],
+            OptimizerSpec::Sgd { .. } => [lr, 1.0, 1.0],
+            OptimizerSpec::Adam { beta1, beta2, .. } => [lr, 1.0 - beta1.powi(t), 1.0 - beta2.powi(t)],
         }
     }
 

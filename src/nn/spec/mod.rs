@@ -16,6 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 mod read;
+mod summary;
+
+pub use summary::{Summary, SummaryRow};
 
 use super::Init;
 use crate::backend::cpu::conv::Window;
