@@ -8,12 +8,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::data::{preprocess, Dataset, DatasetBuilder};
+use crate::data::{preprocess, Dataset, DatasetBuilder, ValidationSplit};
 use crate::nn::ModelSpec;
-use crate::optim::OptimizerSpec;
+use crate::optim::{Horizon, LrSchedule, OptimizerSpec};
 use crate::tensor::Tensor;
 use crate::train::{
-    argmax_rows, batches, recalibration_positions, Evaluation, StepStats, Trainer, EVAL_BATCH,
+    argmax_rows, batch_count, batches, recalibration_positions, Evaluation, StepStats, Trainer, EVAL_BATCH,
 };
 use crate::{Error, Result};
 
@@ -32,6 +32,17 @@ pub struct TrainingConfig {
     /// Clip gradients to this global norm before each step.
     #[serde(default)]
     pub clip_norm: Option<f32>,
+    /// How the learning rate changes over the run's epochs.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The share of the training pairs held out to validate on after every epoch (0: none),
+    /// stratified by class and chosen by the seed (see [`ValidationSplit`]).
+    #[serde(default)]
+    pub val_split: f32,
+    /// Stop once the validation loss has not reached a new low for this many epochs, ending
+    /// with the best epoch's weights (needs a validation split).
+    #[serde(default)]
+    pub early_stop: Option<usize>,
 }
 
 impl TrainingConfig {
@@ -47,7 +58,22 @@ impl TrainingConfig {
             }
         };
         limit("batchSize", self.batch_size, 4096)?;
-        limit("epochs", self.epochs, 1000)
+        limit("epochs", self.epochs, 1000)?;
+        self.lr_schedule.validate(self.optimizer.lr())?;
+        ValidationSplit::new(self.val_split, self.seed)?;
+        if self.early_stop.is_some() && self.val_split == 0.0 {
+            return Err(Error::Config {
+                name: "earlyStop",
+                reason: "early stopping watches the validation loss, so it needs a validation split".into(),
+            });
+        }
+        if self.early_stop == Some(0) {
+            return Err(Error::Config {
+                name: "earlyStop",
+                reason: "the patience must be at least 1 epoch".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -166,6 +192,25 @@ pub struct Status {
     pub backend_note: Option<String>,
     /// Threads the CPU kernels use (one unless the threaded module runs).
     pub threads: usize,
+    /// The learning rate of the next step.
+    pub lr: f32,
+    /// Training pairs held out for validation so far.
+    pub validation_size: usize,
+    /// The epoch whose weights early stopping put back, once it ended the run.
+    pub best_epoch: Option<usize>,
+}
+
+/// Scores on the held-out training pairs after an epoch (see [`Playground::validate`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Validation {
+    pub loss: f32,
+    pub accuracy: f32,
+    /// The epoch whose weights the model now has, when early stopping ended the run (or the
+    /// run ended with early stopping on).
+    pub best_epoch: Option<usize>,
+    /// Whether early stopping ended the run before its last epoch.
+    pub stopped_early: bool,
 }
 
 /// Test images with their labels and the model's predictions, for a grid in the page.
@@ -197,6 +242,12 @@ pub struct Playground {
     checked: usize,
     usable: Vec<usize>,
     dropped: usize,
+    /// The training pairs held out for validation, and the split that picks them as they
+    /// arrive (after cleaning, as the CLI splits the cleaned set).
+    validation: Vec<usize>,
+    split: ValidationSplit,
+    /// The epoch whose weights early stopping put back, once it stopped the run.
+    stopped_at: Option<usize>,
     /// Whether batch norm's running averages wait to be re-estimated after an epoch, once the
     /// weights are back from the GPU (see [`Playground::finish_sync`]).
     recalibrate: bool,
@@ -214,6 +265,7 @@ impl Playground {
     pub fn new(spec: ModelSpec, config: TrainingConfig) -> Result<Self> {
         let trainer = Self::build_trainer(spec.clone(), &config)?;
         let (rows, cols) = image_size(&spec);
+        let split = ValidationSplit::new(config.val_split, config.seed)?;
         Ok(Playground {
             config,
             trainer,
@@ -228,6 +280,9 @@ impl Playground {
             checked: 0,
             usable: Vec::new(),
             dropped: 0,
+            validation: Vec::new(),
+            split,
+            stopped_at: None,
             recalibrate: false,
             #[cfg(feature = "webgpu")]
             gpu: None,
@@ -325,7 +380,19 @@ impl Playground {
         let mut trainer = Trainer::new(spec, &config.optimizer, config.seed)?;
         trainer.set_augment(config.augment);
         trainer.set_clip_norm(config.clip_norm)?;
+        trainer.set_early_stopping(config.early_stop)?;
         Ok(trainer)
+    }
+
+    /// Spans the learning-rate schedule over the run's epochs of `epoch_size` training pairs,
+    /// as the CLI does over its training set (until the data is whole, the size its header
+    /// declares is the estimate).
+    fn plan_schedule(&mut self, epoch_size: usize) -> Result<()> {
+        let horizon = Horizon {
+            steps_per_epoch: batch_count(epoch_size, self.config.batch_size).max(1),
+            epochs: self.config.epochs,
+        };
+        self.trainer.set_lr_schedule(self.config.lr_schedule, horizon)
     }
 
     /// A new model and settings; training starts over on the same data. On error nothing
@@ -381,12 +448,20 @@ impl Playground {
     /// not match its spec) or its model does not fit the data; nothing changes then.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let trainer = checkpoint::load_trainer(bytes)?;
-        let (optimizer, augment, clip_norm) =
-            (trainer.optimizer_spec().clone(), trainer.augment(), trainer.clip_norm());
+        let (optimizer, augment, clip_norm, lr_schedule) =
+            (trainer.optimizer_spec().clone(), trainer.augment(), trainer.clip_norm(), trainer.lr_schedule());
+        let early_stop = trainer.early_stopping().map(|s| s.patience);
+        if early_stop.is_some() && self.config.val_split == 0.0 {
+            return Err(Error::Checkpoint(
+                "the file trains with early stopping, which needs a validation split: set one first".into(),
+            ));
+        }
         self.install(trainer)?;
         self.config.optimizer = optimizer;
         self.config.augment = augment;
         self.config.clip_norm = clip_norm;
+        self.config.lr_schedule = lr_schedule;
+        self.config.early_stop = early_stop;
         self.epoch = self.trainer.epochs().min(self.config.epochs);
         Ok(())
     }
@@ -426,6 +501,9 @@ impl Playground {
         };
         if result.is_err() {
             self.abort_load();
+        } else if self.incoming.is_none() {
+            // The live source's new pairs count at once (held out, dropped) in the status.
+            self.take_arrivals();
         }
         result
     }
@@ -505,8 +583,12 @@ impl Playground {
                 self.order.extend((0..self.examples.len()).map(Sample::Example));
                 // With the trainer's generator, as Trainer::train_epoch: one seed, one run.
                 self.trainer.shuffle(&mut self.order);
+                self.plan_schedule(self.order.len())?;
             } else {
                 self.growing = true;
+                let declared = self.data.as_ref().and_then(|d| d.train.declared()).unwrap_or(0);
+                let kept = (declared as f64 * (1.0 - f64::from(self.config.val_split))).round() as usize;
+                self.plan_schedule(kept.max(self.usable.len()) + self.examples.len())?;
             }
         }
         if self.growing {
@@ -549,10 +631,12 @@ impl Playground {
         let Some(data) = &self.data else { return };
         let arrived = data.train.pairs();
         for i in self.checked..arrived {
-            if !self.config.clean || preprocess::is_readable(data.train.image(i)) {
-                self.usable.push(i);
-            } else {
+            if self.config.clean && !preprocess::is_readable(data.train.image(i)) {
                 self.dropped += 1;
+            } else if self.split.holds_out(data.train.label(i)) {
+                self.validation.push(i);
+            } else {
+                self.usable.push(i);
             }
         }
         self.checked = arrived;
@@ -572,6 +656,7 @@ impl Playground {
     fn restart_epochs(&mut self) {
         self.epoch = 0;
         self.recalibrate = false;
+        self.stopped_at = None;
         self.order.clear();
         self.position = 0;
         self.growing = false;
@@ -581,8 +666,48 @@ impl Playground {
     fn recheck_cleaning(&mut self) {
         self.checked = 0;
         self.usable.clear();
+        self.validation.clear();
+        self.split = ValidationSplit::new(self.config.val_split, self.config.seed)
+            .expect("the settings were validated");
         self.dropped = 0;
         self.take_arrivals();
+    }
+
+    /// After an epoch's last step and [`Playground::finish_sync`]: the loss and accuracy on
+    /// the held-out pairs, which early stopping watches (None without a validation split).
+    /// When early stopping ends the run, or the run reaches its last epoch with early
+    /// stopping on, the best epoch's weights are put back (so the test evaluation that
+    /// follows is theirs) and training is done.
+    ///
+    /// # Errors
+    /// When the weights are still on the GPU.
+    pub fn validate(&mut self) -> Result<Option<Validation>> {
+        let Some(data) = &self.data else { return Ok(None) };
+        if self.validation.is_empty() {
+            return Ok(None);
+        }
+        let (rows, cols) = self.examples.image_size();
+        let mut set = Dataset::empty(rows, cols);
+        for &i in &self.validation {
+            set.push(data.train.image(i), data.train.label(i))?;
+        }
+        let evaluation = self.trainer.evaluate(&set)?;
+        let stop = self.trainer.observe_validation(evaluation.loss)?;
+        let mut validation = Validation {
+            loss: evaluation.loss,
+            accuracy: evaluation.accuracy,
+            best_epoch: None,
+            stopped_early: false,
+        };
+        if self.config.early_stop.is_some() && (stop || self.epoch >= self.config.epochs) {
+            validation.best_epoch = self.trainer.restore_best()?;
+            validation.stopped_early = self.epoch < self.config.epochs;
+            self.stopped_at = validation.best_epoch;
+            self.epoch = self.config.epochs;
+            self.order.clear();
+            self.position = 0;
+        }
+        Ok(Some(validation))
     }
 
     /// Scores on the test pairs that have arrived, with predictions for the first `showcase`
@@ -636,6 +761,9 @@ impl Playground {
             backend_note: self.backend_note.clone(),
             threads: crate::backend::cpu::threads(),
             examples: self.examples.len(),
+            lr: self.trainer.lr(),
+            validation_size: self.validation.len(),
+            best_epoch: self.stopped_at,
         }
     }
 }

@@ -94,6 +94,10 @@ struct Settings {
     clean: bool,
     augment: bool,
     clip_norm: Option<f32>,
+    /// A schedule as `LrSchedule`'s text: `constant`, `step(every=2,gamma=0.5)`, ...
+    lr_schedule: String,
+    val_split: f32,
+    early_stop: Option<usize>,
 }
 
 impl Default for Settings {
@@ -108,6 +112,9 @@ impl Default for Settings {
             clean: false,
             augment: false,
             clip_norm: None,
+            lr_schedule: "constant".into(),
+            val_split: 0.0,
+            early_stop: None,
         }
     }
 }
@@ -157,6 +164,9 @@ fn read_setup(model: &str, settings: JsValue) -> Result<(ModelSpec, TrainingConf
         clean: settings.clean,
         augment: settings.augment,
         clip_norm: settings.clip_norm,
+        lr_schedule: settings.lr_schedule.parse()?,
+        val_split: settings.val_split,
+        early_stop: settings.early_stop,
     };
     Ok((spec, config))
 }
@@ -171,7 +181,9 @@ pub struct Session {
 impl Session {
     /// `model` is a preset name (`"mlp"`) or a JSON model spec; `settings` is
     /// `{optimizer?: "adam"|"sgd", lr?, batchSize?, epochs?, seed?, normalize?: "unit"|"standard",
-    /// clean?, augment?, clipNorm?}` or undefined.
+    /// clean?, augment?, clipNorm?, lrSchedule?: "constant"|"step(every=E,gamma=G)"|
+    /// "exponential(gamma=G)"|"cosine(warmup=W,min_lr=M)", valSplit?: share in [0, 0.5],
+    /// earlyStop?: patience in epochs}` or undefined.
     #[wasm_bindgen(constructor)]
     pub fn new(model: &str, settings: JsValue) -> Result<Session, JsError> {
         let (spec, config) = read_setup(model, settings)?;
@@ -276,6 +288,14 @@ impl Session {
         to_js(&self.inner.status())
     }
 
+    /// After an epoch and `finishSync`: `{loss, accuracy, bestEpoch, stoppedEarly}` on the
+    /// held-out training pairs, or null without a validation split. When early stopping ends
+    /// the run (or the run ends with it on), the best epoch's weights are back by then, and
+    /// `step` answers done.
+    pub fn validate(&mut self) -> Result<JsValue, JsError> {
+        to_js(&self.inner.validate()?)
+    }
+
     /// Test loss, accuracy, confusion matrix and per-class scores, plus the first `showcase`
     /// test images with labels and predictions.
     pub fn evaluate(&self, showcase: usize) -> Result<JsValue, JsError> {
@@ -342,13 +362,6 @@ impl Session {
     /// file) the current model stays.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), JsError> {
         Ok(self.inner.restore(bytes)?)
-    }
-
-    /// The model as an ONNX file: raw pixels in [0, 1] shaped `[N, 1, 28, 28]` in, `[N, 10]`
-    /// logits out.
-    #[wasm_bindgen(js_name = exportOnnx)]
-    pub fn export_onnx(&self) -> Result<Vec<u8>, JsError> {
-        Ok(crate::export::onnx::export(self.inner.trainer().model())?)
     }
 
     /// The model spec as JSON.
@@ -438,6 +451,43 @@ impl GpuMatmulBench {
 #[wasm_bindgen(js_name = requestGpu)]
 pub async fn request_gpu() -> Result<GpuDevice, JsError> {
     Ok(GpuDevice(crate::backend::gpu::Gpu::new().await?))
+}
+
+/// `exportOnnx(file)`: the model of a file `Session.save()` made (or of a model saved alone)
+/// as an ONNX file: raw pixels in [0, 1] shaped `[N, 1, 28, 28]` in, `[N, 10]` logits and
+/// probabilities out. Only in the export build (`onnx` feature, pkg/onnx/), which the page
+/// loads when asked to export: the export code would be a sixteenth of every training module.
+#[cfg(feature = "onnx")]
+#[wasm_bindgen(js_name = exportOnnx)]
+pub fn export_onnx(file: &[u8]) -> Result<Vec<u8>, JsError> {
+    let model = crate::checkpoint::load(file)?;
+    Ok(crate::export::onnx::export(&model)?)
+}
+
+/// `modelSummary(model)`: a preset name or a JSON spec's summary as Keras prints it,
+/// `{input, rows: [{path, kind, depth, output, parameters}], total, trainable}`; throws with
+/// the spec's error (naming the layer) when it cannot be built.
+#[wasm_bindgen(js_name = modelSummary)]
+pub fn model_summary(model: &str) -> Result<JsValue, JsError> {
+    let spec = match ModelSpec::preset(model.trim()) {
+        Some(spec) => spec,
+        None => ModelSpec::from_json(model)?,
+    };
+    to_js(&spec.summary()?)
+}
+
+/// `scheduleCurve(schedule, lr, epochs, points)`: the learning rate a schedule (its text)
+/// gives at `points` evenly spaced moments of a run of `epochs` epochs from `lr`, for the
+/// small curve beside the setting; throws naming what is wrong in the schedule.
+#[wasm_bindgen(js_name = scheduleCurve)]
+pub fn schedule_curve(schedule: &str, lr: f32, epochs: usize, points: usize) -> Result<Vec<f32>, JsError> {
+    let schedule: crate::optim::LrSchedule = schedule.parse()?;
+    schedule.validate(lr)?;
+    // 100 steps an epoch: fine enough for a curve a few dozen pixels wide.
+    let horizon = crate::optim::Horizon { steps_per_epoch: 100, epochs: epochs.clamp(1, 1000) };
+    let total = 100 * horizon.epochs as u64;
+    let points = points.clamp(2, 1000);
+    Ok((0..points).map(|i| schedule.lr(lr, i as u64 * (total - 1) / (points as u64 - 1), horizon)).collect())
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {

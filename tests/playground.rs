@@ -3,7 +3,7 @@
 
 use ferrograd::data::idx::encode;
 use ferrograd::nn::ModelSpec;
-use ferrograd::optim::OptimizerSpec;
+use ferrograd::optim::{Horizon, LrSchedule, OptimizerSpec};
 use ferrograd::playground::{Part, Playground, Progress, TrainingConfig};
 
 fn config(batch_size: usize, epochs: usize) -> TrainingConfig {
@@ -15,6 +15,9 @@ fn config(batch_size: usize, epochs: usize) -> TrainingConfig {
         clean: false,
         augment: false,
         clip_norm: None,
+        lr_schedule: LrSchedule::Constant,
+        val_split: 0.0,
+        early_stop: None,
     }
 }
 
@@ -341,6 +344,26 @@ fn a_saved_playground_resumes_exactly_and_bad_files_change_nothing() {
     assert!(err.contains("14"), "{err}");
 }
 
+/// Trains `page` until it is done, its data whole, as the worker drives it: after each epoch
+/// the weights come back (batch norm's averages are re-estimated then) and `at_epoch_end`
+/// runs. Returns every step's loss.
+fn train_to_the_end(page: &mut Playground, mut at_epoch_end: impl FnMut(&mut Playground)) -> Vec<f32> {
+    let mut losses = Vec::new();
+    loop {
+        match page.step().unwrap() {
+            Progress::Trained { stats: Some(stats), epoch_finished } => {
+                losses.push(stats.loss);
+                if epoch_finished {
+                    assert!(page.finish_sync().unwrap());
+                    at_epoch_end(page);
+                }
+            }
+            Progress::Done => return losses,
+            other => panic!("no step ran with the data whole: {other:?}"),
+        }
+    }
+}
+
 /// One seed, one run: once its data is whole, the page's engine trains every preset through
 /// the same batches as the CLI's `Trainer::train_epoch` with the same seed, so the losses are
 /// the same step for step (the same arithmetic on the same CPU: equal to the bit). 130
@@ -366,25 +389,106 @@ fn the_page_engine_and_the_cli_give_the_same_losses_for_the_same_seed() {
 
         let mut page = Playground::new(spec, config(batch, 2)).unwrap();
         load_whole(&mut page, count, 10);
-        let mut page_losses = Vec::new();
-        loop {
-            match page.step().unwrap() {
-                Progress::Trained { stats: Some(stats), epoch_finished } => {
-                    page_losses.push(stats.loss);
-                    // As the worker does before it evaluates: batch norm's averages are
-                    // re-estimated then.
-                    if epoch_finished {
-                        assert!(page.finish_sync().unwrap());
-                    }
-                }
-                Progress::Done => break,
-                _ => panic!("{preset}: no step ran with the data whole"),
-            }
-        }
+        let page_losses = train_to_the_end(&mut page, |_| {});
         assert_eq!(page_losses, cli_losses, "{preset}: the page's losses and the CLI's");
         // And the same model at the end, batch norm's re-estimated averages included.
         for (p, c) in page.trainer().model().params().iter().zip(cli.model().params().iter()) {
             assert!(p.value == c.value, "{preset}: {} differs between the page and the CLI", p.name);
         }
+    }
+}
+
+/// The same with a schedule, a validation split and early stopping: the page holds out the
+/// pairs the CLI's split holds out, spans the schedule over the same steps, validates on
+/// the same pairs and stops at the same epoch with the same best weights.
+#[test]
+fn the_page_engine_and_the_cli_split_schedule_and_stop_alike() {
+    use ferrograd::data::{Dataset, ValidationSplit};
+    use ferrograd::train::{batch_count, Trainer};
+
+    let (count, batch, epochs) = (150, 16, 10);
+    let (mut images_idx, mut labels_idx) = images(count, 0);
+    // A third of the labels wrong, and a few pixels of its own in every image: the model
+    // learns the wrong labels by heart and the validation loss rises again, so early stopping
+    // has something to stop.
+    for (i, label) in labels_idx[8..].iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+        *label = ((i / 3 + usize::from(*label) + 1) % 10) as u8;
+    }
+    for (i, image) in images_idx[16..].chunks_exact_mut(784).enumerate() {
+        for k in 0..12 {
+            image[(i * 97 + k * 61) % 784] = 255;
+        }
+    }
+    let data = Dataset::new(images_idx[16..].to_vec(), labels_idx[8..].to_vec(), 28, 28).unwrap();
+    let schedule = LrSchedule::Cosine { warmup: 1.0, min_lr: 1e-4 };
+    let settings = TrainingConfig {
+        optimizer: OptimizerSpec::adam(1e-2),
+        lr_schedule: schedule,
+        val_split: 0.2,
+        early_stop: Some(1),
+        ..config(batch, epochs)
+    };
+    let spec = ModelSpec::preset("mlp").unwrap();
+
+    let (train, validation) = ValidationSplit::new(0.2, settings.seed).unwrap().split(&data);
+    let mut cli = Trainer::new(spec.clone(), &settings.optimizer, settings.seed).unwrap();
+    cli.set_lr_schedule(schedule, Horizon { steps_per_epoch: batch_count(train.len(), batch), epochs })
+        .unwrap();
+    cli.set_early_stopping(Some(1)).unwrap();
+    let (mut cli_losses, mut cli_validation) = (Vec::new(), Vec::new());
+    for _ in 0..epochs {
+        cli.train_epoch(&train, batch, |s| cli_losses.push(s.loss)).unwrap();
+        let loss = cli.evaluate(&validation).unwrap().loss;
+        cli_validation.push(loss);
+        if cli.observe_validation(loss).unwrap() {
+            break;
+        }
+    }
+    let cli_best = cli.restore_best().unwrap();
+
+    let mut page = Playground::new(spec, settings).unwrap();
+    page.begin_load(names());
+    let (test_images, test_labels) = images(10, 0);
+    for (part, bytes) in [
+        (Part::TrainImages, &images_idx),
+        (Part::TrainLabels, &labels_idx),
+        (Part::TestImages, &test_images),
+        (Part::TestLabels, &test_labels),
+    ] {
+        page.feed(part, bytes).unwrap();
+    }
+    page.end_load().unwrap();
+    assert_eq!(page.status().validation_size, validation.len());
+    let (mut page_validation, mut page_best) = (Vec::new(), None);
+    let page_losses = train_to_the_end(&mut page, |page| {
+        let v = page.validate().unwrap().expect("a validation split");
+        page_validation.push(v.loss);
+        page_best = v.best_epoch.or(page_best);
+    });
+    assert_eq!(page_losses, cli_losses);
+    assert_eq!(page_validation, cli_validation);
+    assert_eq!(page_best, cli_best);
+    assert!(cli_validation.len() < epochs, "early stopping never stopped: {cli_validation:?}");
+    for (p, c) in page.trainer().model().params().iter().zip(cli.model().params().iter()) {
+        assert!(p.value == c.value, "{} differs between the page and the CLI", p.name);
+    }
+}
+
+#[test]
+fn bad_experiment_settings_are_named_and_change_nothing() {
+    let mut page = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 2)).unwrap();
+    load_whole(&mut page, 40, 10);
+    let before = page.status();
+    for (settings, name) in [
+        (TrainingConfig { val_split: 0.9, ..config(10, 2) }, "val_split"),
+        (TrainingConfig { early_stop: Some(2), ..config(10, 2) }, "earlyStop"),
+        (
+            TrainingConfig { lr_schedule: LrSchedule::Step { every: 0, gamma: 0.5 }, ..config(10, 2) },
+            "lr_schedule.every",
+        ),
+    ] {
+        let error = page.configure(ModelSpec::preset("mlp").unwrap(), settings).unwrap_err().to_string();
+        assert!(error.contains(name), "{error}");
+        assert_eq!(page.status(), before);
     }
 }

@@ -18,6 +18,8 @@ export class LiveChart {
     this.percent = percent;
     this.height = height;
     this.data = [[], ...series.map(() => [])];
+    // Other runs' curves drawn beside the live ones: [{label, colour, points: [[x, y], ...]}].
+    this.overlays = [];
     this.timer = 0;
     this.build();
     new ResizeObserver(() => this.plot.setSize(this.size())).observe(container);
@@ -54,8 +56,34 @@ export class LiveChart {
           spanGaps: true,
           points: { show: Boolean(points), size: 7, fill: css(colour) },
         })),
+        ...this.overlays.map(({ label, colour }) => ({
+          label, stroke: colour, width: 1.5, dash: [5, 3], spanGaps: true, points: { show: true, size: 4, fill: colour },
+        })),
       ],
-    }, this.data, this.container);
+    }, this.composed(), this.container);
+  }
+
+  /** Shows other runs' curves beside the live ones, with their labels in the legend; [] hides them. */
+  setOverlays(overlays) {
+    this.overlays = overlays;
+    this.build();
+  }
+
+  /**
+   * The live data with the overlays' points on one x axis (uPlot's data shares its x values):
+   * the union of every x, each series null where it has no point.
+   */
+  composed() {
+    if (!this.overlays.length) return this.data;
+    const xs = [...new Set([...this.data[0], ...this.overlays.flatMap((o) => o.points.map(([x]) => x))])].sort((a, b) => a - b);
+    const at = new Map(xs.map((x, i) => [x, i]));
+    const column = (pairs) => {
+      const values = new Array(xs.length).fill(null);
+      for (const [x, y] of pairs) values[at.get(x)] = y;
+      return values;
+    };
+    const live = this.data.slice(1).map((values) => column(this.data[0].map((x, i) => [x, values[i]])));
+    return [xs, ...live, ...this.overlays.map((o) => column(o.points))];
   }
 
   /** Adds one x with a value (or null) per series. */
@@ -98,7 +126,7 @@ export class LiveChart {
     if (this.timer) return;
     this.timer = setTimeout(() => requestAnimationFrame(() => {
       this.timer = 0;
-      this.plot.setData(this.data);
+      this.plot.setData(this.composed());
     }), REDRAW_MS);
   }
 }

@@ -5,13 +5,21 @@
 import { LiveChart } from './charts.js';
 import { renderInspection } from './inside.js';
 import { DrawingPad, drawDigit } from './pad.js';
+import { RunRecorder, RunsPanel } from './runs.js';
 import {
-  configureMessage, dataUrls, DEFAULTS, formatSpec, readSettings, settingsFromQuery, settingsToQuery,
+  configureMessage, dataUrls, DEFAULTS, formatSpec, readSettings, SCHEDULE_FIELDS, scheduleParts, scheduleText,
+  settingsFromQuery, settingsToQuery,
 } from './settings.js';
-import { ConfusionView, DigitGrid, PerClassView, ProbabilityBars, showDataProgress } from './views.js';
+import {
+  ConfusionView, DigitGrid, drawCurve, ModelSummaryView, PerClassView, ProbabilityBars, showDataProgress,
+} from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const INSPECT_EVERY_MS = 600;
+// Declared before anything runs: the form is filled (and these used) as the module starts.
+const latest = {}; // the id of the latest question of each kind to the worker (see ask)
+let curveTimer = 0;
+let summaryTimer = 0;
 
 // What the page tests (and curious users in the console) read: window.ferrograd.state.
 const state = {
@@ -40,18 +48,42 @@ if (PerformanceObserver.supportedEntryTypes?.includes('longtask')) {
   }).observe({ type: 'longtask' });
 }
 
-const lossChart = new LiveChart($('loss-chart'), {
-  series: [{ label: 'training (smoothed)', colour: '--accent' }, { label: 'test', colour: '--accent-2', points: true }],
-});
-const accuracyChart = new LiveChart($('accuracy-chart'), {
-  percent: true,
-  series: [{ label: 'training (smoothed)', colour: '--accent' }, { label: 'test', colour: '--accent-2', points: true }],
-});
+const SERIES = [
+  { label: 'training (smoothed)', colour: '--accent' },
+  { label: 'test', colour: '--accent-2', points: true },
+  { label: 'validation', colour: '--accent-3', points: true },
+];
+const lossChart = new LiveChart($('loss-chart'), { series: SERIES });
+const accuracyChart = new LiveChart($('accuracy-chart'), { percent: true, series: SERIES });
 
 const confusion = new ConfusionView($('confusion'));
 const perClass = new PerClassView($('per-class'));
 const digitGrid = new DigitGrid($('digits'));
 const probabilityBars = new ProbabilityBars($('pad-probs'));
+const modelSummary = new ModelSummaryView($('model-summary'));
+
+// ---- runs ---------------------------------------------------------------------------------------
+
+const runsPanel = new RunsPanel($('runs'), {
+  onReopen: (settings) => {
+    fillForm(settings);
+    configure(settings);
+  },
+  onSelect: (selected) => {
+    const overlay = selected.length >= 2;
+    lossChart.setOverlays(overlay ? selected.map(({ run, colour }) => ({ label: run.name, colour, points: run.curve })) : []);
+    accuracyChart.setOverlays(overlay ? selected.map(({ run, colour }) => ({
+      label: `${run.name} (test)`, colour, points: run.history.filter((h) => h.testAccuracy != null).map((h) => [h.step, h.testAccuracy]),
+    })) : []);
+    state.overlaid = overlay ? selected.length : 0;
+  },
+  onNotice: (message) => handlers.notice({ message }),
+});
+const recorder = new RunRecorder(() => runsPanel.refresh());
+runsPanel.load();
+hooks.runs = () => runsPanel.runs;
+$('runs-csv').addEventListener('click', () => download(runsPanel.csv(), 'ferrograd-runs.csv', 'text/csv'));
+$('runs-json').addEventListener('click', () => download(runsPanel.json(), 'ferrograd-runs.json', 'application/json'));
 
 /** Exponential moving averages of the noisy per-batch figures, bias-corrected from the start. */
 const smoothing = { loss: 0, accuracy: 0, n: 0 };
@@ -98,6 +130,14 @@ function startWorker() {
   return started;
 }
 
+// Questions for the worker's module that do not touch training (a summary, a schedule's
+// curve): each answer comes back with its question's id; only the latest of a kind counts.
+function ask(type, question) {
+  latest[type] = (latest[type] ?? 0) + 1;
+  send({ type, id: latest[type], ...question });
+}
+const isLatest = (type, id) => latest[type] === id;
+
 // A fresh worker on one thread, with the model as applied, the data loaded again, and the
 // training last kept in this browser.
 if (panics) {
@@ -140,8 +180,15 @@ function fillForm(settings) {
   $('normalize').value = settings.normalize;
   $('clean').checked = settings.clean;
   $('augment').checked = settings.augment;
+  const schedule = scheduleParts(settings.schedule);
+  $('schedule-kind').value = schedule.kind;
+  $('schedule-first').value = schedule.first;
+  $('schedule-second').value = schedule.second;
+  $('val-split').value = settings.valSplit;
+  $('early-stop').value = settings.earlyStop;
   $('data-url').value = settings.data;
   $('backend-choice').value = settings.backend;
+  showScheduleFields();
 }
 
 function readForm() {
@@ -156,8 +203,68 @@ function readForm() {
     normalize: $('normalize').value,
     clean: $('clean').checked,
     augment: $('augment').checked,
+    schedule: scheduleText($('schedule-kind').value, $('schedule-first').value, $('schedule-second').value),
+    valSplit: $('val-split').value,
+    earlyStop: $('early-stop').value,
     backend: $('backend-choice').value,
   }, applied ?? DEFAULTS);
+}
+
+// ---- the learning-rate schedule and the model summary, beside their settings ------------------
+
+function showScheduleFields() {
+  const fields = SCHEDULE_FIELDS[$('schedule-kind').value] ?? SCHEDULE_FIELDS.constant;
+  for (const [which, field] of [['first', fields[0]], ['second', fields[1]]]) {
+    $(`schedule-${which}-wrap`).hidden = !field;
+    if (field) {
+      $(`schedule-${which}-label`).textContent = field[0];
+      $(`schedule-${which}`).placeholder = field[1];
+    }
+  }
+  requestScheduleCurve();
+}
+
+function requestScheduleCurve() {
+  clearTimeout(curveTimer);
+  curveTimer = setTimeout(() => {
+    if (!state.ready) return;
+    const { settings } = readForm();
+    const lr = settings.lr ?? (settings.optimizer === 'sgd' ? 1e-2 : 1e-3);
+    ask('schedule-curve', { schedule: settings.schedule, lr, epochs: settings.epochs });
+  }, 120);
+}
+
+function scheduleCurve({ id, values, error }) {
+  if (!isLatest('schedule-curve', id)) return;
+  const canvas = $('schedule-curve');
+  if (error) {
+    drawCurve(canvas, null);
+    $('schedule-curve-text').textContent = error;
+    return;
+  }
+  drawCurve(canvas, values);
+  const format = (v) => (v === 0 ? '0' : v.toExponential(1));
+  $('schedule-curve-text').textContent = `lr ${format(values[0])} → ${format(Math.max(...values))} peak → ${format(values.at(-1))} at the end`;
+}
+
+for (const id of ['schedule-kind', 'schedule-first', 'schedule-second', 'lr', 'epochs', 'optimizer']) {
+  $(id).addEventListener(id === 'schedule-kind' ? 'change' : 'input', () => {
+    if (id === 'schedule-kind') showScheduleFields();
+    else requestScheduleCurve();
+  });
+}
+
+/** The summary of the model the form describes, as the spec is edited; errors inline. */
+function requestSummary() {
+  clearTimeout(summaryTimer);
+  summaryTimer = setTimeout(() => {
+    const preset = $('model-preset').value;
+    ask('summary', { model: preset === 'custom' ? $('model-spec').value : preset });
+  }, 150);
+}
+
+function summaryAnswer({ id, summary, error }) {
+  if (isLatest('summary', id)) modelSummary.update(summary, error);
 }
 
 function configure(settings) {
@@ -179,6 +286,7 @@ $('model-preset').addEventListener('change', () => {
 });
 $('model-spec').addEventListener('input', () => {
   $('model-preset').value = 'custom';
+  requestSummary();
 });
 
 function configured(spec) {
@@ -190,7 +298,9 @@ function configured(spec) {
   $('model-spec').value = formatSpec(spec);
   if (applied.model === 'custom') applied.spec = JSON.stringify(JSON.parse(spec));
   updateAddress();
+  recorder.end('interrupted');
   clearResults();
+  requestSummary();
   if (first) {
     loadData(applied.data, { initial: true });
     // Carry on with what was trained here before, on a reload or a plain visit; a shared
@@ -285,6 +395,11 @@ const STATE_TEXT = {
 };
 
 function showState(next) {
+  // A run begins with training; one resumed from a file or from what a reload kept is recorded
+  // from there on, as a continued run.
+  if (next === 'training' && !recorder.run && applied) recorder.begin(applied, runsPanel.runs.length + 1, state.steps);
+  recorder.setActive(next === 'training' || next === 'waiting');
+  if (next === 'done') recorder.end('done');
   state.trainState = next;
   $('state').textContent = STATE_TEXT[next] ?? next;
   const running = next === 'training' || next === 'waiting';
@@ -343,6 +458,7 @@ function restored({ spec, status, source }) {
 $('start').addEventListener('click', () => send({ type: 'start' }));
 $('pause').addEventListener('click', () => send({ type: 'pause' }));
 $('reset').addEventListener('click', () => {
+  recorder.end('interrupted');
   send({ type: 'reset' });
   clearResults();
 });
@@ -352,7 +468,7 @@ function clearResults() {
   accuracyChart.clear();
   for (const view of [confusion, perClass, digitGrid]) view.show(false);
   Object.assign(smoothing, { loss: 0, accuracy: 0, n: 0 });
-  Object.assign(state, { steps: 0, testAccuracy: null, lossPoints: 0 });
+  Object.assign(state, { steps: 0, testAccuracy: null, validationAccuracy: null, bestEpoch: null, lossPoints: 0 });
   $('steps').textContent = '0';
   $('test-accuracy').textContent = '–';
   $('train-bar').value = 0;
@@ -368,9 +484,11 @@ function duration(seconds) {
 function progress({ batches, status, samplesPerSecond, etaSeconds }) {
   for (const { step, loss, accuracy } of batches) {
     const [smoothLoss, smoothAccuracy] = smooth(loss, accuracy);
-    lossChart.push(step, [smoothLoss, null]);
-    accuracyChart.push(step, [smoothAccuracy, null]);
+    lossChart.push(step, [smoothLoss, null, null]);
+    accuracyChart.push(step, [smoothAccuracy, null, null]);
+    recorder.batch(step, loss, accuracy, smoothLoss, samplesPerSecond);
   }
+  state.lr = status.lr;
   if (state.firstStepBeforeDataComplete == null && status.steps >= 1) {
     state.firstStepBeforeDataComplete = !status.dataComplete;
   }
@@ -387,7 +505,20 @@ function progress({ batches, status, samplesPerSecond, etaSeconds }) {
   if (currentPixels && performance.now() - lastInspection > INSPECT_EVERY_MS) requestInspection();
 }
 
-function epochFinished({ evaluation }) {
+function epochFinished({ evaluation, validation }) {
+  recorder.epoch(state.steps, state.lr, evaluation, validation);
+  if (validation) {
+    state.validationAccuracy = validation.accuracy;
+    lossChart.mark(state.steps, 2, validation.loss);
+    accuracyChart.mark(state.steps, 2, validation.accuracy);
+    if (validation.bestEpoch != null) {
+      state.bestEpoch = validation.bestEpoch;
+      const how = validation.stoppedEarly
+        ? 'Early stopping ended the run: the validation loss had not improved'
+        : 'The run is over';
+      handlers.notice({ message: `${how}; the model keeps the weights of epoch ${validation.bestEpoch}, its lowest validation loss, and the test scores below are theirs.` });
+    }
+  }
   if (!evaluation) return;
   state.testAccuracy = evaluation.accuracy;
   $('test-accuracy').textContent = `${(evaluation.accuracy * 100).toFixed(1)}%`;
@@ -456,7 +587,10 @@ $('examples-clear').addEventListener('click', () => send({ type: 'clear-examples
 const handlers = {
   ready: () => {
     state.ready = true;
+    requestScheduleCurve();
   },
+  summary: summaryAnswer,
+  'schedule-curve': scheduleCurve,
   kept: () => location.reload(),
   notice: ({ message, steps }) => {
     $('notice').textContent = message;

@@ -17,6 +17,9 @@ export const DEFAULTS = Object.freeze({
   normalize: 'unit',
   clean: false,
   augment: false,
+  schedule: 'constant',
+  valSplit: 0,
+  earlyStop: 0,
   data: DEFAULT_DATA,
   backend: 'auto',
 });
@@ -56,6 +59,21 @@ const READERS = {
   normalize: oneOf('unit', 'standard'),
   clean: flag,
   augment: flag,
+  // The schedule's own settings are checked by the core, which names the one that is wrong.
+  schedule: (raw) => {
+    const text = String(raw).trim().replace(/\s+/g, '');
+    if (!/^(constant|step|exponential|cosine)(\([^()]*\))?$/.test(text)) {
+      throw new Error(`"${raw}" is not constant, step(every=E,gamma=G), exponential(gamma=G) or cosine(warmup=W,min_lr=M)`);
+    }
+    return text;
+  },
+  valSplit: (raw) => {
+    const text = String(raw ?? '').trim();
+    const value = text === '' ? 0 : Number(text);
+    if (!Number.isFinite(value) || value < 0 || value > 0.5) throw new Error(`"${raw}" is not a share from 0 to 0.5`);
+    return value;
+  },
+  earlyStop: wholeNumber(0, 100),
   data: (raw) => String(raw).trim() || DEFAULT_DATA,
   backend: oneOf('auto', 'gpu', 'cpu'),
 };
@@ -64,7 +82,7 @@ const READERS = {
 const LABELS = {
   model: 'model', spec: 'model spec', optimizer: 'optimizer', lr: 'learning rate', batch: 'batch size',
   epochs: 'epochs', seed: 'seed', normalize: 'pixels', clean: 'cleaning', augment: 'augmentation', data: 'data source',
-  backend: 'backend',
+  backend: 'backend', schedule: 'learning-rate schedule', valSplit: 'validation share', earlyStop: 'early stopping',
 };
 
 /**
@@ -84,6 +102,10 @@ export function readSettings(raw, base = DEFAULTS, where = '') {
     } catch (error) {
       problems.push(`${where}${LABELS[key]} (${key}): ${error.message}; keeping ${JSON.stringify(base[key])}`);
     }
+  }
+  if (settings.earlyStop > 0 && settings.valSplit === 0) {
+    problems.push(`${where}early stopping watches the validation loss, so it needs a validation share above 0`);
+    settings.earlyStop = 0;
   }
   if (settings.model === 'custom' && !settings.spec.trim()) {
     problems.push(`${where}model=custom needs a spec; using the mlp preset`);
@@ -123,8 +145,40 @@ export function configureMessage(settings) {
       normalize: settings.normalize,
       clean: settings.clean,
       augment: settings.augment,
+      lrSchedule: settings.schedule,
+      valSplit: settings.valSplit,
+      earlyStop: settings.earlyStop > 0 ? settings.earlyStop : undefined,
     },
   };
+}
+
+/** Each schedule's two settings in the form: label and placeholder (its default), or null. */
+export const SCHEDULE_FIELDS = Object.freeze({
+  constant: [null, null],
+  step: [['every (epochs)', '1'], ['gamma', '0.5']],
+  exponential: [['gamma (per epoch)', '0.9'], null],
+  cosine: [['warm-up (epochs)', '0'], ['floor (min lr)', '0']],
+});
+
+/** The schedule text for a kind and its two settings as the form holds them. */
+export function scheduleText(kind, first, second) {
+  const number = (raw) => String(raw ?? '').trim();
+  const parts = {
+    constant: [],
+    step: [['every', number(first)], ['gamma', number(second)]],
+    exponential: [['gamma', number(first)]],
+    cosine: [['warmup', number(first)], ['min_lr', number(second)]],
+  }[kind] ?? [];
+  const given = parts.filter(([, value]) => value !== '').map(([key, value]) => `${key}=${value}`);
+  return given.length ? `${kind}(${given.join(',')})` : kind;
+}
+
+/** The form's view of a schedule text: its kind and its settings' values, in scheduleText's order. */
+export function scheduleParts(text) {
+  const [, kind = 'constant', inner = ''] = /^(\w+)(?:\((.*)\))?$/.exec(text) ?? [];
+  const values = Object.fromEntries(inner.split(',').filter(Boolean).map((pair) => pair.split('=')));
+  const order = { step: ['every', 'gamma'], exponential: ['gamma'], cosine: ['warmup', 'min_lr'] }[kind] ?? [];
+  return { kind, first: values[order[0]] ?? '', second: values[order[1]] ?? '' };
 }
 
 const FILES = {

@@ -1,4 +1,5 @@
-// Starting one of the wasm builds: `../pkg/` (CPU), `../pkg/threads/`, `../pkg/gpu/`.
+// Starting one of the wasm builds: `../pkg/` (CPU), `../pkg/threads/`, `../pkg/gpu/`,
+// `../pkg/onnx/` (export).
 
 /**
  * Imports a build's bindings (a fresh copy of them for `instance` > 0) and instantiates its wasm, which is fetched and compiled while

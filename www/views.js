@@ -228,3 +228,61 @@ export class ProbabilityBars {
     });
   }
 }
+
+/**
+ * A model's summary as Keras prints it: each layer (a block's layers indented under it), its
+ * output shape and parameter count, then the totals; or the spec's error in place of it.
+ */
+export class ModelSummaryView {
+  constructor(container) {
+    this.container = container;
+  }
+
+  update(summary, error) {
+    if (error) {
+      this.container.replaceChildren(el('p', { className: 'error', textContent: error }));
+      return;
+    }
+    const shape = (s) => `[${s.join(', ')}]`;
+    const count = (n) => n.toLocaleString('en');
+    const head = el('tr', {}, ['layer (type)', 'output shape', 'parameters'].map((t) => el('th', { scope: 'col', textContent: t })));
+    const rows = summary.rows.map(({ path, kind, depth, output, parameters }) => el('tr', { className: depth ? 'nested' : '' }, [
+      el('td', { textContent: `${path} (${kind})`, style: `padding-left: ${0.3 + depth * 1.2}rem` }),
+      el('td', { textContent: shape(output) }),
+      el('td', { className: 'number', textContent: count(parameters) }),
+    ]));
+    const totals = [
+      ['total', summary.total], ['trainable', summary.trainable], ['not trainable (running averages)', summary.total - summary.trainable],
+    ].map(([what, n]) => `${count(n)} ${what}`).join(' · ');
+    this.container.replaceChildren(
+      el('table', { className: 'model-summary' }, [
+        el('caption', { textContent: `input ${shape(summary.input)}` }),
+        el('thead', {}, [head]),
+        el('tbody', {}, rows),
+      ]),
+      el('p', { className: 'figures', textContent: `Parameters: ${totals}` }),
+    );
+  }
+}
+
+/** A small line of `values` over the canvas's width, scaled from 0 to their largest; blank for null. */
+export function drawCurve(canvas, values) {
+  const context = canvas.getContext('2d');
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  if (!values?.length) return;
+  const style = getComputedStyle(canvas);
+  const top = Math.max(...values) || 1;
+  const pad = 3;
+  const x = (i) => pad + (i / Math.max(1, values.length - 1)) * (canvas.width - 2 * pad);
+  const y = (v) => canvas.height - pad - (v / top) * (canvas.height - 2 * pad);
+  context.strokeStyle = style.getPropertyValue('--grid').trim();
+  context.beginPath();
+  context.moveTo(pad, canvas.height - pad);
+  context.lineTo(canvas.width - pad, canvas.height - pad);
+  context.stroke();
+  context.strokeStyle = style.getPropertyValue('--accent').trim();
+  context.lineWidth = 1.5;
+  context.beginPath();
+  values.forEach((v, i) => (i ? context.lineTo(x(i), y(v)) : context.moveTo(x(i), y(v))));
+  context.stroke();
+}

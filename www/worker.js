@@ -3,8 +3,13 @@
 //
 // Protocol. Page -> worker:
 //   {type: 'configure', model, settings}   model: preset name or JSON spec text; settings:
-//        {optimizer, lr, batchSize, epochs, seed, normalize, clean, augment}. A new model
-//        trains from scratch on the same data. Answers 'configured' or 'config-error'.
+//        {optimizer, lr, batchSize, epochs, seed, normalize, clean, augment, lrSchedule,
+//        valSplit, earlyStop}. A new model trains from scratch on the same data. Answers
+//        'configured' or 'config-error'.
+//   {type: 'summary', id, model}        the model's layers, shapes and parameter counts (any
+//        model text, not the one training); answers 'summary': {id, summary} or {id, error}
+//   {type: 'schedule-curve', id, schedule, lr, epochs}  answers 'schedule-curve': {id, values}
+//        (60 learning rates over the run) or {id, error}
 //   {type: 'load', urls: {trainImages, trainLabels, testImages, testLabels}}
 //        each a list of URLs to try in turn (a folder's file names; see settings.js)
 //        Streams a data source (gzip or raw IDX). The first trains while it arrives; a later
@@ -41,7 +46,8 @@
 //        (replacing: whole data was there before the load, and is kept)
 //   {type: 'state', state, status}             state: 'idle' | 'training' | 'waiting' | 'paused' | 'done'
 //   {type: 'progress', batches: [{step, loss, accuracy}], status, samplesPerSecond, etaSeconds}
-//   {type: 'epoch', epoch, evaluation: {loss, accuracy, confusionMatrix, perClass, showcase}}
+//   {type: 'epoch', epoch, evaluation: {loss, accuracy, confusionMatrix, perClass, showcase},
+//        validation: null | {loss, accuracy, bestEpoch, stoppedEarly}}
 //   {type: 'prediction', id, probs} | {type: 'inspection', id, inspection} | {type: 'examples', count}
 //   {type: 'error', message}                   anything else that went wrong
 //   {type: 'saved', bytes} | {type: 'onnx', bytes} | {type: 'restored', ...} | {type: 'restore-error', ...}
@@ -87,6 +93,8 @@ const VISIT = new URL(self.location.href).searchParams.get('visit');
 
 let session = null;
 let Session = null;
+let wasm = null; // the loaded module, for its free functions
+let exporter = null; // the export build, once an export asked for it
 let gpu = null; // the GpuDevice, where training runs on WebGPU
 let backendNote = null; // why the CPU runs when the GPU was asked for, or one thread when threads were
 let state = 'idle';
@@ -239,7 +247,11 @@ async function trainLoop() {
       await sync();
       collectFinished(batches);
     }
-    if (epochFinished) evaluation = evaluate();
+    let validation = null;
+    if (epochFinished) {
+      validation = validate();
+      evaluation = evaluate();
+    }
     throughput.ms += performance.now() - start;
     const status = session.status();
     if (batches.length) post({ type: 'progress', batches, status, ...speed(status) });
@@ -249,7 +261,7 @@ async function trainLoop() {
       // would be cloned and rebuilt element by element on the page's thread.
       const pixels = Uint8Array.from(evaluation.showcase.pixels);
       evaluation.showcase.pixels = pixels;
-      post({ type: 'epoch', epoch: status.epoch, evaluation }, [pixels.buffer]);
+      post({ type: 'epoch', epoch: status.epoch, evaluation, validation }, [pixels.buffer]);
     }
     if (outcome === 'done') {
       setState('done');
@@ -273,6 +285,17 @@ function speed(status) {
   const samplesPerSecond = throughput.ms > 0 ? (throughput.samples * 1000) / throughput.ms : 0;
   const left = (status.epochs - status.epoch) * status.epochSize - status.epochDone;
   return { samplesPerSecond, etaSeconds: samplesPerSecond > 0 ? left / samplesPerSecond : null };
+}
+
+/** Validation scores after an epoch, and early stopping's verdict; null without a split. */
+function validate() {
+  try {
+    return session.validate();
+  } catch (error) {
+    if (trapped(error)) throw error;
+    post({ type: 'error', message: `validation: ${errorText(error)}` });
+    return null;
+  }
 }
 
 function evaluate() {
@@ -371,8 +394,22 @@ function configure(model, settings) {
   else post({ type: 'state', state, status: session.status() });
 }
 
+/** Answers a question for the module's free functions: `answer()` or the error's text. */
+function reply(type, id, answer) {
+  try {
+    post({ type, id, ...answer() });
+  } catch (error) {
+    if (trapped(error)) throw error;
+    post({ type, id, error: errorText(error) });
+  }
+}
+
 const handlers = {
   configure: ({ model, settings }) => configure(model, settings),
+  summary: ({ id, model }) => reply('summary', id, () => ({ summary: wasm.modelSummary(model) })),
+  'schedule-curve': ({ id, schedule, lr, epochs }) => reply('schedule-curve', id, () => ({
+    values: Array.from(wasm.scheduleCurve(schedule, lr, epochs, 60)),
+  })),
   load: ({ urls }) => loadData(urls),
   start: () => {
     if (state === 'training' || state === 'waiting') return;
@@ -406,7 +443,10 @@ const handlers = {
   restore: ({ bytes, source }) => restore(bytes, source),
   'export-onnx': async () => {
     await sync();
-    const bytes = session.exportOnnx();
+    // The export build (pkg/onnx/) loads on the first export: the training modules leave
+    // the export code out. It reads the model from the training file, as a download would.
+    exporter ??= startBuild('../pkg/onnx/');
+    const bytes = (await exporter).exportOnnx(session.save());
     post({ type: 'onnx', bytes }, [bytes.buffer]);
   },
   keep: ({ enabled }) => {
@@ -439,7 +479,7 @@ function handle(message) {
     post({ type: 'error', message: `worker: unknown message type ${JSON.stringify(message?.type)}` });
     return;
   }
-  if (!session && message.type !== 'configure') {
+  if (!session && !['configure', 'summary', 'schedule-curve'].includes(message.type)) {
     post({ type: 'error', message: `worker: '${message.type}' before any model was configured` });
     return;
   }
@@ -479,6 +519,7 @@ async function recover(error, during) {
     backendNote = null;
     const module = await loadModule(++instances);
     Session = module.Session;
+    wasm = module;
     // A model that trapped while it was built is not built again: the one before it is.
     if (during === "handling 'configure'") post({ type: 'config-error', message: crashed });
     if (!lastConfig) {
@@ -559,6 +600,7 @@ async function loadModule(instance = 0) {
 try {
   const module = await loadModule();
   Session = module.Session;
+  wasm = module;
   self.onmessage = ({ data }) => handle(data);
   post({ type: 'ready' });
   pending.splice(0).forEach(handle);

@@ -4,10 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// How the learning rate changes over training, from the optimizer's `lr`. `type` selects the
-/// variant; epochs count whole passes over the training data.
+/// How the learning rate changes over training, from the optimizer's `lr`; epochs count whole
+/// passes over the training data. Saved (and read from JSON) as its text, as
+/// [`LrSchedule::label`] writes it: `"cosine(warmup=1,min_lr=0)"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(into = "String", try_from = "String")]
 pub enum LrSchedule {
     /// `lr` throughout.
     #[default]
@@ -21,12 +22,7 @@ pub enum LrSchedule {
     /// last epoch: `min_lr + (lr - min_lr) (1 + cos(pi p)) / 2` with `p` the share of the
     /// steps after the warm-up already taken (the schedule of Hugging Face's
     /// `get_cosine_schedule_with_warmup`, with a floor).
-    Cosine {
-        #[serde(default)]
-        warmup: f32,
-        #[serde(default)]
-        min_lr: f32,
-    },
+    Cosine { warmup: f32, min_lr: f32 },
 }
 
 /// Where a run stands for its schedule: the steps in an epoch and the epochs it will run.
@@ -80,9 +76,10 @@ impl LrSchedule {
                 if step < warm {
                     return lr * (step + 1) as f32 / warm as f32;
                 }
-                let p = ((step - warm) as f64 / (total - warm).max(1) as f64).min(1.0);
-                let half_cosine = (1.0 + (std::f64::consts::PI * p).cos()) / 2.0;
-                (f64::from(min_lr) + f64::from(lr - min_lr) * half_cosine) as f32
+                let p = ((step - warm) as f64 / (total - warm).max(1) as f64).min(1.0) as f32;
+                // In f32, whose cosine the page's module has already (augmentation rotates).
+                let half_cosine = (1.0 + (std::f32::consts::PI * p).cos()) / 2.0;
+                min_lr + (lr - min_lr) * half_cosine
             }
         }
     }
@@ -96,6 +93,20 @@ impl LrSchedule {
             LrSchedule::Exponential { gamma } => format!("exponential(gamma={gamma})"),
             LrSchedule::Cosine { warmup, min_lr } => format!("cosine(warmup={warmup},min_lr={min_lr})"),
         }
+    }
+}
+
+impl From<LrSchedule> for String {
+    fn from(schedule: LrSchedule) -> String {
+        schedule.label()
+    }
+}
+
+impl TryFrom<String> for LrSchedule {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<Self> {
+        text.parse()
     }
 }
 
@@ -125,9 +136,9 @@ impl std::str::FromStr for LrSchedule {
         for pair in settings.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) =
                 pair.split_once('=').ok_or_else(|| bad(format!("`{pair}` in `{text}` is not key=value")))?;
-            let number: f64 = value
-                .trim()
-                .parse()
+            // Read as a JSON number: serde_json's reader is in every build already, where
+            // str::parse::<f64> would add core's 15 KB of decimal tables to the page's module.
+            let number: f64 = serde_json::from_str(value.trim())
                 .map_err(|_| bad(format!("{}: `{}` is not a number", key.trim(), value.trim())))?;
             values.push((key.trim(), number));
         }

@@ -1,0 +1,130 @@
+// Experiments in the page: a schedule, a validation split and early stopping set from the form
+// and the address, the model summary beside the spec, and the Runs panel: runs kept across a
+// reload, sorted, renamed, overlaid, exported and deleted.
+
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { describe, test } from 'node:test';
+
+import { browserAndServer, open, screenshot, waitForState } from './harness.mjs';
+
+const env = browserAndServer();
+
+const rows = (page) => page.locator('#runs tbody tr');
+const cells = (page) => page.$$eval('#runs tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
+const header = (page) => page.$$eval('#runs thead th', (ths) => ths.map((th) => th.textContent.replace(/[▲▼]/g, '').trim()));
+
+describe('experiments in the page', () => {
+  test('the model summary follows the spec, errors inline', async () => {
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?model=resnet`);
+    await waitForState(page, (s) => s.configured === true, 30_000);
+    await page.waitForFunction(() => document.querySelectorAll('#model-summary tbody tr').length > 0);
+    const text = await page.locator('#model-summary').textContent();
+    assert.match(text, /layers\[6\]\.shortcut\[0\] \(conv2d\)/);
+    assert.match(text, /24,554 total · 24,298 trainable · 256 not trainable/);
+    await screenshot(page, 'experiments-summary', '#model-form');
+    // A convolution of no filters: the summary says which layer and field, as Apply would.
+    const spec = await page.locator('#model-spec').inputValue();
+    await page.fill('#model-spec', spec.replace('"filters":16', '"filters":0'));
+    await page.waitForFunction(() => /layers\[0\] \(conv2d\)\.filters/.test(document.querySelector('#model-summary .error')?.textContent ?? ''));
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('a schedule, validation and early stopping from the address train and are charted', async () => {
+    const query = '?epochs=6&lr=0.01&valSplit=0.1&earlyStop=1&schedule=cosine(warmup=0.5,min_lr=0.0001)';
+    const { page, context, problems } = await open(env.browser, `${env.server.url}${query}`);
+    await waitForState(page, (s) => s.dataComplete === true, 30_000);
+    assert.equal(await page.locator('#schedule-kind').inputValue(), 'cosine');
+    assert.equal(await page.locator('#schedule-first').inputValue(), '0.5');
+    await page.waitForFunction(() => /peak/.test(document.querySelector('#schedule-curve-text').textContent));
+    await page.click('#start');
+    const state = await waitForState(page, (s) => s.trainState === 'done', 240_000);
+    assert.ok(state.validationAccuracy > 0.8, `validation accuracy ${state.validationAccuracy}`);
+    assert.ok(state.bestEpoch >= 1 && state.bestEpoch <= 6, `best epoch ${state.bestEpoch}`);
+    assert.match(await page.locator('#notice').textContent(), new RegExp(`weights of epoch ${state.bestEpoch}`));
+    // One run recorded, with its settings and the scores of the epoch it kept.
+    await page.waitForFunction(() => window.ferrograd.runs().some((r) => r.status !== 'running'));
+    const [run] = await page.evaluate(() => window.ferrograd.runs());
+    assert.equal(run.settings.schedule, 'cosine(warmup=0.5,min_lr=0.0001)');
+    assert.equal(run.settings.valSplit, 0.1);
+    assert.equal(run.bestEpoch, state.bestEpoch);
+    assert.ok(run.history.every((h) => h.valLoss != null && h.testAccuracy != null));
+    assert.ok(run.history.at(-1).lr < run.history[0].lr, 'the cosine schedule lowered the rate');
+    await screenshot(page, 'experiments-early-stopping');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('runs are kept across a reload, sorted, renamed, overlaid, exported and deleted', async () => {
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=1`);
+    await waitForState(page, (s) => s.dataComplete === true, 30_000);
+    const before = (await page.evaluate(() => window.ferrograd.runs())).length;
+    for (const lr of ['0.003', '0.0003']) {
+      await page.fill('#lr', lr);
+      await page.click('#apply');
+      // Applied once the address holds it.
+      await page.waitForFunction((value) => new URLSearchParams(location.search).get('lr') === value, lr);
+      await waitForState(page, (s) => s.steps === 0);
+      await page.click('#start');
+      await waitForState(page, (s) => s.trainState === 'done', 120_000);
+      await page.waitForFunction((n) => document.querySelectorAll('#runs tbody tr').length === n, before + (lr === '0.003' ? 1 : 2));
+    }
+    const columns = await header(page);
+    for (const name of ['run', 'lr', 'test acc', 'val acc', 'samples/s']) assert.ok(columns.includes(name), `no ${name} column in ${columns}`);
+    // Sorted by learning rate, ascending then descending.
+    const lrColumn = columns.indexOf('lr');
+    await page.locator('#runs thead th', { hasText: /^lr/ }).locator('button').click();
+    const descending = (await cells(page)).map((r) => Number(r[lrColumn]));
+    await page.locator('#runs thead th', { hasText: /^lr/ }).locator('button').click();
+    const ascending = (await cells(page)).map((r) => Number(r[lrColumn]));
+    assert.deepEqual(ascending, [...descending].reverse());
+    assert.deepEqual(ascending, [...ascending].sort((a, b) => a - b));
+
+    // Renamed, and the name outlives a reload.
+    const row = rows(page).filter({ hasText: '0.0003' }).first();
+    await row.getByRole('button', { name: 'Rename' }).click();
+    await row.locator('input[type="text"]').fill('slow learner');
+    await row.locator('input[type="text"]').press('Enter');
+    await page.waitForFunction(() => window.ferrograd.runs().some((r) => r.name === 'slow learner'));
+    await page.reload();
+    await page.waitForFunction((n) => document.querySelectorAll('#runs tbody tr').length === n, before + 2);
+    assert.ok((await cells(page)).some((r) => r.includes('slow learner')));
+
+    // Two ticked: their curves join the charts, named in the legends.
+    for (const text of ['slow learner', '0.003']) await rows(page).filter({ hasText: text }).first().locator('input[type="checkbox"]').check();
+    await waitForState(page, (s) => s.overlaid === 2);
+    const legend = await page.locator('#loss-chart .u-legend').textContent();
+    assert.match(legend, /slow learner/);
+    await screenshot(page, 'experiments-runs');
+
+    // The CSV export: one row per run with the table's columns and the per-class scores.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#runs-csv')]);
+    const csv = (await readFile(await download.path(), 'utf8')).trim().split('\n');
+    const head = csv[0].split(',');
+    for (const name of ['id', 'name', 'lr', 'batch', 'testAccuracy', 'valAccuracy', 'precision_0', 'f1_9']) assert.ok(head.includes(name), `no ${name} in ${head}`);
+    assert.equal(csv.length, 1 + before + 2);
+    assert.ok(csv.some((line) => line.includes('slow learner')));
+
+    // Deleted, and gone after a reload too.
+    await rows(page).filter({ hasText: 'slow learner' }).getByRole('button', { name: 'Delete' }).click();
+    await page.waitForFunction((n) => document.querySelectorAll('#runs tbody tr').length === n, before + 1);
+    await page.reload();
+    await page.waitForFunction((n) => document.querySelectorAll('#runs tbody tr').length === n, before + 1);
+    assert.ok(!(await cells(page)).some((r) => r.includes('slow learner')));
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('bad experiment settings in the address are named and replaced by the defaults', async () => {
+    const { page, context } = await open(env.browser, `${env.server.url}?valSplit=0.9&earlyStop=3&schedule=linear`);
+    await waitForState(page, (s) => s.configured === true, 30_000);
+    const message = await page.locator('#message').textContent();
+    assert.match(message, /validation share \(valSplit\): "0.9" is not a share from 0 to 0.5/);
+    assert.match(message, /learning-rate schedule \(schedule\): "linear" is not constant/);
+    assert.match(message, /early stopping watches the validation loss/);
+    assert.equal(await page.locator('#schedule-kind').inputValue(), 'constant');
+    assert.equal(await page.locator('#early-stop').inputValue(), '0');
+    await context.close();
+  });
+});
