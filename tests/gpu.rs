@@ -23,7 +23,7 @@ use common::gpu_cases::{cases, compare};
 use ferrograd::backend::gpu::{Gpu, Kernel};
 use ferrograd::data::load_mnist;
 use ferrograd::nn::ModelSpec;
-use ferrograd::optim::OptimizerSpec;
+use ferrograd::optim::{Horizon, LrSchedule, OptimizerSpec};
 use ferrograd::train::Trainer;
 
 fn gpu() -> &'static Gpu {
@@ -60,7 +60,8 @@ fn every_op_matches_the_cpu() {
 
 /// Fifty steps of `preset` with `optimizer` from the same seed on the CPU and on the GPU.
 fn follow_cpu(preset: &str, optimizer: OptimizerSpec, clip_norm: Option<f32>) {
-    follow_cpu_with(preset, ModelSpec::preset(preset).unwrap(), optimizer, clip_norm, (50, 64));
+    let setup = |t: &mut Trainer| t.set_clip_norm(clip_norm).unwrap();
+    follow_cpu_with(preset, ModelSpec::preset(preset).unwrap(), optimizer, setup, (50, 64));
 }
 
 /// `steps` steps of `spec` on batches of `batch`, from the same seed on the CPU and on the GPU.
@@ -68,15 +69,15 @@ fn follow_cpu_with(
     preset: &str,
     spec: ModelSpec,
     optimizer: OptimizerSpec,
-    clip_norm: Option<f32>,
+    setup: impl Fn(&mut Trainer),
     (steps, batch): (usize, usize),
 ) {
     let data = load_mnist(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"))
         .expect("the bundled MNIST sample (scripts/test.sh fetches it)");
     let mut cpu = Trainer::new(spec.clone(), &optimizer, 3).unwrap();
     let mut gpu_trainer = Trainer::new(spec, &optimizer, 3).unwrap();
-    cpu.set_clip_norm(clip_norm).unwrap();
-    gpu_trainer.set_clip_norm(clip_norm).unwrap();
+    setup(&mut cpu);
+    setup(&mut gpu_trainer);
     gpu_trainer.use_gpu(Gpu::blocking().unwrap(), batch).unwrap();
     let mut worst = 0f32;
     for step in 0..steps {
@@ -143,6 +144,15 @@ fn mlp_follows_the_cpu() {
     follow_cpu("mlp", OptimizerSpec::adam(1e-3), None);
 }
 
+/// The schedule's rate reaches the GPU's update step by step: a warm-up from a tenth of the
+/// rate and a cosine down to a hundredth of it within the fifty steps.
+#[test]
+fn mlp_with_a_cosine_schedule_follows_the_cpu() {
+    let schedule = LrSchedule::Cosine { warmup: 1.0, min_lr: 3e-5 };
+    let setup = |t: &mut Trainer| t.set_lr_schedule(schedule, Horizon { steps_per_epoch: 10, epochs: 5 }).unwrap();
+    follow_cpu_with("mlp + cosine", ModelSpec::preset("mlp").unwrap(), OptimizerSpec::adam(3e-3), setup, (50, 64));
+}
+
 #[test]
 fn mlp_with_sgd_and_clipping_follows_the_cpu() {
     follow_cpu("mlp", OptimizerSpec::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 1e-4 }, Some(0.5));
@@ -173,7 +183,7 @@ fn the_other_layers_follow_the_cpu() {
             {"type": "dense", "units": 10}]}"#,
     )
     .unwrap();
-    follow_cpu_with("other layers", spec, OptimizerSpec::adam(1e-3), None, (50, 64));
+    follow_cpu_with("other layers", spec, OptimizerSpec::adam(1e-3), |_| {}, (50, 64));
 }
 
 #[test]
@@ -191,5 +201,5 @@ fn vit_follows_the_cpu() {
 #[test]
 fn resnet_follows_the_cpu() {
     let spec = ModelSpec::preset("resnet").unwrap();
-    follow_cpu_with("resnet", spec, OptimizerSpec::adam(1e-3), None, (20, 16));
+    follow_cpu_with("resnet", spec, OptimizerSpec::adam(1e-3), |_| {}, (20, 16));
 }
