@@ -94,12 +94,12 @@ ensure_npm_packages() {
 # one in pkg/; in pkg/threads/ the same built with threads, which the worker loads on a
 # cross-origin-isolated page; in pkg/gpu/ the one with the WebGPU backend, which it loads
 # only where the browser has a WebGPU adapter, so that the CPU path stays small; and in
-# pkg/onnx/ the CPU one with ONNX export, which it loads only to export.
+# pkg/tools/ the CPU one with ONNX export and sweep planning, which it loads when first used.
 build_web() {
   log "building the wasm modules"
   build_wasm pkg target --no-default-features
   build_wasm pkg/gpu target --no-default-features --features webgpu
-  build_wasm pkg/onnx target --no-default-features --features onnx
+  build_wasm pkg/tools target --no-default-features --features tools
   build_wasm_threads
 }
 

@@ -17,7 +17,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 mod error;
-#[cfg(feature = "onnx")]
+#[cfg(feature = "tools")]
 pub mod export;
 pub mod inspect;
 pub mod metrics;

@@ -86,6 +86,7 @@ pub fn cpu_threads() -> usize {
 struct Settings {
     optimizer: OptimizerName,
     lr: Option<f32>,
+    weight_decay: f32,
     batch_size: usize,
     epochs: usize,
     seed: u64,
@@ -105,6 +106,7 @@ impl Default for Settings {
         Settings {
             optimizer: OptimizerName::Adam,
             lr: None,
+            weight_decay: 0.0,
             batch_size: 64,
             epochs: 5,
             seed: 0,
@@ -152,10 +154,15 @@ fn read_setup(model: &str, settings: JsValue) -> Result<(ModelSpec, TrainingConf
         Normalization::Unit => None,
         Normalization::Standard => Some(Normalize::MNIST),
     };
-    let optimizer = match settings.optimizer {
+    let mut optimizer = match settings.optimizer {
         OptimizerName::Adam => OptimizerSpec::adam(settings.lr.unwrap_or(1e-3)),
         OptimizerName::Sgd => OptimizerSpec::sgd(settings.lr.unwrap_or(1e-2)),
     };
+    match &mut optimizer {
+        OptimizerSpec::Adam { weight_decay, .. } | OptimizerSpec::Sgd { weight_decay, .. } => {
+            *weight_decay = settings.weight_decay;
+        }
+    }
     let config = TrainingConfig {
         optimizer,
         batch_size: settings.batch_size,
@@ -180,7 +187,7 @@ pub struct Session {
 #[wasm_bindgen]
 impl Session {
     /// `model` is a preset name (`"mlp"`) or a JSON model spec; `settings` is
-    /// `{optimizer?: "adam"|"sgd", lr?, batchSize?, epochs?, seed?, normalize?: "unit"|"standard",
+    /// `{optimizer?: "adam"|"sgd", lr?, weightDecay?, batchSize?, epochs?, seed?, normalize?: "unit"|"standard",
     /// clean?, augment?, clipNorm?, lrSchedule?: "constant"|"step(every=E,gamma=G)"|
     /// "exponential(gamma=G)"|"cosine(warmup=W,min_lr=M)", valSplit?: share in [0, 0.5],
     /// earlyStop?: patience in epochs}` or undefined.
@@ -455,13 +462,30 @@ pub async fn request_gpu() -> Result<GpuDevice, JsError> {
 
 /// `exportOnnx(file)`: the model of a file `Session.save()` made (or of a model saved alone)
 /// as an ONNX file: raw pixels in [0, 1] shaped `[N, 1, 28, 28]` in, `[N, 10]` logits and
-/// probabilities out. Only in the export build (`onnx` feature, pkg/onnx/), which the page
+/// probabilities out. Only in the tools build (`tools` feature, pkg/tools/), which the page
 /// loads when asked to export: the export code would be a sixteenth of every training module.
-#[cfg(feature = "onnx")]
+#[cfg(feature = "tools")]
 #[wasm_bindgen(js_name = exportOnnx)]
 pub fn export_onnx(file: &[u8]) -> Result<Vec<u8>, JsError> {
     let model = crate::checkpoint::load(file)?;
     Ok(crate::export::onnx::export(&model)?)
+}
+
+/// `sweepTrials(grid, ranges, trials, seed)`: a sweep as the CLI's `--grid`, `--range`,
+/// `--trials` and `--sweep-seed` give it (`["lr=1e-3,1e-2"]`, `["lr=1e-4:1e-2:log"]`),
+/// as `[{lr, batch_size, ...}]`, one object per trial in the order they run; throws naming
+/// the setting that is wrong (see `sweep::Sweep::trials`). Only in the tools build, as
+/// `exportOnnx`: planning costs the training modules 27 KB (its maps, log-uniform draws).
+#[cfg(feature = "tools")]
+#[wasm_bindgen(js_name = sweepTrials)]
+pub fn sweep_trials(
+    grid: Vec<String>,
+    ranges: Vec<String>,
+    trials: usize,
+    seed: u32,
+) -> Result<JsValue, JsError> {
+    let sweep = crate::sweep::Sweep::from_text(&grid, &ranges, trials, u64::from(seed))?;
+    to_js(&sweep.trials()?)
 }
 
 /// `modelSummary(model)`: a preset name or a JSON spec's summary as Keras prints it,

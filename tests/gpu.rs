@@ -149,8 +149,15 @@ fn mlp_follows_the_cpu() {
 #[test]
 fn mlp_with_a_cosine_schedule_follows_the_cpu() {
     let schedule = LrSchedule::Cosine { warmup: 1.0, min_lr: 3e-5 };
-    let setup = |t: &mut Trainer| t.set_lr_schedule(schedule, Horizon { steps_per_epoch: 10, epochs: 5 }).unwrap();
-    follow_cpu_with("mlp + cosine", ModelSpec::preset("mlp").unwrap(), OptimizerSpec::adam(3e-3), setup, (50, 64));
+    let setup =
+        |t: &mut Trainer| t.set_lr_schedule(schedule, Horizon { steps_per_epoch: 10, epochs: 5 }).unwrap();
+    follow_cpu_with(
+        "mlp + cosine",
+        ModelSpec::preset("mlp").unwrap(),
+        OptimizerSpec::adam(3e-3),
+        setup,
+        (50, 64),
+    );
 }
 
 #[test]

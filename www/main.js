@@ -7,6 +7,9 @@ import { renderInspection } from './inside.js';
 import { DrawingPad, drawDigit } from './pad.js';
 import { RunRecorder, RunsPanel } from './runs.js';
 import {
+  best, keepSweep, keptSweep, METRICS, score, SweepPlot, trialLabel, withTrial,
+} from './sweep.js';
+import {
   configureMessage, dataUrls, DEFAULTS, formatSpec, readSettings, SCHEDULE_FIELDS, scheduleParts, scheduleText,
   settingsFromQuery, settingsToQuery,
 } from './settings.js';
@@ -20,6 +23,11 @@ const INSPECT_EVERY_MS = 600;
 const latest = {}; // the id of the latest question of each kind to the worker (see ask)
 let curveTimer = 0;
 let summaryTimer = 0;
+// The sweep under way (see sweep.js), kept across reloads; whether its trial is configured and
+// not started yet; the sweep last finished or cancelled, still plotted.
+let sweep = keptSweep();
+let sweepStarting = false;
+let lastSweep = null;
 
 // What the page tests (and curious users in the console) read: window.ferrograd.state.
 const state = {
@@ -79,7 +87,10 @@ const runsPanel = new RunsPanel($('runs'), {
   },
   onNotice: (message) => handlers.notice({ message }),
 });
-const recorder = new RunRecorder(() => runsPanel.refresh());
+const recorder = new RunRecorder(async () => {
+  await runsPanel.refresh();
+  if (sweep || lastSweep) showSweep();
+});
 runsPanel.load();
 hooks.runs = () => runsPanel.runs;
 $('runs-csv').addEventListener('click', () => download(runsPanel.csv(), 'ferrograd-runs.csv', 'text/csv'));
@@ -174,6 +185,7 @@ function fillForm(settings) {
   if (settings.model === 'custom') $('model-spec').value = settings.spec;
   $('optimizer').value = settings.optimizer;
   $('lr').value = settings.lr ?? '';
+  $('weight-decay').value = settings.weightDecay;
   $('batch-size').value = settings.batch;
   $('epochs').value = settings.epochs;
   $('seed').value = settings.seed;
@@ -197,6 +209,7 @@ function readForm() {
     spec: $('model-spec').value,
     optimizer: $('optimizer').value,
     lr: $('lr').value,
+    weightDecay: $('weight-decay').value,
     batch: $('batch-size').value,
     epochs: $('epochs').value,
     seed: $('seed').value,
@@ -307,9 +320,19 @@ function configured(spec) {
     // link with settings starts what it describes.
     send({ type: 'keep', enabled: true });
     const reload = performance.getEntriesByType('navigation')[0]?.type === 'reload';
-    // After a restart, only what this page load kept: not an earlier visit's training.
-    if (restarted) send({ type: 'resume-kept', visit });
-    else if (reload || !location.search) send({ type: 'resume-kept' });
+    if (sweep) {
+      // A sweep under way when the page closed carries on: the trial it was in starts over.
+      $('sweep-axis').replaceChildren(...Object.keys(sweep.trials[0]).map((param) => Object.assign(document.createElement('option'), { value: param, textContent: param.replaceAll('_', '-') })));
+      $('sweep-metric').value = sweep.metric;
+      handlers.notice({ message: `Carrying on with the sweep at trial ${sweep.next + 1} of ${sweep.trials.length}.` });
+      state.sweepResumedAt = sweep.next + 1;
+      runTrial();
+    } else if (restarted) {
+      // After a restart, only what this page load kept: not an earlier visit's training.
+      send({ type: 'resume-kept', visit });
+    } else if (reload || !location.search) {
+      send({ type: 'resume-kept' });
+    }
   } else {
     $('kept-message').hidden = true;
   }
@@ -397,7 +420,16 @@ const STATE_TEXT = {
 function showState(next) {
   // A run begins with training; one resumed from a file or from what a reload kept is recorded
   // from there on, as a continued run.
-  if (next === 'training' && !recorder.run && applied) recorder.begin(applied, runsPanel.runs.length + 1, state.steps);
+  if (next === 'training' && !recorder.run && applied) {
+    const trial = sweep && sweep.next < sweep.trials.length
+      ? { id: sweep.id, index: sweep.next, of: sweep.trials.length, label: trialLabel(sweep.trials[sweep.next]), trial: sweep.trials[sweep.next] }
+      : null;
+    recorder.begin(applied, runsPanel.runs.length + 1, state.steps, trial);
+  }
+  if (next === 'done' && sweep && recorder.run?.sweep?.id === sweep.id) {
+    const id = recorder.run.id;
+    recorder.end('done').then(() => trialFinished(id));
+  }
   recorder.setActive(next === 'training' || next === 'waiting');
   if (next === 'done') recorder.end('done');
   state.trainState = next;
@@ -529,6 +561,129 @@ function epochFinished({ evaluation, validation }) {
   digitGrid.update(evaluation.showcase);
 }
 
+// ---- sweeps ---------------------------------------------------------------------------------------
+
+const sweepPlot = new SweepPlot($('sweep-chart'));
+const lines = (id) => $(id).value.split('\n').map((line) => line.trim()).filter(Boolean);
+
+$('sweep-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  if (sweep) return;
+  $('sweep-error').textContent = '';
+  const trials = Number($('sweep-trials').value || 0);
+  ask('sweep-trials', { grid: lines('sweep-grid'), ranges: lines('sweep-ranges'), trials, seed: applied?.seed ?? 0 });
+});
+$('sweep-cancel').addEventListener('click', () => cancelSweep());
+$('sweep-axis').addEventListener('change', () => showSweep());
+$('sweep-metric').addEventListener('change', () => {
+  if (sweep) {
+    sweep.metric = $('sweep-metric').value;
+    keepSweep(sweep);
+  }
+  showSweep();
+});
+
+function sweepPlanned({ id, trials, error }) {
+  if (!isLatest('sweep-trials', id)) return;
+  if (error) {
+    $('sweep-error').textContent = `Sweep: ${error}. Nothing ran; the runs recorded so far are kept.`;
+    return;
+  }
+  const base = { ...(applied ?? DEFAULTS) };
+  sweep = {
+    id: `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`,
+    base, trials, next: 0, metric: $('sweep-metric').value, runIds: [], failed: [], seconds: 0, started: Date.now(),
+  };
+  keepSweep(sweep);
+  $('sweep-axis').replaceChildren(...Object.keys(trials[0]).map((param) => Object.assign(document.createElement('option'), { value: param, textContent: param.replaceAll('_', '-') })));
+  runTrial();
+}
+
+/** Configures the next trial; its run starts once the worker has its model (see 'configured'). */
+function runTrial() {
+  showSweep();
+  if (sweep.next >= sweep.trials.length) {
+    finishSweep();
+    return;
+  }
+  const settings = withTrial(sweep.base, sweep.trials[sweep.next]);
+  sweepStarting = true;
+  fillForm(settings);
+  configure(settings);
+}
+
+function trialFinished(runId) {
+  if (!sweep) return;
+  sweep.runIds.push(runId);
+  sweep.seconds = (Date.now() - sweep.started) / 1000;
+  sweep.next += 1;
+  keepSweep(sweep);
+  runTrial();
+}
+
+function trialFailed(message) {
+  if (!sweep) return;
+  sweepStarting = false;
+  const id = recorder.run?.id;
+  recorder.end(`failed: ${message}`).then(() => {
+    sweep.failed.push({ trial: sweep.next, message });
+    if (id) sweep.runIds.push(id);
+    sweep.next += 1;
+    keepSweep(sweep);
+    runTrial();
+  });
+}
+
+function finishSweep() {
+  const done = sweep;
+  sweep = null;
+  keepSweep(null);
+  const winner = best(runsOf(done), done.metric);
+  handlers.notice({ message: `The sweep ran ${done.trials.length} trials${done.failed.length ? ` (${done.failed.length} failed)` : ''}${winner ? `; the best by ${METRICS[done.metric].label} is "${winner.name}"` : ''}.` });
+  lastSweep = done;
+  showSweep();
+}
+
+/** Stops the sweep: the trial under way stops, the finished runs stay. */
+function cancelSweep() {
+  if (!sweep) return;
+  const done = sweep;
+  sweep = null;
+  sweepStarting = false;
+  keepSweep(null);
+  send({ type: 'pause' });
+  recorder.end('cancelled');
+  lastSweep = done;
+  handlers.notice({ message: `Sweep cancelled after ${done.next} of ${done.trials.length} trials; their runs are kept.` });
+  showSweep();
+}
+
+const runsOf = (s) => runsPanel.runs.filter((run) => run.sweep?.id === s.id);
+
+/** The sweep's progress, time left, best run so far and plot. */
+function showSweep() {
+  const shown = sweep ?? lastSweep;
+  $('sweep-start').disabled = Boolean(sweep);
+  $('sweep-cancel').disabled = !sweep;
+  state.sweep = sweep ? { next: sweep.next, of: sweep.trials.length } : null;
+  if (!shown) return;
+  const runs = runsOf(shown);
+  const metric = $('sweep-metric').value;
+  const winner = best(runs, metric);
+  runsPanel.best = winner?.id ?? null;
+  runsPanel.render();
+  $('sweep-metric-name').textContent = METRICS[metric].label;
+  $('sweep-bar').max = shown.trials.length;
+  $('sweep-bar').value = shown.next;
+  const perTrial = shown.next ? shown.seconds / shown.next : null;
+  const left = sweep && perTrial ? ` · about ${Math.round(perTrial * (shown.trials.length - shown.next))} s left` : '';
+  const bestText = winner
+    ? ` · best so far: ${winner.name} (${METRICS[metric].percent ? `${(score(winner, metric) * 100).toFixed(2)}%` : score(winner, metric).toFixed(4)})`
+    : '';
+  $('sweep-text').textContent = `${sweep ? `trial ${Math.min(shown.next + 1, shown.trials.length)} of ${shown.trials.length}` : `${shown.next} of ${shown.trials.length} trials ran`}${left}${bestText}`;
+  sweepPlot.update(runs.filter((run) => run.sweep?.trial), $('sweep-axis').value, metric);
+}
+
 // ---- the drawing pad and the inside views -----------------------------------------------------
 
 let currentPixels = null;
@@ -600,8 +755,18 @@ const handlers = {
       accuracyChart.truncate(steps);
     }
   },
-  configured: ({ spec }) => configured(spec),
-  'config-error': ({ message }) => configError(message),
+  configured: ({ spec }) => {
+    configured(spec);
+    if (sweep && sweepStarting) {
+      sweepStarting = false;
+      send({ type: 'start' });
+    }
+  },
+  'config-error': ({ message }) => {
+    configError(message);
+    if (sweep && sweepStarting) trialFailed(message);
+  },
+  'sweep-trials': sweepPlanned,
   state: ({ state: next, status }) => {
     showState(next);
     if (status) showData(status);
@@ -641,6 +806,8 @@ const handlers = {
   error: ({ message }) => {
     inspecting = false;
     showMessage(message);
+    // A trial that fails (a diverged loss) is recorded as such, and the sweep goes on.
+    if (sweep && recorder.run?.sweep?.id === sweep.id) trialFailed(message);
   },
 };
 

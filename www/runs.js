@@ -65,13 +65,18 @@ export class RunRecorder {
    * A new run with `settings` (the page's, as the address holds them), the `number`-th; one
    * that carries on a trained model from step `from` says so in its name.
    */
-  begin(settings, number, from = 0) {
+  begin(settings, number, from = 0, sweep = null) {
     const lr = settings.lr ?? (settings.optimizer === 'sgd' ? 1e-2 : 1e-3);
     const schedule = settings.schedule === 'constant' ? '' : `, ${settings.schedule}`;
     const continued = from > 0 ? ` (continued from step ${from})` : '';
+    const name = sweep
+      ? `sweep trial ${sweep.index + 1}/${sweep.of}: ${sweep.label}`
+      : `run ${number}: ${settings.model}, ${settings.optimizer} ${lr}${schedule}, batch ${settings.batch}${continued}`;
     this.run = {
       id: `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
-      name: `run ${number}: ${settings.model}, ${settings.optimizer} ${lr}${schedule}, batch ${settings.batch}${continued}`,
+      name,
+      // {id, index, of, label, trial} for a sweep's trial
+      sweep,
       createdAt: Date.now(),
       settings: { ...settings },
       lr,
@@ -149,7 +154,7 @@ export class RunRecorder {
     if (!run) return;
     const seconds = run.seconds + (this.activeSince != null && run === this.run ? (performance.now() - this.activeSince) / 1000 : 0);
     await putRun({ ...run, seconds });
-    this.onSaved?.();
+    await this.onSaved?.();
   }
 }
 
@@ -165,6 +170,7 @@ export class RunsPanel {
     this.runs = [];
     this.selected = new Set();
     this.sort = { key: 'createdAt', descending: true };
+    this.best = null; // the id of the sweep's best run so far, marked in the table
     this.table = el('table', { className: 'runs' });
     this.empty = el('p', { className: 'hint', textContent: 'Each training run appears here once it has finished an epoch.' });
     container.append(this.empty, this.table);
@@ -246,7 +252,8 @@ export class RunsPanel {
       button.addEventListener('click', action);
       return button;
     });
-    const tr = el('tr', {}, [el('td', {}, [check, swatch]), el('td', { className: 'actions' }, actions), ...cells]);
+    const tr = el('tr', { className: run.id === this.best ? 'best' : '' }, [el('td', {}, [check, swatch]), el('td', { className: 'actions' }, actions), ...cells]);
+    if (run.id === this.best) cells.at(-1).textContent += ' ★ best of the sweep';
     tr.dataset.run = run.id;
     return tr;
   }

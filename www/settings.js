@@ -11,6 +11,7 @@ export const DEFAULTS = Object.freeze({
   spec: '',
   optimizer: 'adam',
   lr: null,
+  weightDecay: 0,
   batch: 64,
   epochs: 5,
   seed: 0,
@@ -53,6 +54,12 @@ const READERS = {
     if (!Number.isFinite(value) || value <= 0 || value > 10) throw new Error(`"${raw}" is not a number above 0 and at most 10`);
     return value;
   },
+  weightDecay: (raw) => {
+    const text = String(raw ?? '').trim();
+    const value = text === '' ? 0 : Number(text);
+    if (!Number.isFinite(value) || value < 0 || value > 1) throw new Error(`"${raw}" is not a number from 0 to 1`);
+    return value;
+  },
   batch: wholeNumber(1, 4096),
   epochs: wholeNumber(1, 100),
   seed: wholeNumber(0, Number.MAX_SAFE_INTEGER),
@@ -80,7 +87,7 @@ const READERS = {
 
 /** Human names of the settings, for messages. */
 const LABELS = {
-  model: 'model', spec: 'model spec', optimizer: 'optimizer', lr: 'learning rate', batch: 'batch size',
+  model: 'model', spec: 'model spec', optimizer: 'optimizer', lr: 'learning rate', weightDecay: 'weight decay', batch: 'batch size',
   epochs: 'epochs', seed: 'seed', normalize: 'pixels', clean: 'cleaning', augment: 'augmentation', data: 'data source',
   backend: 'backend', schedule: 'learning-rate schedule', valSplit: 'validation share', earlyStop: 'early stopping',
 };
@@ -139,6 +146,7 @@ export function configureMessage(settings) {
     settings: {
       optimizer: settings.optimizer,
       lr: settings.lr ?? undefined,
+      weightDecay: settings.weightDecay,
       batchSize: settings.batch,
       epochs: settings.epochs,
       seed: settings.seed,

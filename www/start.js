@@ -1,5 +1,5 @@
 // Starting one of the wasm builds: `../pkg/` (CPU), `../pkg/threads/`, `../pkg/gpu/`,
-// `../pkg/onnx/` (export).
+// `../pkg/tools/` (ONNX export, sweep planning).
 
 /**
  * Imports a build's bindings (a fresh copy of them for `instance` > 0) and instantiates its wasm, which is fetched and compiled while

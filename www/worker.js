@@ -10,6 +10,9 @@
 //        model text, not the one training); answers 'summary': {id, summary} or {id, error}
 //   {type: 'schedule-curve', id, schedule, lr, epochs}  answers 'schedule-curve': {id, values}
 //        (60 learning rates over the run) or {id, error}
+//   {type: 'sweep-trials', id, grid, ranges, trials, seed}  a sweep as the CLI's --grid,
+//        --range, --trials and --sweep-seed give it; answers 'sweep-trials': {id, trials:
+//        [{lr, batch_size, ...}]} or {id, error}
 //   {type: 'load', urls: {trainImages, trainLabels, testImages, testLabels}}
 //        each a list of URLs to try in turn (a folder's file names; see settings.js)
 //        Streams a data source (gzip or raw IDX). The first trains while it arrives; a later
@@ -94,7 +97,10 @@ const VISIT = new URL(self.location.href).searchParams.get('visit');
 let session = null;
 let Session = null;
 let wasm = null; // the loaded module, for its free functions
-let exporter = null; // the export build, once an export asked for it
+let toolsBuild = null; // the tools build, once something asked for it
+// What training leaves out (ONNX export, sweep planning) is in its own build, pkg/tools/,
+// loaded the first time it is needed: in the training modules it would be a tenth of them.
+const tools = () => (toolsBuild ??= startBuild('../pkg/tools/'));
 let gpu = null; // the GpuDevice, where training runs on WebGPU
 let backendNote = null; // why the CPU runs when the GPU was asked for, or one thread when threads were
 let state = 'idle';
@@ -410,6 +416,10 @@ const handlers = {
   'schedule-curve': ({ id, schedule, lr, epochs }) => reply('schedule-curve', id, () => ({
     values: Array.from(wasm.scheduleCurve(schedule, lr, epochs, 60)),
   })),
+  'sweep-trials': async ({ id, grid, ranges, trials, seed }) => {
+    const planner = await tools();
+    reply('sweep-trials', id, () => ({ trials: planner.sweepTrials(grid, ranges, trials, seed) }));
+  },
   load: ({ urls }) => loadData(urls),
   start: () => {
     if (state === 'training' || state === 'waiting') return;
@@ -443,10 +453,8 @@ const handlers = {
   restore: ({ bytes, source }) => restore(bytes, source),
   'export-onnx': async () => {
     await sync();
-    // The export build (pkg/onnx/) loads on the first export: the training modules leave
-    // the export code out. It reads the model from the training file, as a download would.
-    exporter ??= startBuild('../pkg/onnx/');
-    const bytes = (await exporter).exportOnnx(session.save());
+    // It reads the model from the training file, as a download would.
+    const bytes = (await tools()).exportOnnx(session.save());
     post({ type: 'onnx', bytes }, [bytes.buffer]);
   },
   keep: ({ enabled }) => {
@@ -479,7 +487,7 @@ function handle(message) {
     post({ type: 'error', message: `worker: unknown message type ${JSON.stringify(message?.type)}` });
     return;
   }
-  if (!session && !['configure', 'summary', 'schedule-curve'].includes(message.type)) {
+  if (!session && !['configure', 'summary', 'schedule-curve', 'sweep-trials'].includes(message.type)) {
     post({ type: 'error', message: `worker: '${message.type}' before any model was configured` });
     return;
   }

@@ -128,3 +128,70 @@ describe('experiments in the page', () => {
     await context.close();
   });
 });
+
+describe('sweeps in the page', () => {
+  test('a four-run sweep runs, marks the best, plots it, survives a reload, and bad sweeps are named', async () => {
+    // The CNN, whose epoch takes seconds: the reload lands inside the sweep.
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?model=cnn&epochs=1`);
+    await waitForState(page, (s) => s.dataComplete === true, 30_000);
+    // Bad input first: nothing runs and the message names the setting.
+    await page.fill('#sweep-grid', 'lr=-0.01');
+    await page.click('#sweep-start');
+    await page.waitForFunction(() => /lr: -0.01 is not a positive learning rate/.test(document.querySelector('#sweep-error').textContent));
+    await page.fill('#sweep-grid', '');
+    await page.fill('#sweep-ranges', 'lr=1e-2:1e-4');
+    await page.fill('#sweep-trials', '3');
+    await page.click('#sweep-start');
+    await page.waitForFunction(() => /min 0.01 is above max 0.0001/.test(document.querySelector('#sweep-error').textContent));
+    await page.fill('#sweep-trials', '10000');
+    await page.fill('#sweep-ranges', 'lr=1e-4:1e-2');
+    await page.click('#sweep-start');
+    await page.waitForFunction(() => /10000 trials are more than the 100/.test(document.querySelector('#sweep-error').textContent));
+    assert.equal((await page.evaluate(() => window.ferrograd.runs())).length, 0);
+
+    // Four runs: a grid of two rates and two batch sizes.
+    await page.fill('#sweep-ranges', '');
+    await page.fill('#sweep-trials', '0');
+    await page.fill('#sweep-grid', 'lr=1e-3,1e-2\nbatch-size=64,128');
+    await page.click('#sweep-start');
+    await waitForState(page, (s) => s.sweep?.next === 2, 180_000);
+    // A reload in the middle: the sweep carries on from the trial it was in.
+    await page.reload();
+    const resumed = await waitForState(page, (s) => s.sweepResumedAt != null, 30_000);
+    assert.ok([3, 4].includes(resumed.sweepResumedAt), `carried on at trial ${resumed.sweepResumedAt}`);
+    await page.waitForFunction(() => window.ferrograd.state.sweep === null && /4 of 4 trials ran/.test(document.querySelector('#sweep-text').textContent), null, { timeout: 240_000 });
+    const runs = await page.evaluate(() => window.ferrograd.runs().filter((r) => r.sweep));
+    // The trial the reload cut short ran again from the start; the interrupted part, if it
+    // finished an epoch, is kept as such.
+    const done = runs.filter((r) => r.status === 'done');
+    assert.deepEqual(done.map((r) => `${r.settings.lr}/${r.settings.batch}`).sort(), ['0.001/128', '0.001/64', '0.01/128', '0.01/64']);
+    assert.ok(done.every((r) => r.history.length === 1), JSON.stringify(runs.map((r) => [r.status, r.history.length])));
+    // The best by test accuracy is marked in the table and named under the bar.
+    const bestRun = done.reduce((a, b) => (b.history.at(-1).testAccuracy > a.history.at(-1).testAccuracy ? b : a));
+    assert.match(await page.locator('#runs tr.best').textContent(), /best of the sweep/);
+    assert.match(await page.locator('#runs tr.best').textContent(), new RegExp(bestRun.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    assert.match(await page.locator('#sweep-text').textContent(), /best so far/);
+    // The plot: four points of the score against the rate.
+    assert.equal(await page.locator('#sweep-chart canvas').count(), 1);
+    await screenshot(page, 'experiments-sweep');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('cancelling a sweep keeps the runs that finished', async () => {
+    const { page, context } = await open(env.browser, `${env.server.url}?model=cnn&epochs=1`);
+    await waitForState(page, (s) => s.dataComplete === true, 30_000);
+    await page.fill('#sweep-grid', 'lr=1e-3,2e-3,3e-3,4e-3');
+    await page.click('#sweep-start');
+    await waitForState(page, (s) => s.sweep?.next === 1, 120_000);
+    await page.click('#sweep-cancel');
+    await page.waitForFunction(() => /Sweep cancelled after [1-3] of 4 trials/.test(document.querySelector('#notice').textContent));
+    const runs = await page.evaluate(() => window.ferrograd.runs().filter((r) => r.sweep));
+    assert.ok(runs.some((r) => r.status === 'done' && r.settings.lr === 0.001), JSON.stringify(runs.map((r) => [r.status, r.settings.lr])));
+    assert.equal(await page.evaluate(() => window.ferrograd.state.sweep), null);
+    await page.reload();
+    await waitForState(page, (s) => s.configured === true, 30_000);
+    assert.equal(await page.evaluate(() => window.ferrograd.state.sweep ?? null), null, 'a cancelled sweep does not come back');
+    await context.close();
+  });
+});
