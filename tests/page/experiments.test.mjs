@@ -171,8 +171,13 @@ describe('sweeps in the page', () => {
     assert.match(await page.locator('#runs tr.best').textContent(), /best of the sweep/);
     assert.match(await page.locator('#runs tr.best').textContent(), new RegExp(bestRun.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     assert.match(await page.locator('#sweep-text').textContent(), /best so far/);
-    // The plot: four points of the score against the rate.
+    // The plot of the score against the rate.
     assert.equal(await page.locator('#sweep-chart canvas').count(), 1);
+    // The four runs overlaid on the charts, each named in the legend.
+    for (const run of done) await page.locator(`#runs tr[data-run="${run.id}"] input[type="checkbox"]`).check();
+    await waitForState(page, (s) => s.overlaid === 4);
+    const legend = await page.locator('#loss-chart .u-legend').textContent();
+    for (const run of done) assert.ok(legend.includes(run.name), `${run.name} is not in the legend ${legend}`);
     await screenshot(page, 'experiments-sweep');
     assert.deepEqual(problems, []);
     await context.close();
