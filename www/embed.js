@@ -6,13 +6,17 @@
 // Attributes: model (a preset name or a JSON model spec), epochs, batch-size, lr, optimizer,
 // seed, data (a folder URL or four file URLs, as in the playground; by default the bundled
 // sample next to this script), compact (a smaller layout), inside (the playground's inside
-// views of the drawn digit under the pad: saliency, feature maps, gates, attention). Each element runs its own worker,
+// views of the drawn digit under the pad: saliency, feature maps, gates, attention), sweep
+// (a small sweep, `lr=1e-3,1e-2` or several settings as `lr=1e-3,1e-2; batch-size=32,64`, read
+// as `ferrograd sweep --grid` reads them: Train runs every trial in turn, each trial's loss
+// curve stays on the chart, and a list gives each one's test accuracy with the best marked). Each element runs its own worker,
 // so several train side by side; none needs cross-origin-isolation headers. Its progress is
 // readable as `element.state`, like the page's `window.ferrograd.state`.
 
 import { LiveChart } from './charts.js';
 import { DrawingPad } from './pad.js';
 import { configureMessage, dataUrls, DEFAULTS, PRESETS, readSettings } from './settings.js';
+import { trialLabel, withTrial } from './sweep.js';
 import { ProbabilityBars, showDataProgress } from './views.js';
 
 const here = (path) => new URL(path, import.meta.url).href;
@@ -46,6 +50,7 @@ const TEMPLATE = `
     <p class="error" role="alert"></p>
     <p class="notice" role="status"></p>
     <div class="chart" aria-label="Training loss per batch"></div>
+    <ol class="sweep-results" aria-label="The sweep's trials and their test accuracy" hidden></ol>
     <div class="pad-row">
       <canvas class="pad" width="280" height="280" tabindex="0" aria-label="Drawing pad: draw a digit"></canvas>
       <div class="probs" aria-label="Probability of each digit"></div>
@@ -109,7 +114,7 @@ class FerrogradPlayground extends HTMLElement {
     }
     this.worker.onmessage = ({ data }) => this.handle(data);
     this.worker.onerror = (event) => this.fail(`the training worker failed: ${event.message ?? 'it could not start'}`);
-    this.$('.start').onclick = () => this.worker.postMessage({ type: 'start' });
+    this.$('.start').onclick = () => (this.sweep ? this.startSweep() : this.worker.postMessage({ type: 'start' }));
     this.$('.pause').onclick = () => this.worker.postMessage({ type: 'pause' });
     this.$('.reset').onclick = () => {
       this.worker.postMessage({ type: 'reset' });
@@ -124,7 +129,49 @@ class FerrogradPlayground extends HTMLElement {
 
     const { settings, problems } = this.readAttributes();
     if (problems.length) this.fail(problems.join('; '));
+    // A sweep: the grid's axes, one per `;`-separated part; Train runs its trials.
+    const grid = this.getAttribute('sweep')?.split(';').map((axis) => axis.trim()).filter(Boolean);
+    this.sweep = grid?.length ? { grid, trials: null, next: 0, results: [] } : null;
+    if (this.sweep) this.$('.start').textContent = 'Run sweep';
     this.configure(settings);
+  }
+
+  /** Plans the sweep (the core checks it) and runs its first trial. */
+  startSweep() {
+    Object.assign(this.sweep, { trials: null, next: 0, results: [] });
+    this.chart?.setOverlays([]);
+    this.$('.sweep-results').replaceChildren();
+    this.worker.postMessage({ type: 'sweep-trials', id: 1, grid: this.sweep.grid, ranges: [], trials: 0, seed: 0 });
+  }
+
+  /** The next trial of the sweep: its settings on the element's, trained from scratch. */
+  nextTrial() {
+    const { trials, next } = this.sweep;
+    this.state.sweep = { done: next, of: trials.length, results: this.sweep.results };
+    if (next >= trials.length) {
+      this.$('.start').textContent = 'Run sweep';
+      return;
+    }
+    this.sweep.starting = true;
+    this.worker.postMessage(configureMessage(withTrial(this.settings, trials[next])));
+  }
+
+  /** A trial finished: its curve stays on the chart, its score joins the list. */
+  trialDone() {
+    const trial = this.sweep.trials[this.sweep.next];
+    const label = trialLabel(trial);
+    const accuracy = this.state.testAccuracy;
+    this.sweep.results.push({ label, testAccuracy: accuracy });
+    const colours = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00'];
+    this.chart?.setOverlays(this.sweep.results.map((r, i) => ({ label: r.label, colour: colours[i % colours.length], points: this.sweep.curves[i] })));
+    const list = this.$('.sweep-results');
+    list.hidden = false;
+    const best = Math.max(...this.sweep.results.map((r) => r.testAccuracy ?? -1));
+    list.replaceChildren(...this.sweep.results.map((r) => Object.assign(document.createElement('li'), {
+      textContent: `${r.label}: test accuracy ${r.testAccuracy == null ? '–' : `${(r.testAccuracy * 100).toFixed(1)}%`}${r.testAccuracy === best ? ' (best)' : ''}`,
+    })));
+    this.sweep.next += 1;
+    this.nextTrial();
   }
 
   disconnectedCallback() {
@@ -202,7 +249,24 @@ class FerrogradPlayground extends HTMLElement {
       case 'ready':
         state.ready = true;
         break;
+      case 'sweep-trials':
+        if (message.error) {
+          this.fail(`sweep="${this.getAttribute('sweep')}": ${message.error}`);
+          break;
+        }
+        this.sweep.trials = message.trials;
+        this.sweep.curves = [];
+        this.nextTrial();
+        break;
       case 'configured': {
+        if (this.sweep?.starting) {
+          this.sweep.starting = false;
+          this.spec = JSON.parse(message.spec);
+          this.sweep.curve = [];
+          this.clearProgress();
+          this.worker.postMessage({ type: 'start' });
+          break;
+        }
         const first = !state.configured;
         state.configured = true;
         this.spec = JSON.parse(message.spec);
@@ -229,7 +293,11 @@ class FerrogradPlayground extends HTMLElement {
         const running = message.state === 'training' || message.state === 'waiting';
         this.$('.start').disabled = running;
         this.$('.pause').disabled = !running;
-        this.$('.start').textContent = message.state === 'paused' ? 'Resume' : message.state === 'done' ? 'Again' : 'Train';
+        this.$('.start').textContent = message.state === 'paused' ? 'Resume' : this.sweep ? 'Run sweep' : message.state === 'done' ? 'Again' : 'Train';
+        if (message.state === 'done' && this.sweep?.trials && this.sweep.next < this.sweep.trials.length) {
+          this.sweep.curves.push(this.sweep.curve);
+          this.trialDone();
+        }
         this.$('.state').textContent = message.state === 'waiting' ? 'waiting for data' : message.state;
         break;
       }
@@ -292,6 +360,7 @@ class FerrogradPlayground extends HTMLElement {
     for (const { step, loss } of batches) {
       if (this.chart) this.chart.push(step, [loss, null]);
       else this.early.push([step, [loss, null]]);
+      this.sweep?.curve?.push([step, loss]);
     }
     this.state.steps = status.steps;
     this.$('.train-bar').max = Math.max(1, status.epochs * status.epochSize);

@@ -200,3 +200,34 @@ describe('sweeps in the page', () => {
     await context.close();
   });
 });
+
+describe('a sweep in the embed', () => {
+  test('sweep="lr=1e-3,1e-2" runs both trials, keeps both curves and lists their scores', async () => {
+    const hash = `sweep=${encodeURIComponent('lr=1e-3,1e-2')}&epochs=1&compact`;
+    const { page, context, problems } = await open(env.browser, `${env.server.url}embed.html#${hash}`);
+    const element = page.locator('ferrograd-playground');
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground')?.state?.dataComplete, null, { timeout: 30_000 });
+    assert.equal(await element.locator('button.start').textContent(), 'Run sweep');
+    await element.locator('button.start').click();
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground').state.sweep?.done === 2, null, { timeout: 120_000 });
+    const results = await element.locator('.sweep-results li').allTextContents();
+    assert.equal(results.length, 2);
+    assert.match(results[0], /^lr=0.001: test accuracy \d+\.\d%/);
+    assert.match(results[1], /^lr=0.01: test accuracy \d+\.\d%/);
+    assert.equal(results.filter((r) => r.endsWith('(best)')).length, 1);
+    const legend = await element.locator('.u-legend').textContent();
+    assert.ok(legend.includes('lr=0.001') && legend.includes('lr=0.01'), legend);
+    await screenshot(page, 'embed-sweep');
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('a bad sweep attribute is named in the element', async () => {
+    const { page, context } = await open(env.browser, `${env.server.url}embed.html#sweep=${encodeURIComponent('lr=-1')}&epochs=1`);
+    const element = page.locator('ferrograd-playground');
+    await page.waitForFunction(() => document.querySelector('ferrograd-playground')?.state?.dataComplete, null, { timeout: 30_000 });
+    await element.locator('button.start').click();
+    await page.waitForFunction(() => /sweep="lr=-1": .*positive learning rate/.test(document.querySelector('ferrograd-playground').state.error ?? ''), null, { timeout: 30_000 });
+    await context.close();
+  });
+});
