@@ -424,7 +424,7 @@ function showState(next) {
     const trial = sweep && sweep.next < sweep.trials.length
       ? { id: sweep.id, index: sweep.next, of: sweep.trials.length, label: trialLabel(sweep.trials[sweep.next]), trial: sweep.trials[sweep.next] }
       : null;
-    recorder.begin(applied, runsPanel.runs.length + 1, state.steps, trial);
+    recorder.begin(applied, runsPanel.runs.length + 1, state.steps, trial, $('backend').textContent);
   }
   if (next === 'done' && sweep && recorder.run?.sweep?.id === sweep.id) {
     const id = recorder.run.id;

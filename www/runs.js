@@ -38,6 +38,7 @@ const COLUMNS = [
   { key: 'batch', label: 'batch', value: (r) => r.settings.batch },
   { key: 'epochs', label: 'epochs', value: (r) => r.history.length, show: (r) => `${r.history.length}/${r.settings.epochs}` },
   { key: 'seed', label: 'seed', value: (r) => r.settings.seed },
+  { key: 'backend', label: 'ran on', value: (r) => r.backend ?? '' },
   { key: 'valSplit', label: 'val share', value: (r) => r.settings.valSplit },
   { key: 'bestEpoch', label: 'best epoch', value: (r) => r.bestEpoch ?? null },
   { key: 'trainLoss', label: 'train loss', value: (r) => kept(r, 'trainLoss'), show: (r) => fixed(4)(kept(r, 'trainLoss')) },
@@ -65,7 +66,7 @@ export class RunRecorder {
    * A new run with `settings` (the page's, as the address holds them), the `number`-th; one
    * that carries on a trained model from step `from` says so in its name.
    */
-  begin(settings, number, from = 0, sweep = null) {
+  begin(settings, number, from = 0, sweep = null, backend = null) {
     const lr = settings.lr ?? (settings.optimizer === 'sgd' ? 1e-2 : 1e-3);
     const schedule = settings.schedule === 'constant' ? '' : `, ${settings.schedule}`;
     const continued = from > 0 ? ` (continued from step ${from})` : '';
@@ -77,6 +78,8 @@ export class RunRecorder {
       name,
       // {id, index, of, label, trial} for a sweep's trial
       sweep,
+      // Where it trained, as the masthead says (the settings hold what was asked for: auto).
+      backend,
       createdAt: Date.now(),
       settings: { ...settings },
       lr,

@@ -49,6 +49,7 @@ describe('experiments in the page', () => {
     assert.equal(run.settings.schedule, 'cosine(warmup=0.5,min_lr=0.0001)');
     assert.equal(run.settings.valSplit, 0.1);
     assert.equal(run.bestEpoch, state.bestEpoch);
+    assert.match(run.backend, /^CPU · WebAssembly/);
     assert.ok(run.history.every((h) => h.valLoss != null && h.testAccuracy != null));
     assert.ok(run.history.at(-1).lr < run.history[0].lr, 'the cosine schedule lowered the rate');
     await screenshot(page, 'experiments-early-stopping');
