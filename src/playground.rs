@@ -244,7 +244,7 @@ pub struct Playground {
     dropped: usize,
     /// The training pairs held out for validation, and the split that picks them as they
     /// arrive (after cleaning, as the CLI splits the cleaned set).
-    validation: Vec<usize>,
+    validation: Dataset,
     split: ValidationSplit,
     /// The epoch whose weights early stopping put back, once it stopped the run.
     stopped_at: Option<usize>,
@@ -280,7 +280,7 @@ impl Playground {
             checked: 0,
             usable: Vec::new(),
             dropped: 0,
-            validation: Vec::new(),
+            validation: Dataset::empty(rows, cols),
             split,
             stopped_at: None,
             recalibrate: false,
@@ -417,7 +417,9 @@ impl Playground {
         }
         let (rows, cols) = image_size(spec);
         if self.examples.image_size() != (rows, cols) {
+            // Only without data (the data fits the model): nothing is held out yet either.
             self.examples = Dataset::empty(rows, cols);
+            self.validation = Dataset::empty(rows, cols);
         }
         self.trainer = trainer;
         self.restart_epochs();
@@ -634,7 +636,10 @@ impl Playground {
             if self.config.clean && !preprocess::is_readable(data.train.image(i)) {
                 self.dropped += 1;
             } else if self.split.holds_out(data.train.label(i)) {
-                self.validation.push(i);
+                // Copied once as it arrives, so that each epoch's validation reads it as is.
+                self.validation
+                    .push(data.train.image(i), data.train.label(i))
+                    .expect("every image's size was checked against the examples' when it arrived");
             } else {
                 self.usable.push(i);
             }
@@ -666,7 +671,8 @@ impl Playground {
     fn recheck_cleaning(&mut self) {
         self.checked = 0;
         self.usable.clear();
-        self.validation.clear();
+        let (rows, cols) = self.examples.image_size();
+        self.validation = Dataset::empty(rows, cols);
         self.split = ValidationSplit::new(self.config.val_split, self.config.seed)
             .expect("the settings were validated");
         self.dropped = 0;
@@ -682,16 +688,10 @@ impl Playground {
     /// # Errors
     /// When the weights are still on the GPU.
     pub fn validate(&mut self) -> Result<Option<Validation>> {
-        let Some(data) = &self.data else { return Ok(None) };
         if self.validation.is_empty() {
             return Ok(None);
         }
-        let (rows, cols) = self.examples.image_size();
-        let mut set = Dataset::empty(rows, cols);
-        for &i in &self.validation {
-            set.push(data.train.image(i), data.train.label(i))?;
-        }
-        let evaluation = self.trainer.evaluate(&set)?;
+        let evaluation = self.trainer.evaluate(&self.validation)?;
         let stop = self.trainer.observe_validation(evaluation.loss)?;
         let mut validation = Validation {
             loss: evaluation.loss,

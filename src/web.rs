@@ -135,12 +135,17 @@ enum Normalization {
     Standard,
 }
 
+/// A model as JavaScript names it: a preset name or a JSON spec.
+fn read_model(model: &str) -> Result<ModelSpec, JsError> {
+    match ModelSpec::preset(model.trim()) {
+        Some(spec) => Ok(spec),
+        None => Ok(ModelSpec::from_json(model)?),
+    }
+}
+
 /// Reads a model (a preset name or a JSON spec) and settings from JavaScript.
 fn read_setup(model: &str, settings: JsValue) -> Result<(ModelSpec, TrainingConfig), JsError> {
-    let mut spec = match ModelSpec::preset(model.trim()) {
-        Some(spec) => spec,
-        None => ModelSpec::from_json(model)?,
-    };
+    let mut spec = read_model(model)?;
     let settings: Settings = if settings.is_undefined() || settings.is_null() {
         Settings::default()
     } else {
@@ -154,15 +159,11 @@ fn read_setup(model: &str, settings: JsValue) -> Result<(ModelSpec, TrainingConf
         Normalization::Unit => None,
         Normalization::Standard => Some(Normalize::MNIST),
     };
-    let mut optimizer = match settings.optimizer {
+    let optimizer = match settings.optimizer {
         OptimizerName::Adam => OptimizerSpec::adam(settings.lr.unwrap_or(1e-3)),
         OptimizerName::Sgd => OptimizerSpec::sgd(settings.lr.unwrap_or(1e-2)),
-    };
-    match &mut optimizer {
-        OptimizerSpec::Adam { weight_decay, .. } | OptimizerSpec::Sgd { weight_decay, .. } => {
-            *weight_decay = settings.weight_decay;
-        }
     }
+    .with_weight_decay(settings.weight_decay);
     let config = TrainingConfig {
         optimizer,
         batch_size: settings.batch_size,
@@ -493,11 +494,7 @@ pub fn sweep_trials(
 /// the spec's error (naming the layer) when it cannot be built.
 #[wasm_bindgen(js_name = modelSummary)]
 pub fn model_summary(model: &str) -> Result<JsValue, JsError> {
-    let spec = match ModelSpec::preset(model.trim()) {
-        Some(spec) => spec,
-        None => ModelSpec::from_json(model)?,
-    };
-    to_js(&spec.summary()?)
+    to_js(&read_model(model)?.summary()?)
 }
 
 /// `scheduleCurve(schedule, lr, epochs, points)`: the learning rate a schedule (its text)

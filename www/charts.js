@@ -5,6 +5,8 @@
 import uPlot from '../node_modules/uplot/dist/uPlot.esm.js';
 
 const REDRAW_MS = 200;
+/** Colours for several runs on one chart: Okabe and Ito's, told apart with every kind of colour blindness. */
+export const PALETTE = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#f0e442', '#000000'];
 
 
 export class LiveChart {

@@ -13,7 +13,7 @@
 // so several train side by side; none needs cross-origin-isolation headers. Its progress is
 // readable as `element.state`, like the page's `window.ferrograd.state`.
 
-import { LiveChart } from './charts.js';
+import { LiveChart, PALETTE } from './charts.js';
 import { DrawingPad } from './pad.js';
 import { configureMessage, dataUrls, DEFAULTS, PRESETS, readSettings } from './settings.js';
 import { trialLabel, withTrial } from './sweep.js';
@@ -162,8 +162,7 @@ class FerrogradPlayground extends HTMLElement {
     const label = trialLabel(trial);
     const accuracy = this.state.testAccuracy;
     this.sweep.results.push({ label, testAccuracy: accuracy });
-    const colours = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00'];
-    this.chart?.setOverlays(this.sweep.results.map((r, i) => ({ label: r.label, colour: colours[i % colours.length], points: this.sweep.curves[i] })));
+    this.chart?.setOverlays(this.sweep.results.map((r, i) => ({ label: r.label, colour: PALETTE[i % PALETTE.length], points: this.sweep.curves[i] })));
     const list = this.$('.sweep-results');
     list.hidden = false;
     const best = Math.max(...this.sweep.results.map((r) => r.testAccuracy ?? -1));

@@ -10,8 +10,8 @@ import {
   best, keepSweep, keptSweep, METRICS, score, SweepPlot, trialLabel, withTrial,
 } from './sweep.js';
 import {
-  configureMessage, dataUrls, DEFAULTS, formatSpec, readSettings, SCHEDULE_FIELDS, scheduleParts, scheduleText,
-  settingsFromQuery, settingsToQuery,
+  configureMessage, dataUrls, DEFAULTS, effectiveLr, formatSpec, readSettings, SCHEDULE_FIELDS, scheduleParts,
+  scheduleText, settingsFromQuery, settingsToQuery,
 } from './settings.js';
 import {
   ConfusionView, DigitGrid, drawCurve, ModelSummaryView, PerClassView, ProbabilityBars, showDataProgress,
@@ -227,13 +227,14 @@ function readForm() {
 
 function showScheduleFields() {
   const fields = SCHEDULE_FIELDS[$('schedule-kind').value] ?? SCHEDULE_FIELDS.constant;
-  for (const [which, field] of [['first', fields[0]], ['second', fields[1]]]) {
+  ['first', 'second'].forEach((which, i) => {
+    const field = fields[i];
     $(`schedule-${which}-wrap`).hidden = !field;
     if (field) {
-      $(`schedule-${which}-label`).textContent = field[0];
-      $(`schedule-${which}`).placeholder = field[1];
+      $(`schedule-${which}-label`).textContent = field[1];
+      $(`schedule-${which}`).placeholder = field[2];
     }
-  }
+  });
   requestScheduleCurve();
 }
 
@@ -242,8 +243,7 @@ function requestScheduleCurve() {
   curveTimer = setTimeout(() => {
     if (!state.ready) return;
     const { settings } = readForm();
-    const lr = settings.lr ?? (settings.optimizer === 'sgd' ? 1e-2 : 1e-3);
-    ask('schedule-curve', { schedule: settings.schedule, lr, epochs: settings.epochs });
+    ask('schedule-curve', { schedule: settings.schedule, lr: effectiveLr(settings), epochs: settings.epochs });
   }, 120);
 }
 
@@ -322,7 +322,7 @@ function configured(spec) {
     const reload = performance.getEntriesByType('navigation')[0]?.type === 'reload';
     if (sweep) {
       // A sweep under way when the page closed carries on: the trial it was in starts over.
-      $('sweep-axis').replaceChildren(...Object.keys(sweep.trials[0]).map((param) => Object.assign(document.createElement('option'), { value: param, textContent: param.replaceAll('_', '-') })));
+      showSweptSettings(sweep.trials);
       $('sweep-metric').value = sweep.metric;
       handlers.notice({ message: `Carrying on with the sweep at trial ${sweep.next + 1} of ${sweep.trials.length}.` });
       state.sweepResumedAt = sweep.next + 1;
@@ -595,8 +595,13 @@ function sweepPlanned({ id, trials, error }) {
     base, trials, next: 0, metric: $('sweep-metric').value, runIds: [], failed: [], seconds: 0, started: Date.now(),
   };
   keepSweep(sweep);
-  $('sweep-axis').replaceChildren(...Object.keys(trials[0]).map((param) => Object.assign(document.createElement('option'), { value: param, textContent: param.replaceAll('_', '-') })));
+  showSweptSettings(trials);
   runTrial();
+}
+
+/** The settings a sweep varies, as the choices of the plot's horizontal axis. */
+function showSweptSettings(trials) {
+  $('sweep-axis').replaceChildren(...Object.keys(trials[0]).map((param) => Object.assign(document.createElement('option'), { value: param, textContent: param.replaceAll('_', '-') })));
 }
 
 /** Configures the next trial; its run starts once the worker has its model (see 'configured'). */

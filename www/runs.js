@@ -5,13 +5,14 @@
 // the address); the list exports as CSV and JSON; two or more selected runs overlay their
 // curves on the page's charts.
 
+import { PALETTE } from './charts.js';
+import { effectiveLr } from './settings.js';
 import { allRuns, deleteRun, putRun } from './store.js';
+import { score } from './sweep.js';
 
 export const MAX_RUNS = 50;
 // Training-loss points kept per run for the overlay: enough for a smooth curve.
 const CURVE_POINTS = 400;
-// Okabe and Ito's colours, told apart with every kind of colour blindness.
-const PALETTE = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#f0e442', '#000000'];
 
 const el = (tag, props = {}, children = []) => {
   const element = Object.assign(document.createElement(tag), props);
@@ -19,12 +20,6 @@ const el = (tag, props = {}, children = []) => {
   return element;
 };
 
-const last = (run, key) => {
-  for (let i = run.history.length - 1; i >= 0; i -= 1) if (run.history[i][key] != null) return run.history[i][key];
-  return null;
-};
-/** The scores of the weights a run ended with: the best epoch's under early stopping. */
-const kept = (run, key) => (run.bestEpoch != null ? run.history[run.bestEpoch - 1]?.[key] ?? null : last(run, key));
 const percent = (v) => (v == null ? '' : `${(v * 100).toFixed(2)}%`);
 const fixed = (digits) => (v) => (v == null ? '' : Number(v).toFixed(digits));
 
@@ -41,10 +36,10 @@ const COLUMNS = [
   { key: 'backend', label: 'ran on', value: (r) => r.backend ?? '' },
   { key: 'valSplit', label: 'val share', value: (r) => r.settings.valSplit },
   { key: 'bestEpoch', label: 'best epoch', value: (r) => r.bestEpoch ?? null },
-  { key: 'trainLoss', label: 'train loss', value: (r) => kept(r, 'trainLoss'), show: (r) => fixed(4)(kept(r, 'trainLoss')) },
-  { key: 'valAccuracy', label: 'val acc', value: (r) => kept(r, 'valAccuracy'), show: (r) => percent(kept(r, 'valAccuracy')) },
-  { key: 'testLoss', label: 'test loss', value: (r) => kept(r, 'testLoss'), show: (r) => fixed(4)(kept(r, 'testLoss')) },
-  { key: 'testAccuracy', label: 'test acc', value: (r) => kept(r, 'testAccuracy'), show: (r) => percent(kept(r, 'testAccuracy')) },
+  { key: 'trainLoss', label: 'train loss', value: (r) => score(r, 'trainLoss'), show: (r) => fixed(4)(score(r, 'trainLoss')) },
+  { key: 'valAccuracy', label: 'val acc', value: (r) => score(r, 'valAccuracy'), show: (r) => percent(score(r, 'valAccuracy')) },
+  { key: 'testLoss', label: 'test loss', value: (r) => score(r, 'testLoss'), show: (r) => fixed(4)(score(r, 'testLoss')) },
+  { key: 'testAccuracy', label: 'test acc', value: (r) => score(r, 'testAccuracy'), show: (r) => percent(score(r, 'testAccuracy')) },
   { key: 'seconds', label: 'time (s)', value: (r) => r.seconds, show: (r) => fixed(1)(r.seconds) },
   { key: 'samplesPerSecond', label: 'samples/s', value: (r) => r.samplesPerSecond, show: (r) => (r.samplesPerSecond ? Math.round(r.samplesPerSecond).toLocaleString('en') : '') },
   { key: 'status', label: 'status', value: (r) => r.status },
@@ -67,7 +62,7 @@ export class RunRecorder {
    * that carries on a trained model from step `from` says so in its name.
    */
   begin(settings, number, from = 0, sweep = null, backend = null) {
-    const lr = settings.lr ?? (settings.optimizer === 'sgd' ? 1e-2 : 1e-3);
+    const lr = effectiveLr(settings);
     const schedule = settings.schedule === 'constant' ? '' : `, ${settings.schedule}`;
     const continued = from > 0 ? ` (continued from step ${from})` : '';
     const name = sweep

@@ -32,6 +32,14 @@ const wholeNumber = (min, max) => (raw) => {
   if (value < min || value > max) throw new Error(`${value} is outside ${min} to ${max}`);
   return value;
 };
+/** A decimal number from `min` (excluded with `above`) to `max`; `empty` when left blank. */
+const decimal = ({ min, max, above = false, empty, what }) => (raw) => {
+  const text = String(raw ?? '').trim();
+  if (text === '') return empty;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < min || (above && value === min) || value > max) throw new Error(`"${raw}" is not ${what}`);
+  return value;
+};
 const oneOf = (...choices) => (raw) => {
   if (!choices.includes(raw)) throw new Error(`"${raw}" is not one of ${choices.join(', ')}`);
   return raw;
@@ -47,19 +55,8 @@ const READERS = {
   model: oneOf(...PRESETS, 'custom'),
   spec: String,
   optimizer: oneOf('adam', 'sgd'),
-  lr: (raw) => {
-    const text = String(raw ?? '').trim();
-    if (text === '') return null;
-    const value = Number(text);
-    if (!Number.isFinite(value) || value <= 0 || value > 10) throw new Error(`"${raw}" is not a number above 0 and at most 10`);
-    return value;
-  },
-  weightDecay: (raw) => {
-    const text = String(raw ?? '').trim();
-    const value = text === '' ? 0 : Number(text);
-    if (!Number.isFinite(value) || value < 0 || value > 1) throw new Error(`"${raw}" is not a number from 0 to 1`);
-    return value;
-  },
+  lr: decimal({ min: 0, max: 10, above: true, empty: null, what: 'a number above 0 and at most 10' }),
+  weightDecay: decimal({ min: 0, max: 1, empty: 0, what: 'a number from 0 to 1' }),
   batch: wholeNumber(1, 4096),
   epochs: wholeNumber(1, 100),
   seed: wholeNumber(0, Number.MAX_SAFE_INTEGER),
@@ -74,12 +71,7 @@ const READERS = {
     }
     return text;
   },
-  valSplit: (raw) => {
-    const text = String(raw ?? '').trim();
-    const value = text === '' ? 0 : Number(text);
-    if (!Number.isFinite(value) || value < 0 || value > 0.5) throw new Error(`"${raw}" is not a share from 0 to 0.5`);
-    return value;
-  },
+  valSplit: decimal({ min: 0, max: 0.5, empty: 0, what: 'a share from 0 to 0.5' }),
   earlyStop: wholeNumber(0, 100),
   data: (raw) => String(raw).trim() || DEFAULT_DATA,
   backend: oneOf('auto', 'gpu', 'cpu'),
@@ -160,24 +152,24 @@ export function configureMessage(settings) {
   };
 }
 
-/** Each schedule's two settings in the form: label and placeholder (its default), or null. */
+/**
+ * Each schedule's settings, in the order the form's two fields hold them: the key in the
+ * schedule's text, the field's label and its placeholder (the core's default).
+ */
 export const SCHEDULE_FIELDS = Object.freeze({
-  constant: [null, null],
-  step: [['every (epochs)', '1'], ['gamma', '0.5']],
-  exponential: [['gamma (per epoch)', '0.9'], null],
-  cosine: [['warm-up (epochs)', '0'], ['floor (min lr)', '0']],
+  constant: [],
+  step: [['every', 'every (epochs)', '1'], ['gamma', 'gamma', '0.5']],
+  exponential: [['gamma', 'gamma (per epoch)', '0.9']],
+  cosine: [['warmup', 'warm-up (epochs)', '0'], ['min_lr', 'floor (min lr)', '0']],
 });
 
 /** The schedule text for a kind and its two settings as the form holds them. */
 export function scheduleText(kind, first, second) {
-  const number = (raw) => String(raw ?? '').trim();
-  const parts = {
-    constant: [],
-    step: [['every', number(first)], ['gamma', number(second)]],
-    exponential: [['gamma', number(first)]],
-    cosine: [['warmup', number(first)], ['min_lr', number(second)]],
-  }[kind] ?? [];
-  const given = parts.filter(([, value]) => value !== '').map(([key, value]) => `${key}=${value}`);
+  const values = [first, second].map((raw) => String(raw ?? '').trim());
+  const given = (SCHEDULE_FIELDS[kind] ?? [])
+    .map(([key], i) => [key, values[i]])
+    .filter(([, value]) => value !== '')
+    .map(([key, value]) => `${key}=${value}`);
   return given.length ? `${kind}(${given.join(',')})` : kind;
 }
 
@@ -185,9 +177,12 @@ export function scheduleText(kind, first, second) {
 export function scheduleParts(text) {
   const [, kind = 'constant', inner = ''] = /^(\w+)(?:\((.*)\))?$/.exec(text) ?? [];
   const values = Object.fromEntries(inner.split(',').filter(Boolean).map((pair) => pair.split('=')));
-  const order = { step: ['every', 'gamma'], exponential: ['gamma'], cosine: ['warmup', 'min_lr'] }[kind] ?? [];
-  return { kind, first: values[order[0]] ?? '', second: values[order[1]] ?? '' };
+  const [first, second] = (SCHEDULE_FIELDS[kind] ?? []).map(([key]) => values[key] ?? '');
+  return { kind, first: first ?? '', second: second ?? '' };
 }
+
+/** The learning rate a run of `settings` trains at: the one set, or the optimizer's default. */
+export const effectiveLr = (settings) => settings.lr ?? (settings.optimizer === 'sgd' ? 1e-2 : 1e-3);
 
 const FILES = {
   trainImages: 'train-images-idx3-ubyte',

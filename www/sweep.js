@@ -43,10 +43,13 @@ export function keepSweep(sweep) {
   else localStorage.removeItem(KEY);
 }
 
-/** A run's score for `metric`: that of the weights it ended with (the best epoch's under early stopping). */
-export function score(run, metric) {
-  const history = run.bestEpoch != null ? run.history.slice(0, run.bestEpoch) : run.history;
-  for (let i = history.length - 1; i >= 0; i -= 1) if (history[i][metric] != null) return history[i][metric];
+/**
+ * A run's `key` score (`testAccuracy`, `valLoss`, ...) for the weights it ended with: the best
+ * epoch's under early stopping, else the last epoch's that has one; null if none has.
+ */
+export function score(run, key) {
+  if (run.bestEpoch != null) return run.history[run.bestEpoch - 1]?.[key] ?? null;
+  for (let i = run.history.length - 1; i >= 0; i -= 1) if (run.history[i][key] != null) return run.history[i][key];
   return null;
 }
 

@@ -69,6 +69,16 @@ impl OptimizerSpec {
         }
     }
 
+    /// This optimizer with L2 weight decay `decay` (checked by [`OptimizerSpec::validate`]).
+    pub fn with_weight_decay(mut self, decay: f32) -> Self {
+        match &mut self {
+            OptimizerSpec::Adam { weight_decay, .. } | OptimizerSpec::Sgd { weight_decay, .. } => {
+                *weight_decay = decay
+            }
+        }
+        self
+    }
+
     /// SGD with momentum 0.9 and learning rate `lr`.
     pub fn sgd(lr: f32) -> Self {
         OptimizerSpec::Sgd { lr, momentum: 0.9, weight_decay: 0.0 }

@@ -194,6 +194,16 @@ enum OptimizerName {
     Sgd,
 }
 
+impl OptimizerName {
+    /// The learning rate when --lr is not given.
+    fn default_lr(self) -> f32 {
+        match self {
+            OptimizerName::Adam => 1e-3,
+            OptimizerName::Sgd => 1e-2,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct EpochRecord {
     epoch: usize,
@@ -285,15 +295,12 @@ fn new_trainer(args: &RunArgs, data: &RunData) -> Result<Trainer> {
     if let Normalization::Standard = args.normalize {
         spec.normalize = Some(Normalize::MNIST);
     }
-    let mut optimizer = match args.optimizer {
-        OptimizerName::Adam => OptimizerSpec::adam(args.lr.unwrap_or(1e-3)),
-        OptimizerName::Sgd => OptimizerSpec::sgd(args.lr.unwrap_or(1e-2)),
-    };
-    match &mut optimizer {
-        OptimizerSpec::Adam { weight_decay, .. } | OptimizerSpec::Sgd { weight_decay, .. } => {
-            *weight_decay = args.weight_decay;
-        }
+    let lr = args.lr.unwrap_or(args.optimizer.default_lr());
+    let optimizer = match args.optimizer {
+        OptimizerName::Adam => OptimizerSpec::adam(lr),
+        OptimizerName::Sgd => OptimizerSpec::sgd(lr),
     }
+    .with_weight_decay(args.weight_decay);
     let mut trainer = Trainer::new(spec, &optimizer, args.seed)?;
     trainer.set_augment(args.augment);
     trainer.set_clip_norm(args.clip_norm)?;
@@ -747,10 +754,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
                 OptimizerName::Adam => "adam".into(),
                 OptimizerName::Sgd => "sgd".into(),
             },
-            lr: run.lr.unwrap_or(match run.optimizer {
-                OptimizerName::Adam => 1e-3,
-                OptimizerName::Sgd => 1e-2,
-            }),
+            lr: run.lr.unwrap_or(run.optimizer.default_lr()),
             weight_decay: run.weight_decay,
             lr_schedule: run.lr_schedule.clone(),
             batch_size: run.batch_size,
