@@ -475,6 +475,10 @@ fn summary_lists_layers_shapes_and_parameters_as_keras_does() {
     let preset = json_of(&ferrograd(&["summary", "--model", "mlp", "--json"]));
     assert_eq!(from_file, preset);
     assert_eq!(preset["total"], 784 * 128 + 128 + 128 * 10 + 10);
+    // A spec file, blank lines before it and all.
+    let spec = temp("summary-spec.json");
+    std::fs::write(&*spec, "\n  {\"layers\":[{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":128,\"activation\":\"relu\"},{\"type\":\"dense\",\"units\":10}]}").unwrap();
+    assert_eq!(json_of(&ferrograd(&["summary", "--model", spec.to_str().unwrap(), "--json"])), preset);
 
     let err = failure(&["summary", "--model", "resnet50"]);
     assert!(err.contains("neither a preset"), "{err}");

@@ -956,7 +956,7 @@ fn summary_spec(model: &str) -> Result<ModelSpec> {
     let path = Path::new(model);
     if ModelSpec::preset(model).is_none() && path.exists() {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        if !bytes.starts_with(b"{") {
+        if !bytes.trim_ascii_start().starts_with(b"{") {
             let model = checkpoint::load(&bytes).with_context(|| format!("loading {}", path.display()))?;
             return Ok(model.spec().clone());
         }
