@@ -412,6 +412,19 @@ fn a_sweep_runs_every_trial_and_writes_one_row_per_run() {
     assert_eq!(&rows[1][column("settings")], "lr=0.001 batch-size=64");
     assert_eq!(rows[3][column("test_accuracy")].parse::<f64>().unwrap(), accuracies[3]);
 
+    // Trials side by side or one after another: the same runs, in the same order.
+    let scores = |report: &serde_json::Value| -> Vec<(String, String, String)> {
+        let runs = report["runs"].as_array().unwrap();
+        runs.iter()
+            .map(|r| (r["settings"].to_string(), r["test_loss"].to_string(), r["per_class"].to_string()))
+            .collect()
+    };
+    let grid = ["--grid", "lr=1e-3,1e-2", "--grid", "batch-size=32,64", "--json"];
+    let one_at_a_time = json_of(&one_epoch("sweep", &[&grid[..], &["--jobs", "1"]].concat()));
+    let side_by_side = json_of(&one_epoch("sweep", &[&grid[..], &["--jobs", "3"]].concat()));
+    assert_eq!(scores(&one_at_a_time), scores(&report));
+    assert_eq!(scores(&side_by_side), scores(&report));
+
     // Random trials draw the learning rate from its range, log-uniformly.
     let report = json_of(&one_epoch(
         "sweep",
@@ -452,6 +465,7 @@ fn bad_sweeps_are_refused_before_anything_runs_and_keep_the_last_results() {
         ),
         (&["--grid", "model=resnet50"][..], "trial model=resnet50"),
         (&[][..], "nothing to vary"),
+        (&["--grid", "lr=1e-3,1e-2", "--jobs", "0"][..], "--jobs must be at least 1"),
     ] {
         let err = sweep(more);
         assert!(err.contains(message), "{more:?}: {err}");

@@ -9,6 +9,30 @@ const REDRAW_MS = 200;
 export const PALETTE = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#f0e442', '#000000'];
 
 
+/**
+ * Exponential moving averages of the noisy per-batch loss and accuracy (factor 0.9),
+ * bias-corrected from the first batch as Adam corrects its moments.
+ */
+export class Smoothing {
+  constructor() {
+    this.reset();
+  }
+
+  reset() {
+    Object.assign(this, { loss: 0, accuracy: 0, n: 0 });
+  }
+
+  /** Takes one batch's figures; returns the smoothed `[loss, accuracy]`. */
+  push(loss, accuracy) {
+    const a = 0.9;
+    this.n += 1;
+    this.loss = a * this.loss + (1 - a) * loss;
+    this.accuracy = a * this.accuracy + (1 - a) * accuracy;
+    const correction = 1 - a ** this.n;
+    return [this.loss / correction, this.accuracy / correction];
+  }
+}
+
 export class LiveChart {
   /**
    * `container`: the element to draw in; `series`: [{label, colour (a CSS variable name),

@@ -2,10 +2,11 @@
 // The worker owns the model and the data (see the protocol at the top of worker.js); this
 // thread only reads controls and draws, so the page stays responsive while training runs.
 
-import { LiveChart } from './charts.js';
+import { LiveChart, Smoothing } from './charts.js';
 import { renderInspection } from './inside.js';
 import { DrawingPad, drawDigit } from './pad.js';
 import { RunRecorder, RunsPanel } from './runs.js';
+import { MAX_PARALLEL, parallelTrials, TrialWorker } from './trials.js';
 import {
   best, keepSweep, keptSweep, METRICS, score, SweepPlot, trialLabel, withTrial,
 } from './sweep.js';
@@ -14,19 +15,25 @@ import {
   scheduleText, settingsFromQuery, settingsToQuery,
 } from './settings.js';
 import {
-  ConfusionView, DigitGrid, drawCurve, ModelSummaryView, PerClassView, ProbabilityBars, showDataProgress,
+  backendLabel, ConfusionView, DigitGrid, drawCurve, ModelSummaryView, PerClassView, ProbabilityBars, showDataProgress,
 } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const INSPECT_EVERY_MS = 600;
+// On auto, how long a sweep's first trial runs before trials start beside it (see startSweep).
+const SIDE_BY_SIDE_AFTER_MS = 2_000;
 // Declared before anything runs: the form is filled (and these used) as the module starts.
 const latest = {}; // the id of the latest question of each kind to the worker (see ask)
 let curveTimer = 0;
 let summaryTimer = 0;
-// The sweep under way (see sweep.js), kept across reloads; whether its trial is configured and
-// not started yet; the sweep last finished or cancelled, still plotted.
+// The sweep under way (see sweep.js), kept across reloads; the trial the page's worker trains
+// (its index, from configuring it to its end) and whether it is configured and not started
+// yet; the workers training other trials beside it (see trials.js); the sweep last finished
+// or cancelled, still plotted.
 let sweep = keptSweep();
+let pageTrial = null;
 let sweepStarting = false;
+let trialWorkers = [];
 let lastSweep = null;
 
 // What the page tests (and curious users in the console) read: window.ferrograd.state.
@@ -87,25 +94,17 @@ const runsPanel = new RunsPanel($('runs'), {
   },
   onNotice: (message) => handlers.notice({ message }),
 });
-const recorder = new RunRecorder(async () => {
+async function runSaved() {
   await runsPanel.refresh();
   if (sweep || lastSweep) showSweep();
-});
+}
+const recorder = new RunRecorder(runSaved);
 runsPanel.load();
 hooks.runs = () => runsPanel.runs;
 $('runs-csv').addEventListener('click', () => download(runsPanel.csv(), 'ferrograd-runs.csv', 'text/csv'));
 $('runs-json').addEventListener('click', () => download(runsPanel.json(), 'ferrograd-runs.json', 'application/json'));
 
-/** Exponential moving averages of the noisy per-batch figures, bias-corrected from the start. */
-const smoothing = { loss: 0, accuracy: 0, n: 0 };
-function smooth(loss, accuracy) {
-  const a = 0.9;
-  smoothing.n += 1;
-  smoothing.loss = a * smoothing.loss + (1 - a) * loss;
-  smoothing.accuracy = a * smoothing.accuracy + (1 - a) * accuracy;
-  const correction = 1 - a ** smoothing.n;
-  return [smoothing.loss / correction, smoothing.accuracy / correction];
-}
+const smoothing = new Smoothing();
 
 function showMessage(text) {
   $('message').textContent = text;
@@ -321,12 +320,12 @@ function configured(spec) {
     send({ type: 'keep', enabled: true });
     const reload = performance.getEntriesByType('navigation')[0]?.type === 'reload';
     if (sweep) {
-      // A sweep under way when the page closed carries on: the trial it was in starts over.
+      // A sweep under way when the page closed carries on: the trials it was in start over.
       showSweptSettings(sweep.trials);
       $('sweep-metric').value = sweep.metric;
-      handlers.notice({ message: `Carrying on with the sweep at trial ${sweep.next + 1} of ${sweep.trials.length}.` });
-      state.sweepResumedAt = sweep.next + 1;
-      runTrial();
+      handlers.notice({ message: `Carrying on with the sweep: ${sweep.finished.length} of ${sweep.trials.length} trials had finished; the ones under way start over.` });
+      state.sweepResumedAt = sweep.finished.length;
+      startSweep();
     } else if (restarted) {
       // After a restart, only what this page load kept: not an earlier visit's training.
       send({ type: 'resume-kept', visit });
@@ -384,12 +383,10 @@ const byteSize = (n) => (n < 1e6 ? `${Math.round(n / 1e3)} kB` : `${(n / 1e6).to
 const count = (n) => n.toLocaleString('en');
 
 /** Where training runs, and why not on the GPU when that was asked for. */
-function showBackend({ backend, backendNote, threads }) {
-  const gpu = backend.startsWith('gpu: ');
-  state.backend = gpu ? 'webgpu' : 'cpu';
-  state.threads = threads;
-  const where = gpu ? `WebGPU · ${backend.slice(5)}` : `CPU · WebAssembly SIMD, ${threads > 1 ? `${threads} threads` : 'one thread'}`;
-  $('backend').textContent = backendNote ? `${where} (${backendNote})` : where;
+function showBackend(status) {
+  state.backend = status.backend.startsWith('gpu: ') ? 'webgpu' : 'cpu';
+  state.threads = status.threads;
+  $('backend').textContent = backendLabel(status);
 }
 
 function showData(status, received = null, total = null) {
@@ -421,15 +418,10 @@ function showState(next) {
   // A run begins with training; one resumed from a file or from what a reload kept is recorded
   // from there on, as a continued run.
   if (next === 'training' && !recorder.run && applied) {
-    const trial = sweep && sweep.next < sweep.trials.length
-      ? { id: sweep.id, index: sweep.next, of: sweep.trials.length, label: trialLabel(sweep.trials[sweep.next]), trial: sweep.trials[sweep.next] }
-      : null;
+    const trial = sweep && pageTrial != null ? trialInfo(pageTrial) : null;
     recorder.begin(applied, runsPanel.runs.length + 1, state.steps, trial, $('backend').textContent);
   }
-  if (next === 'done' && sweep && recorder.run?.sweep?.id === sweep.id) {
-    const id = recorder.run.id;
-    recorder.end('done').then(() => trialFinished(id));
-  }
+  if (next === 'done' && sweep && recorder.run?.sweep?.id === sweep.id) pageTrialEnded(null);
   recorder.setActive(next === 'training' || next === 'waiting');
   if (next === 'done') recorder.end('done');
   state.trainState = next;
@@ -499,7 +491,7 @@ function clearResults() {
   lossChart.clear();
   accuracyChart.clear();
   for (const view of [confusion, perClass, digitGrid]) view.show(false);
-  Object.assign(smoothing, { loss: 0, accuracy: 0, n: 0 });
+  smoothing.reset();
   Object.assign(state, { steps: 0, testAccuracy: null, validationAccuracy: null, bestEpoch: null, lossPoints: 0 });
   $('steps').textContent = '0';
   $('test-accuracy').textContent = '–';
@@ -515,7 +507,7 @@ function duration(seconds) {
 
 function progress({ batches, status, samplesPerSecond, etaSeconds }) {
   for (const { step, loss, accuracy } of batches) {
-    const [smoothLoss, smoothAccuracy] = smooth(loss, accuracy);
+    const [smoothLoss, smoothAccuracy] = smoothing.push(loss, accuracy);
     lossChart.push(step, [smoothLoss, null, null]);
     accuracyChart.push(step, [smoothAccuracy, null, null]);
     recorder.batch(step, loss, accuracy, smoothLoss, samplesPerSecond);
@@ -590,13 +582,15 @@ function sweepPlanned({ id, trials, error }) {
     return;
   }
   const base = { ...(applied ?? DEFAULTS) };
+  const choice = $('sweep-parallel').value;
+  const parallel = parallelTrials(choice, { backend: state.backend, cores: navigator.hardwareConcurrency || 1, trials: trials.length });
   sweep = {
     id: `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`,
-    base, trials, next: 0, metric: $('sweep-metric').value, runIds: [], failed: [], seconds: 0, started: Date.now(),
+    base, trials, parallel, auto: choice === 'auto', finished: [], metric: $('sweep-metric').value, runIds: [], failed: [], seconds: 0, started: Date.now(),
   };
   keepSweep(sweep);
   showSweptSettings(trials);
-  runTrial();
+  startSweep();
 }
 
 /** The settings a sweep varies, as the choices of the plot's horizontal axis. */
@@ -604,62 +598,132 @@ function showSweptSettings(trials) {
   $('sweep-axis').replaceChildren(...Object.keys(trials[0]).map((param) => Object.assign(document.createElement('option'), { value: param, textContent: param.replaceAll('_', '-') })));
 }
 
-/** Configures the next trial; its run starts once the worker has its model (see 'configured'). */
+// The choices of how many trials at a time: auto, or up to one per core.
+$('sweep-parallel').append(...Array.from({ length: Math.min(MAX_PARALLEL, navigator.hardwareConcurrency || 1) }, (_, i) => Object.assign(document.createElement('option'), { value: String(i + 1), textContent: String(i + 1) })));
+
+/**
+ * The page's worker takes the first trial; for a sweep of more at a time, workers beside it
+ * take the next: at once when the number was chosen, and on auto only once the first trial
+ * has run for SIDE_BY_SIDE_AFTER_MS. A worker costs about a second to start (its module and
+ * its copy of the data), so trials shorter than that finish sooner one after another.
+ */
+function startSweep() {
+  runTrial();
+  if (!sweep.auto) addTrialWorkers(sweep);
+  else if (sweep.parallel > 1) setTimeout(() => addTrialWorkers(sweep), SIDE_BY_SIDE_AFTER_MS);
+}
+
+/** Starts the workers beside the page's that trials left for them need, up to the sweep's count. */
+function addTrialWorkers(forSweep) {
+  if (sweep !== forSweep || trialWorkers.length) return;
+  const untaken = sweep.trials.length - sweep.finished.length - (pageTrial == null ? 0 : 1);
+  const urls = dataUrls(sweep.base.data, location.href);
+  trialWorkers = Array.from({ length: Math.min(sweep.parallel - 1, untaken) }, () => {
+    const trialWorker = new TrialWorker(workerUrl, urls, {
+      onSaved: runSaved,
+      onEnd: (index, runId, failure) => {
+        if (trialEnded(index, runId, failure)) giveTrial(trialWorker);
+      },
+    });
+    return trialWorker;
+  });
+  trialWorkers.forEach(giveTrial);
+}
+
+/** The lowest trial neither finished nor under way, or null. */
+function nextTrial() {
+  const busy = new Set([pageTrial, ...trialWorkers.map((w) => w.trial?.index)]);
+  const index = sweep.trials.findIndex((_, i) => !sweep.finished.includes(i) && !busy.has(i));
+  return index < 0 ? null : index;
+}
+
+const trialInfo = (index) => ({
+  id: sweep.id, index, of: sweep.trials.length, label: trialLabel(sweep.trials[index]), trial: sweep.trials[index],
+});
+
+/** The page's worker trains the next trial, with its settings in the form; its run starts once configured. */
 function runTrial() {
+  const index = nextTrial();
+  pageTrial = index;
   showSweep();
-  if (sweep.next >= sweep.trials.length) {
-    finishSweep();
+  if (index == null) {
+    finishWhenDone();
     return;
   }
-  const settings = withTrial(sweep.base, sweep.trials[sweep.next]);
+  const settings = withTrial(sweep.base, sweep.trials[index]);
   sweepStarting = true;
   fillForm(settings);
   configure(settings);
 }
 
-function trialFinished(runId) {
-  if (!sweep) return;
-  sweep.runIds.push(runId);
-  sweep.seconds = (Date.now() - sweep.started) / 1000;
-  sweep.next += 1;
-  keepSweep(sweep);
-  runTrial();
+function giveTrial(trialWorker) {
+  if (!sweep || !trialWorker.idle) return;
+  const index = nextTrial();
+  if (index == null) {
+    finishWhenDone();
+    return;
+  }
+  trialWorker.run(index, withTrial(sweep.base, sweep.trials[index]), trialInfo(index), runsPanel.runs.length + 1);
+  showSweep();
 }
 
-function trialFailed(message) {
-  if (!sweep) return;
+/**
+ * Records that trial `index` ended (`failure`: null, or what went wrong); false when the
+ * sweep is no longer under way.
+ */
+function trialEnded(index, runId, failure) {
+  if (!sweep) return false;
+  if (!sweep.finished.includes(index)) sweep.finished.push(index);
+  if (runId) sweep.runIds.push(runId);
+  if (failure) sweep.failed.push({ trial: index, message: failure });
+  sweep.seconds = (Date.now() - sweep.started) / 1000;
+  keepSweep(sweep);
+  return true;
+}
+
+/** The page's worker's trial ended: record it and take the next. */
+function pageTrialEnded(failure) {
   sweepStarting = false;
-  const id = recorder.run?.id;
-  recorder.end(`failed: ${message}`).then(() => {
-    sweep.failed.push({ trial: sweep.next, message });
-    if (id) sweep.runIds.push(id);
-    sweep.next += 1;
-    keepSweep(sweep);
-    runTrial();
+  const index = pageTrial;
+  const id = recorder.run?.id ?? null;
+  recorder.end(failure ? `failed: ${failure}` : 'done').then(() => {
+    if (trialEnded(index, id, failure)) runTrial();
   });
+}
+
+function finishWhenDone() {
+  if (sweep && sweep.finished.length === sweep.trials.length) finishSweep();
+}
+
+function stopTrialWorkers() {
+  trialWorkers.forEach((w) => w.terminate());
+  trialWorkers = [];
+  pageTrial = null;
+  sweepStarting = false;
 }
 
 function finishSweep() {
   const done = sweep;
   sweep = null;
   keepSweep(null);
+  stopTrialWorkers();
   const winner = best(runsOf(done), done.metric);
   handlers.notice({ message: `The sweep ran ${done.trials.length} trials${done.failed.length ? ` (${done.failed.length} failed)` : ''}${winner ? `; the best by ${METRICS[done.metric].label} is "${winner.name}"` : ''}.` });
   lastSweep = done;
   showSweep();
 }
 
-/** Stops the sweep: the trial under way stops, the finished runs stay. */
+/** Stops the sweep: the trials under way stop, the finished runs stay. */
 function cancelSweep() {
   if (!sweep) return;
   const done = sweep;
   sweep = null;
-  sweepStarting = false;
   keepSweep(null);
+  stopTrialWorkers();
   send({ type: 'pause' });
   recorder.end('cancelled');
   lastSweep = done;
-  handlers.notice({ message: `Sweep cancelled after ${done.next} of ${done.trials.length} trials; their runs are kept.` });
+  handlers.notice({ message: `Sweep cancelled after ${done.finished.length} of ${done.trials.length} trials; their runs are kept.` });
   showSweep();
 }
 
@@ -670,7 +734,8 @@ function showSweep() {
   const shown = sweep ?? lastSweep;
   $('sweep-start').disabled = Boolean(sweep);
   $('sweep-cancel').disabled = !sweep;
-  state.sweep = sweep ? { next: sweep.next, of: sweep.trials.length } : null;
+  const running = sweep ? [pageTrial, ...trialWorkers.map((w) => w.trial?.index)].filter((i) => i != null).sort((a, b) => a - b) : [];
+  state.sweep = sweep ? { finished: sweep.finished.length, running, parallel: sweep.parallel, workers: 1 + trialWorkers.length, of: sweep.trials.length } : null;
   if (!shown) return;
   const runs = runsOf(shown);
   const metric = $('sweep-metric').value;
@@ -679,13 +744,17 @@ function showSweep() {
   runsPanel.render();
   $('sweep-metric-name').textContent = METRICS[metric].label;
   $('sweep-bar').max = shown.trials.length;
-  $('sweep-bar').value = shown.next;
-  const perTrial = shown.next ? shown.seconds / shown.next : null;
-  const left = sweep && perTrial ? ` · about ${Math.round(perTrial * (shown.trials.length - shown.next))} s left` : '';
+  const finished = shown.finished.length;
+  $('sweep-bar').value = finished;
+  // The time per finished trial so far already counts the trials that ran side by side.
+  const perTrial = finished ? shown.seconds / finished : null;
+  const left = sweep && perTrial ? ` · about ${Math.round(perTrial * (shown.trials.length - finished))} s left` : '';
   const bestText = winner
     ? ` · best so far: ${winner.name} (${METRICS[metric].percent ? `${(score(winner, metric) * 100).toFixed(2)}%` : score(winner, metric).toFixed(4)})`
     : '';
-  $('sweep-text').textContent = `${sweep ? `trial ${Math.min(shown.next + 1, shown.trials.length)} of ${shown.trials.length}` : `${shown.next} of ${shown.trials.length} trials ran`}${left}${bestText}`;
+  const under = running.length ? `, ${running.length > 1 ? 'trials' : 'trial'} ${running.map((i) => i + 1).join(' and ')} running` : '';
+  const together = sweep && trialWorkers.length ? ` · ${1 + trialWorkers.length} at a time` : '';
+  $('sweep-text').textContent = `${sweep ? `${finished} of ${shown.trials.length} trials done${under}${together}` : `${finished} of ${shown.trials.length} trials ran`}${left}${bestText}`;
   sweepPlot.update(runs.filter((run) => run.sweep?.trial), $('sweep-axis').value, metric);
 }
 
@@ -769,7 +838,7 @@ const handlers = {
   },
   'config-error': ({ message }) => {
     configError(message);
-    if (sweep && sweepStarting) trialFailed(message);
+    if (sweep && sweepStarting) pageTrialEnded(message);
   },
   'sweep-trials': sweepPlanned,
   state: ({ state: next, status }) => {
@@ -812,7 +881,7 @@ const handlers = {
     inspecting = false;
     showMessage(message);
     // A trial that fails (a diverged loss) is recorded as such, and the sweep goes on.
-    if (sweep && recorder.run?.sweep?.id === sweep.id) trialFailed(message);
+    if (sweep && recorder.run?.sweep?.id === sweep.id) pageTrialEnded(message);
   },
 };
 

@@ -1,7 +1,8 @@
 // Sweeps in the page: the trials a sweep description gives (planned by the core, as the CLI
-// plans them) run one after another, each a run in the Runs panel; the sweep's state is kept
-// in localStorage so that a reload carries on at the trial it interrupted; a plot shows the
-// chosen score of each finished run against one swept setting.
+// plans them) run one after another or side by side (see trials.js), each a run in the Runs
+// panel; the sweep's state is kept in localStorage so that a reload carries on with the
+// trials it interrupted; a plot shows the chosen score of each finished run against one swept
+// setting.
 
 import uPlot from '../node_modules/uplot/dist/uPlot.esm.js';
 
@@ -29,10 +30,16 @@ export function withTrial(base, trial) {
 /** `lr=0.01 batch-size=32`, as the CLI writes a trial. */
 export const trialLabel = (trial) => Object.entries(trial).map(([k, v]) => `${k.replaceAll('_', '-')}=${v}`).join(' ');
 
-/** The sweep under way, as kept: `{id, base, trials, next, metric, runIds, failed, seconds}`. */
+/**
+ * The sweep under way, as kept: `{id, base, trials, parallel, finished: [trial index],
+ * metric, runIds, failed, seconds, started}`.
+ */
 export function keptSweep() {
   try {
-    return JSON.parse(localStorage.getItem(KEY) ?? 'null');
+    const sweep = JSON.parse(localStorage.getItem(KEY) ?? 'null');
+    // Kept before trials ran side by side: the first `next` trials had finished.
+    if (sweep && !sweep.finished) Object.assign(sweep, { finished: [...Array(sweep.next ?? 0).keys()], parallel: 1 });
+    return sweep;
   } catch {
     return null;
   }

@@ -32,6 +32,17 @@ export function showDataProgress(bar, status, received = null, total = null, loa
   }
 }
 
+/**
+ * Where a worker trains, from its status: `WebGPU · <adapter>` or `CPU · WebAssembly SIMD, one
+ * thread`, with the reason the GPU was not used when one was asked for.
+ */
+export function backendLabel({ backend, backendNote, threads }) {
+  const where = backend.startsWith('gpu: ')
+    ? `WebGPU · ${backend.slice(5)}`
+    : `CPU · WebAssembly SIMD, ${threads > 1 ? `${threads} threads` : 'one thread'}`;
+  return backendNote ? `${where} (${backendNote})` : where;
+}
+
 /** The confusion matrix as a table whose cells are shaded by their share of the row. */
 export class ConfusionView {
   constructor(container) {

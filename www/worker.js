@@ -61,7 +61,8 @@
 // trainAvailable, trainDeclared, testAvailable, testDeclared, dataComplete, dropped, examples,
 // backend, backendNote, threads).
 //
-// Backend. The worker's URL says which (`?backend=auto|cpu|gpu`, auto by default). Where the
+// Backend. The worker's URL says which (`?backend=auto|cpu|gpu`, auto by default; `threads=one`
+// keeps the CPU path on one thread, for a sweep's trials side by side). Where the
 // browser gives a WebGPU adapter and the backend is not cpu, the worker loads the wasm module
 // built with the GPU backend (pkg/gpu/) and trains there; otherwise the smaller CPU module
 // (pkg/), with the reason in `backendNote`; on a cross-origin-isolated page, the CPU module
@@ -588,7 +589,7 @@ async function loadModule(instance = 0) {
   const params = new URL(self.location.href).searchParams;
   if (params.get('threads') === 'off') {
     backendNote = backendNote ? `${backendNote}; threads off after a thread of the pool crashed` : 'threads off after a thread of the pool crashed';
-  } else if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
+  } else if (params.get('threads') !== 'one' && self.crossOriginIsolated && navigator.hardwareConcurrency > 1) {
     // The pool's workers are started from blob: URLs; where a Content-Security-Policy's
     // worker-src does not allow those, they never answer, so the pool gets a time limit.
     try {

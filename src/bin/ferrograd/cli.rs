@@ -2,6 +2,9 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -133,6 +136,10 @@ struct SweepArgs {
     /// Seeds the random trials' draws (each run still trains with --seed).
     #[arg(long, default_value_t = 0)]
     sweep_seed: u64,
+    /// Trials trained at once, each on a thread of its own [default: one per core; 1 where
+    /// training runs on a GPU, a single device]. Every trial gives the same run either way.
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Write one row per run here as CSV: its settings, per-epoch-final scores and per-class
     /// precision, recall and F1 on the test set.
     #[arg(long)]
@@ -721,94 +728,45 @@ fn sweep(args: SweepArgs) -> Result<()> {
         load_spec(&run.model).with_context(|| format!("trial {}", trial_label(trial)))?;
         run.lr_schedule.parse::<LrSchedule>().with_context(|| format!("trial {}", trial_label(trial)))?;
     }
+    let jobs = match args.jobs {
+        Some(0) => bail!("--jobs must be at least 1"),
+        Some(jobs) => jobs,
+        None if args.run.backend == Backend::Gpu => 1,
+        None => thread::available_parallelism().map_or(1, usize::from),
+    }
+    .min(runs.len());
     let data = load_run_data(&args.run)?;
     let total: u64 = runs.iter().map(|r| (r.epochs * data.train.len()) as u64).sum();
     let bar = progress_bar(args.json, total, "sweep");
-    let mut done: Vec<SweepRun> = Vec::with_capacity(runs.len());
-    for (index, (trial, run)) in trials.iter().zip(&runs).enumerate() {
-        let label = trial_label(trial);
-        let started = Instant::now();
-        let planned = (run.epochs * data.train.len()) as u64;
-        let before = bar.position();
-        let outcome = new_trainer(run, &data).and_then(|mut trainer| {
-            choose_backend(&mut trainer, run.backend, run.batch_size, true)?;
-            let optimizer = trainer.optimizer_spec().clone();
-            let outcome = run_training(
-                &mut trainer,
-                &data,
-                run.epochs,
-                run.batch_size,
-                |s| bar.inc(s.samples as u64),
-                |_| {},
-            )?;
-            Ok((outcome, optimizer, trainer.lr_schedule().label()))
-        });
-        // A run that stopped early or failed leaves its share of the bar.
-        bar.set_position(before + planned);
-        let seconds = started.elapsed().as_secs_f64();
-        let base = SweepRun {
-            run: index + 1,
-            settings: label.clone(),
-            model: run.model.clone(),
-            optimizer: match run.optimizer {
-                OptimizerName::Adam => "adam".into(),
-                OptimizerName::Sgd => "sgd".into(),
-            },
-            lr: run.lr.unwrap_or(run.optimizer.default_lr()),
-            weight_decay: run.weight_decay,
-            lr_schedule: run.lr_schedule.clone(),
-            batch_size: run.batch_size,
-            epochs: run.epochs,
-            seed: run.seed,
-            epochs_run: 0,
-            best_epoch: None,
-            stopped_early: false,
-            train_loss: None,
-            train_accuracy: None,
-            val_loss: None,
-            val_accuracy: None,
-            test_loss: None,
-            test_accuracy: None,
-            seconds,
-            samples_per_second: None,
-            error: None,
-            per_class: Vec::new(),
-        };
-        let record = match outcome {
-            Ok((outcome, optimizer, schedule)) => {
-                let last = outcome.history.last();
-                // The scores of the weights the run ends with: the best epoch's under early stopping.
-                let kept = outcome.best_epoch.and_then(|e| outcome.history.get(e - 1)).or(last);
-                SweepRun {
-                    lr: optimizer.lr(),
-                    lr_schedule: schedule,
-                    epochs_run: outcome.history.len(),
-                    best_epoch: outcome.best_epoch,
-                    stopped_early: outcome.stopped_early,
-                    train_loss: kept.map(|h| h.train_loss),
-                    train_accuracy: kept.map(|h| h.train_accuracy),
-                    val_loss: kept.and_then(|h| h.val_loss),
-                    val_accuracy: kept.and_then(|h| h.val_accuracy),
-                    test_loss: Some(outcome.test.loss),
-                    test_accuracy: Some(outcome.test.accuracy),
-                    samples_per_second: Some(outcome.samples_per_second),
-                    per_class: outcome.test.per_class,
-                    ..base
-                }
-            }
-            Err(error) => SweepRun { error: Some(format!("{error:#}")), ..base },
-        };
-        let result = match (&record.error, record.test_accuracy) {
-            (Some(error), _) => format!("failed: {error}"),
-            (None, Some(test)) => match record.val_accuracy {
-                Some(val) => format!("val acc {val:.4}, test acc {test:.4}"),
-                None => format!("test acc {test:.4}"),
-            },
-            _ => String::new(),
-        };
-        say(&bar, args.json, format!("run {}/{}  {label}: {result} ({seconds:.1} s)", index + 1, runs.len()));
-        done.push(record);
-    }
+    // Side by side, each trial shares only the data: a thread takes the next trial not taken.
+    let next = AtomicUsize::new(0);
+    let finished = Mutex::new(Vec::with_capacity(runs.len()));
+    thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some((trial, run)) = trials.get(index).zip(runs.get(index)) else { break };
+                let record = sweep_trial(index, trial, run, &data, &bar);
+                let result = match (&record.error, record.test_accuracy) {
+                    (Some(error), _) => format!("failed: {error}"),
+                    (None, Some(test)) => match record.val_accuracy {
+                        Some(val) => format!("val acc {val:.4}, test acc {test:.4}"),
+                        None => format!("test acc {test:.4}"),
+                    },
+                    _ => String::new(),
+                };
+                let (label, seconds) = (&record.settings, record.seconds);
+                say(
+                    &bar,
+                    args.json,
+                    format!("run {}/{}  {label}: {result} ({seconds:.1} s)", index + 1, runs.len()),
+                );
+                finished.lock().unwrap_or_else(PoisonError::into_inner).push(record);
+            });
+        }
+    });
+    let mut done = finished.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.sort_by_key(|r| r.run);
     bar.finish_and_clear();
     if let Some(path) = &args.out {
         write_runs_csv(path, &done).with_context(|| format!("writing {}", path.display()))?;
@@ -845,6 +803,84 @@ fn sweep(args: SweepArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Trains one trial of a sweep (the `index`-th, from 0), advancing `bar` by its samples; a
+/// failure (a diverged loss, a GPU that would not start) is recorded in the run, not returned.
+fn sweep_trial(index: usize, trial: &Trial, run: &RunArgs, data: &RunData, bar: &ProgressBar) -> SweepRun {
+    let started = Instant::now();
+    let planned = (run.epochs * data.train.len()) as u64;
+    let mut trained = 0;
+    let outcome = new_trainer(run, data).and_then(|mut trainer| {
+        choose_backend(&mut trainer, run.backend, run.batch_size, true)?;
+        let optimizer = trainer.optimizer_spec().clone();
+        let outcome = run_training(
+            &mut trainer,
+            data,
+            run.epochs,
+            run.batch_size,
+            |s| {
+                trained += s.samples as u64;
+                bar.inc(s.samples as u64);
+            },
+            |_| {},
+        )?;
+        Ok((outcome, optimizer, trainer.lr_schedule().label()))
+    });
+    // A run that stopped early or failed leaves its share of the bar.
+    bar.inc(planned.saturating_sub(trained));
+    let base = SweepRun {
+        run: index + 1,
+        settings: trial_label(trial),
+        model: run.model.clone(),
+        optimizer: match run.optimizer {
+            OptimizerName::Adam => "adam".into(),
+            OptimizerName::Sgd => "sgd".into(),
+        },
+        lr: run.lr.unwrap_or(run.optimizer.default_lr()),
+        weight_decay: run.weight_decay,
+        lr_schedule: run.lr_schedule.clone(),
+        batch_size: run.batch_size,
+        epochs: run.epochs,
+        seed: run.seed,
+        epochs_run: 0,
+        best_epoch: None,
+        stopped_early: false,
+        train_loss: None,
+        train_accuracy: None,
+        val_loss: None,
+        val_accuracy: None,
+        test_loss: None,
+        test_accuracy: None,
+        seconds: started.elapsed().as_secs_f64(),
+        samples_per_second: None,
+        error: None,
+        per_class: Vec::new(),
+    };
+    match outcome {
+        Ok((outcome, optimizer, schedule)) => {
+            let last = outcome.history.last();
+            // The scores of the weights the run ends with: the best epoch's under early stopping.
+            let kept = outcome.best_epoch.and_then(|e| outcome.history.get(e - 1)).or(last);
+            SweepRun {
+                lr: optimizer.lr(),
+                lr_schedule: schedule,
+                epochs_run: outcome.history.len(),
+                best_epoch: outcome.best_epoch,
+                stopped_early: outcome.stopped_early,
+                train_loss: kept.map(|h| h.train_loss),
+                train_accuracy: kept.map(|h| h.train_accuracy),
+                val_loss: kept.and_then(|h| h.val_loss),
+                val_accuracy: kept.and_then(|h| h.val_accuracy),
+                test_loss: Some(outcome.test.loss),
+                test_accuracy: Some(outcome.test.accuracy),
+                samples_per_second: Some(outcome.samples_per_second),
+                per_class: outcome.test.per_class,
+                ..base
+            }
+        }
+        Err(error) => SweepRun { error: Some(format!("{error:#}")), ..base },
+    }
 }
 
 /// The runs as CSV: one row each, the per-class scores as `precision_0` ... `f1_9` columns.
