@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
-use crate::data::{preprocess, Dataset, DatasetBuilder, ValidationSplit};
+use crate::data::{preprocess, Dataset, DatasetBuilder, HoldOut, ValidationSplit};
 use crate::nn::ModelSpec;
 use crate::optim::{Horizon, LrSchedule, OptimizerSpec};
 use crate::tensor::Tensor;
@@ -46,6 +46,11 @@ pub struct TrainingConfig {
 }
 
 impl TrainingConfig {
+    /// The training pairs these settings hold out to validate on.
+    pub fn hold_out(&self) -> HoldOut {
+        HoldOut { share: self.val_split, seed: self.seed }
+    }
+
     /// # Errors
     /// [`Error::Config`] naming the first setting out of range.
     pub fn validate(&self) -> Result<()> {
@@ -60,7 +65,7 @@ impl TrainingConfig {
         limit("batchSize", self.batch_size, 4096)?;
         limit("epochs", self.epochs, 1000)?;
         self.lr_schedule.validate(self.optimizer.lr())?;
-        ValidationSplit::new(self.val_split, self.seed)?;
+        self.hold_out().split()?;
         if self.early_stop.is_some() && self.val_split == 0.0 {
             return Err(Error::Config {
                 name: "earlyStop",
@@ -265,7 +270,7 @@ impl Playground {
     pub fn new(spec: ModelSpec, config: TrainingConfig) -> Result<Self> {
         let trainer = Self::build_trainer(spec.clone(), &config)?;
         let (rows, cols) = image_size(&spec);
-        let split = ValidationSplit::new(config.val_split, config.seed)?;
+        let split = config.hold_out().split()?;
         Ok(Playground {
             config,
             trainer,
@@ -381,6 +386,7 @@ impl Playground {
         trainer.set_augment(config.augment);
         trainer.set_clip_norm(config.clip_norm)?;
         trainer.set_early_stopping(config.early_stop)?;
+        trainer.set_hold_out(config.hold_out())?;
         Ok(trainer)
     }
 
@@ -442,8 +448,9 @@ impl Playground {
     }
 
     /// Continues training from a file saved by [`save`](Self::save): its model, optimizer
-    /// and progress replace the current ones; the data, batch size and epoch count stay. The
-    /// epoch that was under way when the file was saved starts over.
+    /// and progress replace the current ones, and it holds out the training pairs the file's
+    /// run held out (its validation share and seed win); the data, batch size and epoch count
+    /// stay. The epoch that was under way when the file was saved starts over.
     ///
     /// # Errors
     /// When the file is not a ferrograd training file (truncated, foreign, tensors that do
@@ -453,7 +460,8 @@ impl Playground {
         let (optimizer, augment, clip_norm, lr_schedule) =
             (trainer.optimizer_spec().clone(), trainer.augment(), trainer.clip_norm(), trainer.lr_schedule());
         let early_stop = trainer.early_stopping().map(|s| s.patience);
-        if early_stop.is_some() && self.config.val_split == 0.0 {
+        let hold_out = trainer.hold_out().unwrap_or(self.config.hold_out());
+        if early_stop.is_some() && hold_out.share == 0.0 {
             return Err(Error::Checkpoint(
                 "the file trains with early stopping, which needs a validation split: set one first".into(),
             ));
@@ -464,6 +472,10 @@ impl Playground {
         self.config.clip_norm = clip_norm;
         self.config.lr_schedule = lr_schedule;
         self.config.early_stop = early_stop;
+        if hold_out != self.config.hold_out() {
+            (self.config.val_split, self.config.seed) = (hold_out.share, hold_out.seed);
+            self.recheck_cleaning();
+        }
         self.epoch = self.trainer.epochs().min(self.config.epochs);
         Ok(())
     }
@@ -673,8 +685,7 @@ impl Playground {
         self.usable.clear();
         let (rows, cols) = self.examples.image_size();
         self.validation = Dataset::empty(rows, cols);
-        self.split = ValidationSplit::new(self.config.val_split, self.config.seed)
-            .expect("the settings were validated");
+        self.split = self.config.hold_out().split().expect("the settings were validated");
         self.dropped = 0;
         self.take_arrivals();
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::autograd::{ParamId, Pool, Tape};
 use crate::backend::cpu;
-use crate::data::{preprocess, Dataset, CLASSES};
+use crate::data::{preprocess, Dataset, HoldOut, CLASSES};
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::nn::{Mode, Model, ModelSpec};
 use crate::optim::{Horizon, LrSchedule, Optimizer, OptimizerSpec, OptimizerState};
@@ -54,6 +54,10 @@ pub struct TrainingState {
     pub horizon: Option<Horizon>,
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,
+    /// The training pairs the run holds out to validate on (files saved before it was kept
+    /// read None: whatever the resuming run asks for).
+    #[serde(default)]
+    pub hold_out: Option<HoldOut>,
 }
 
 /// Early stopping on the validation loss, and what it has seen so far.
@@ -81,6 +85,7 @@ pub struct Trainer {
     /// The run the schedule spans; None while the schedule is constant.
     horizon: Option<Horizon>,
     early_stopping: Option<EarlyStopping>,
+    hold_out: Option<HoldOut>,
     /// Every parameter's value (buffers included) at the best epoch, for early stopping.
     best_weights: Vec<Tensor>,
     /// Training on the GPU, when moved there with [`Trainer::use_gpu`].
@@ -192,6 +197,7 @@ impl Trainer {
             lr_schedule: LrSchedule::Constant,
             horizon: None,
             early_stopping: None,
+            hold_out: None,
             best_weights: Vec::new(),
             #[cfg(feature = "webgpu")]
             engine: None,
@@ -360,6 +366,9 @@ impl Trainer {
         trainer.epochs = state.epochs;
         trainer.augment = state.augment;
         trainer.set_clip_norm(state.clip_norm)?;
+        if let Some(hold_out) = state.hold_out {
+            trainer.set_hold_out(hold_out)?;
+        }
         match state.horizon {
             Some(horizon) => trainer.set_lr_schedule(state.lr_schedule, horizon)?,
             None if state.lr_schedule == LrSchedule::Constant => {}
@@ -395,6 +404,7 @@ impl Trainer {
             lr_schedule: self.lr_schedule,
             horizon: self.horizon,
             early_stopping: self.early_stopping.clone(),
+            hold_out: self.hold_out,
         };
         (state, optimizer)
     }
@@ -424,6 +434,22 @@ impl Trainer {
 
     pub fn early_stopping(&self) -> Option<&EarlyStopping> {
         self.early_stopping.as_ref()
+    }
+
+    /// Records which training pairs the run holds out (the trainer is given the split data;
+    /// this only travels with the training state, so that a resumed run splits alike).
+    ///
+    /// # Errors
+    /// When the share is out of range.
+    pub fn set_hold_out(&mut self, hold_out: HoldOut) -> Result<()> {
+        hold_out.split()?;
+        self.hold_out = Some(hold_out);
+        Ok(())
+    }
+
+    /// The pairs the run holds out, if it said (files saved before this was kept do not).
+    pub fn hold_out(&self) -> Option<HoldOut> {
+        self.hold_out
     }
 
     /// Records the validation loss after the epoch just finished: a new lowest loss keeps the

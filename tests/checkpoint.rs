@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use ferrograd::checkpoint::{load, load_trainer, save, save_trainer};
 use ferrograd::data::idx::encode;
-use ferrograd::data::DatasetBuilder;
+use ferrograd::data::{DatasetBuilder, HoldOut};
 use ferrograd::nn::ModelSpec;
 use ferrograd::optim::{Horizon, LrSchedule, OptimizerSpec};
 use ferrograd::train::Trainer;
@@ -81,6 +81,8 @@ fn training_resumes_mid_schedule_with_its_early_stopping_state() {
     let schedule = LrSchedule::Cosine { warmup: 0.5, min_lr: 1e-4 };
     trainer.set_lr_schedule(schedule, Horizon { steps_per_epoch: 3, epochs: 4 }).unwrap();
     trainer.set_early_stopping(Some(2)).unwrap();
+    let hold_out = HoldOut { share: 0.25, seed: 12 };
+    trainer.set_hold_out(hold_out).unwrap();
     let epoch = |t: &mut Trainer| {
         let stats = t.train_epoch(&data, 32, |_| {}).unwrap();
         let loss = t.evaluate(&validation).unwrap().loss;
@@ -93,6 +95,7 @@ fn training_resumes_mid_schedule_with_its_early_stopping_state() {
     assert_eq!(resumed.lr_schedule(), schedule);
     assert_eq!(resumed.early_stopping(), trainer.early_stopping());
     assert_eq!(resumed.best_weights(), trainer.best_weights());
+    assert_eq!(resumed.hold_out(), Some(hold_out));
     for _ in 0..2 {
         assert_eq!(epoch(&mut trainer), epoch(&mut resumed));
     }

@@ -370,6 +370,28 @@ fn schedules_validation_and_early_stopping_from_the_command_line() {
     assert!(err.contains("lr_schedule.min_lr"), "{err}");
 }
 
+/// A run saved after one epoch and resumed for another ends as the run that never stopped,
+/// holding out the same pairs although the resuming command does not ask for a split.
+#[test]
+fn a_resumed_run_continues_exactly_and_holds_out_what_it_held_out() {
+    let data = data_dir();
+    let data = data.to_str().unwrap();
+    let saved = temp("resume.safetensors");
+    let args = ["train", "--data", data, "--backend", "cpu", "--json"];
+    let split = ["--val-split", "0.1", "--seed", "3"];
+    let whole = json_of(&ferrograd(&[&args[..], &split[..], &["--epochs", "2"]].concat()));
+    json_of(&ferrograd(
+        &[&args[..], &split[..], &["--epochs", "1", "--save", saved.to_str().unwrap()]].concat(),
+    ));
+    let resumed =
+        json_of(&ferrograd(&[&args[..], &["--epochs", "1", "--resume", saved.to_str().unwrap()]].concat()));
+    let (second, resumed) = (&whole["history"][1], &resumed["history"][0]);
+    for field in ["train_loss", "val_loss", "val_accuracy", "test_loss"] {
+        assert!(second[field].is_number(), "{field}: {second}");
+        assert_eq!(second[field], resumed[field], "{field}");
+    }
+}
+
 #[test]
 fn a_sweep_runs_every_trial_and_writes_one_row_per_run() {
     let out = temp("runs.csv");

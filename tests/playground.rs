@@ -344,6 +344,29 @@ fn a_saved_playground_resumes_exactly_and_bad_files_change_nothing() {
     assert!(err.contains("14"), "{err}");
 }
 
+/// A restored run holds out the pairs its file's run held out, whatever the page had set, and
+/// validates on the same ones: the same validation loss as the run that saved it.
+#[test]
+fn a_restored_run_holds_out_what_it_held_out_before() {
+    let split = TrainingConfig { val_split: 0.2, seed: 7, ..config(10, 3) };
+    let mut p = Playground::new(ModelSpec::preset("mlp").unwrap(), split).unwrap();
+    load_whole(&mut p, 50, 10);
+    for _ in 0..4 {
+        assert!(trained(p.step().unwrap()));
+    }
+    let held_out = p.status().validation_size;
+    assert_eq!(held_out, 10);
+
+    let mut resumed = Playground::new(ModelSpec::preset("mlp").unwrap(), config(10, 3)).unwrap();
+    load_whole(&mut resumed, 50, 10);
+    assert_eq!(resumed.status().validation_size, 0);
+    resumed.restore(&p.save()).unwrap();
+    assert_eq!((resumed.config().val_split, resumed.config().seed), (0.2, 7));
+    assert_eq!(resumed.status().validation_size, held_out);
+    let (a, b) = (p.validate().unwrap().unwrap(), resumed.validate().unwrap().unwrap());
+    assert_eq!((a.loss, a.accuracy), (b.loss, b.accuracy));
+}
+
 /// Trains `page` until it is done, its data whole, as the worker drives it: after each epoch
 /// the weights come back (batch norm's averages are re-estimated then) and `at_epoch_end`
 /// runs. Returns every step's loss.

@@ -12,4 +12,4 @@ pub use dataset::{Dataset, DatasetBuilder, CLASSES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use files::{load_mnist, Mnist, FILE_NAMES};
 pub use idx::IdxDecoder;
-pub use split::{ValidationSplit, MAX_VALIDATION_SHARE};
+pub use split::{HoldOut, ValidationSplit, MAX_VALIDATION_SHARE};

@@ -4,12 +4,32 @@
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
 
 use super::{Dataset, CLASSES};
 use crate::{Error, Result};
 
 /// The largest share of the training data that validation may take.
 pub const MAX_VALIDATION_SHARE: f32 = 0.5;
+
+/// Which training pairs a run holds out: a share and the seed that draws the split's phases.
+/// Kept in the saved training state, so that a resumed run holds out the same pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HoldOut {
+    /// The share of each class held out, in [0, [`MAX_VALIDATION_SHARE`]]; 0 holds out none.
+    pub share: f32,
+    pub seed: u64,
+}
+
+impl HoldOut {
+    /// The split these settings make.
+    ///
+    /// # Errors
+    /// As [`ValidationSplit::new`].
+    pub fn split(self) -> Result<ValidationSplit> {
+        ValidationSplit::new(self.share, self.seed)
+    }
+}
 
 /// Decides, for each training sample in stored order, whether it is held out for validation.
 ///

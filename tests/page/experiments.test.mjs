@@ -93,7 +93,9 @@ describe('experiments in the page', () => {
     assert.ok((await cells(page)).some((r) => r.includes('slow learner')));
 
     // Two ticked: their curves join the charts, named in the legends.
-    for (const text of ['slow learner', '0.003']) await rows(page).filter({ hasText: text }).first().locator('input[type="checkbox"]').check();
+    // A click rather than check(): the table is drawn anew as runs load, and check() reads back
+    // the box it clicked, which a new drawing may have replaced by then.
+    for (const text of ['slow learner', '0.003']) await rows(page).filter({ hasText: text }).first().locator('input[type="checkbox"]').click();
     await waitForState(page, (s) => s.overlaid === 2);
     const legend = await page.locator('#loss-chart .u-legend').textContent();
     assert.match(legend, /slow learner/);
@@ -106,6 +108,14 @@ describe('experiments in the page', () => {
     for (const name of ['id', 'name', 'lr', 'batch', 'testAccuracy', 'valAccuracy', 'precision_0', 'f1_9']) assert.ok(head.includes(name), `no ${name} in ${head}`);
     assert.equal(csv.length, 1 + before + 2);
     assert.ok(csv.some((line) => line.includes('slow learner')));
+    // The JSON export: every run whole, its per-epoch history included.
+    const [json] = await Promise.all([page.waitForEvent('download'), page.click('#runs-json')]);
+    const exported = JSON.parse(await readFile(await json.path(), 'utf8'));
+    assert.equal(exported.length, before + 2);
+    const slow = exported.find((r) => r.name === 'slow learner');
+    assert.equal(slow.settings.lr, 0.0003);
+    assert.equal(slow.history.length, 1);
+    assert.ok(slow.history[0].testAccuracy > 0.5 && slow.perClass.length === 10, JSON.stringify(slow));
 
     // Deleted, and gone after a reload too.
     await rows(page).filter({ hasText: 'slow learner' }).getByRole('button', { name: 'Delete' }).click();
@@ -113,6 +123,33 @@ describe('experiments in the page', () => {
     await page.reload();
     await page.waitForFunction((n) => document.querySelectorAll('#runs tbody tr').length === n, before + 1);
     assert.ok(!(await cells(page)).some((r) => r.includes('slow learner')));
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('the last 50 runs are kept: the oldest go, named in a notice', async () => {
+    const { page, context, problems } = await open(env.browser, `${env.server.url}?epochs=1`);
+    await waitForState(page, (s) => s.configured === true, 30_000);
+    // 52 runs as a long history of experiments would leave them, a minute apart.
+    await page.evaluate(async () => {
+      const { putRun } = await import('./www/store.js');
+      for (let i = 1; i <= 52; i += 1) {
+        await putRun({
+          id: `run-${String(i).padStart(2, '0')}`, name: `old run ${i}`, sweep: null, backend: 'CPU', createdAt: Date.UTC(2026, 0, 1) + i * 60_000,
+          settings: { model: 'mlp', optimizer: 'adam', lr: 0.001, schedule: 'constant', batch: 64, epochs: 1, seed: i, valSplit: 0 },
+          lr: 0.001, status: 'done', history: [{ epoch: 1, step: 125, lr: 0.001, trainLoss: 0.5, testLoss: 0.4, testAccuracy: 0.9 }], curve: [], perClass: [], bestEpoch: null, seconds: 1, samplesPerSecond: 8000,
+        });
+      }
+    });
+    await page.reload();
+    await page.waitForFunction(() => document.querySelectorAll('#runs tbody tr').length === 50);
+    await page.waitForFunction(() => /keeps the last 50 runs: "old run 1", "old run 2" were removed/.test(document.querySelector('#notice').textContent));
+    const names = await page.evaluate(() => window.ferrograd.runs().map((r) => r.name));
+    assert.ok(!names.includes('old run 1') && !names.includes('old run 2') && names.includes('old run 3'));
+    // Gone from the store too: another reload lists the same 50, with no notice.
+    await page.reload();
+    await page.waitForFunction(() => document.querySelectorAll('#runs tbody tr').length === 50);
+    assert.equal(await page.locator('#notice').isHidden(), true);
     assert.deepEqual(problems, []);
     await context.close();
   });
@@ -178,7 +215,7 @@ describe('sweeps in the page', () => {
     // The plot of the score against the rate.
     assert.equal(await page.locator('#sweep-chart canvas').count(), 1);
     // The four runs overlaid on the charts, each named in the legend.
-    for (const run of done) await page.locator(`#runs tr[data-run="${run.id}"] input[type="checkbox"]`).check();
+    for (const run of done) await page.locator(`#runs tr[data-run="${run.id}"] input[type="checkbox"]`).click();
     await waitForState(page, (s) => s.overlaid === 4);
     const legend = await page.locator('#loss-chart .u-legend').textContent();
     for (const run of done) assert.ok(legend.includes(run.name), `${run.name} is not in the legend ${legend}`);

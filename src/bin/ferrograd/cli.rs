@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrograd::checkpoint;
-use ferrograd::data::{self, Dataset, ValidationSplit};
+use ferrograd::data::{self, Dataset, HoldOut, ValidationSplit};
 use ferrograd::metrics::ConfusionMatrix;
 use ferrograd::nn::{ModelSpec, Normalize};
 use ferrograd::optim::{Horizon, LrSchedule, OptimizerSpec};
@@ -110,7 +110,8 @@ struct TrainArgs {
     save: Option<PathBuf>,
     /// Continue training a file written by --save (its model and settings win over --model,
     /// --optimizer, --lr, --weight-decay, --lr-schedule, --early-stop, --normalize,
-    /// --augment and --clip-norm).
+    /// --augment and --clip-norm, and the pairs it held out over --val-split and --seed's
+    /// split).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Print one JSON object on stdout instead of progress and tables.
@@ -316,6 +317,7 @@ fn new_trainer(args: &RunArgs, data: &RunData) -> Result<Trainer> {
         Horizon { steps_per_epoch: batch_count(data.train.len(), args.batch_size), epochs: args.epochs };
     trainer.set_lr_schedule(schedule, horizon).context("--lr-schedule")?;
     trainer.set_early_stopping(args.early_stop).context("--early-stop")?;
+    trainer.set_hold_out(HoldOut { share: args.val_split, seed: args.seed }).context("--val-split")?;
     Ok(trainer)
 }
 
@@ -392,17 +394,28 @@ fn run_training(
 }
 
 fn train(args: TrainArgs) -> Result<()> {
-    let run = &args.run;
-    check_run_args(run)?;
+    check_run_args(&args.run)?;
+    let resumed = match &args.resume {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                checkpoint::load_trainer(&bytes)
+                    .with_context(|| format!("resuming from {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    // A resumed run holds out the pairs it held out before, whatever --val-split says.
+    let run = &match resumed.as_ref().and_then(Trainer::hold_out) {
+        Some(hold_out) => RunArgs { val_split: hold_out.share, seed: hold_out.seed, ..args.run.clone() },
+        None => args.run.clone(),
+    };
     let data = load_run_data(run)?;
     if run.clean && !args.json {
         eprintln!("cleaning dropped {} unreadable training images", data.dropped);
     }
-    let mut trainer = match &args.resume {
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            checkpoint::load_trainer(&bytes).with_context(|| format!("resuming from {}", path.display()))?
-        }
+    let mut trainer = match resumed {
+        Some(trainer) => trainer,
         None => new_trainer(run, &data)?,
     };
     choose_backend(&mut trainer, run.backend, run.batch_size, args.json)?;
