@@ -20,6 +20,7 @@ mod error;
 #[cfg(feature = "tools")]
 pub mod export;
 pub mod inspect;
+pub mod measure;
 pub mod metrics;
 pub mod nn;
 pub mod optim;

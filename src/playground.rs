@@ -256,9 +256,10 @@ pub struct Playground {
     /// Whether batch norm's running averages wait to be re-estimated after an epoch, once the
     /// weights are back from the GPU (see [`Playground::finish_sync`]).
     recalibrate: bool,
-    /// The GPU that every new trainer moves onto, when one is in use.
+    /// The GPU that every new trainer moves onto, when one is in use, and why it was chosen
+    /// (for the status).
     #[cfg(feature = "webgpu")]
-    gpu: Option<crate::backend::gpu::Gpu>,
+    gpu: Option<(crate::backend::gpu::Gpu, Option<String>)>,
     backend_note: Option<String>,
 }
 
@@ -296,20 +297,22 @@ impl Playground {
     }
 
     /// Trains on `gpu` from now on, also after configure, reset and restore; a model the GPU
-    /// cannot run stays on the CPU, with the reason in [`Status::backend_note`].
+    /// cannot run stays on the CPU, with the reason in [`Status::backend_note`], else `note`
+    /// is there (why the GPU).
     ///
     /// # Errors
     /// When the current weights are still on another GPU (sync first).
     #[cfg(feature = "webgpu")]
-    pub fn use_gpu(&mut self, gpu: crate::backend::gpu::Gpu) -> Result<()> {
-        self.gpu = Some(gpu);
+    pub fn use_gpu(&mut self, gpu: crate::backend::gpu::Gpu, note: Option<String>) -> Result<()> {
+        self.gpu = Some((gpu, note));
         self.move_to_gpu()
     }
 
     #[cfg(feature = "webgpu")]
     fn move_to_gpu(&mut self) -> Result<()> {
-        self.backend_note = None;
-        let Some(gpu) = &self.gpu else { return Ok(()) };
+        // On the CPU, the note use_cpu left stands.
+        let Some((gpu, note)) = &self.gpu else { return Ok(()) };
+        self.backend_note = note.clone();
         match self.trainer.use_gpu(gpu.clone(), self.config.batch_size) {
             Err(Error::Gpu(reason)) => {
                 self.backend_note = Some(reason);

@@ -284,11 +284,11 @@ impl Session {
     }
 
     /// Trains on `gpu` from now on (a model it cannot run stays on the CPU, with the reason
-    /// in the status's `backendNote`).
+    /// in the status's `backendNote`); `note` says why the GPU, for the status.
     #[cfg(feature = "webgpu")]
     #[wasm_bindgen(js_name = useGpu)]
-    pub fn use_gpu(&mut self, gpu: &GpuDevice) -> Result<(), JsError> {
-        Ok(self.inner.use_gpu(gpu.0.clone())?)
+    pub fn use_gpu(&mut self, gpu: &GpuDevice, note: Option<String>) -> Result<(), JsError> {
+        Ok(self.inner.use_gpu(gpu.0.clone(), note)?)
     }
 
     /// Epoch, progress and data counts (see `Status`).
@@ -450,6 +450,41 @@ impl GpuMatmulBench {
     /// Whether the last product has finished.
     pub fn done(&self) -> Result<bool, JsError> {
         Ok(self.gpu.finish_read::<f32>(&self.readback)?.is_some())
+    }
+}
+
+/// A throwaway copy of a model taking training steps on the GPU on a batch of zeros, for the
+/// worker to time against the CPU's training before it chooses where training runs (see
+/// `ferrograd::measure`). The browser delivers the GPU's results between tasks, so the
+/// worker submits, yields, and counts what has finished.
+#[cfg(feature = "webgpu")]
+#[wasm_bindgen]
+pub struct GpuStepTimer(crate::measure::StepTimer);
+
+#[cfg(feature = "webgpu")]
+#[wasm_bindgen]
+impl GpuStepTimer {
+    /// `model` and `settings` as `Session` takes them (their batch size counts).
+    #[wasm_bindgen(constructor)]
+    pub fn new(model: &str, settings: JsValue, gpu: &GpuDevice) -> Result<GpuStepTimer, JsError> {
+        let (spec, config) = read_setup(model, settings)?;
+        let timer = crate::measure::StepTimer::new(spec, &config.optimizer, config.batch_size)?;
+        Ok(GpuStepTimer(timer.on_gpu(gpu.0.clone())?))
+    }
+
+    /// Queues a step unless a few are queued already; whether it did.
+    pub fn submit(&mut self) -> Result<bool, JsError> {
+        Ok(self.0.submit()?)
+    }
+
+    /// Steps whose results have come back so far.
+    pub fn finished(&mut self) -> Result<f64, JsError> {
+        Ok(self.0.finished()? as f64)
+    }
+
+    #[wasm_bindgen(js_name = batchSize)]
+    pub fn batch_size(&self) -> usize {
+        self.0.batch_size()
     }
 }
 

@@ -210,3 +210,39 @@ fn resnet_follows_the_cpu() {
     let spec = ModelSpec::preset("resnet").unwrap();
     follow_cpu_with("resnet", spec, OptimizerSpec::adam(1e-3), |_| {}, (20, 16));
 }
+
+/// `--backend auto` times the model on the CPU and on the GPU and says what it measured; on a
+/// software adapter (lavapipe, where these tests run without a GPU) the CPU wins by far.
+#[test]
+fn auto_measures_the_gpu_against_the_cpu_before_it_chooses() {
+    use ferrograd::measure::StepTimer;
+    let spec = ModelSpec::preset("mlp").unwrap();
+    let mut timer =
+        StepTimer::new(spec, &OptimizerSpec::adam(1e-3), 32).unwrap().on_gpu(gpu().clone()).unwrap();
+    assert!(timer.samples_per_second(0.05).unwrap() > 0.0);
+    assert!(timer.finished().unwrap() >= 2);
+
+    let data = format!("{}/data/test-tiny", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrograd"))
+        .args(["train", "--data", &data, "--epochs", "1", "--backend", "auto"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let ratio: f64 = stderr
+        .split("measured ")
+        .nth(1)
+        .and_then(|rest| rest.split('x').next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no measured ratio in: {stderr}"));
+    if gpu().is_software() {
+        assert!(ratio < 1.0, "{stderr}");
+        assert!(stderr.contains("training on the CPU: the GPU"), "{stderr}");
+    } else {
+        assert_eq!(
+            stderr.contains("training on the CPU"),
+            ratio < ferrograd::measure::GPU_MARGIN,
+            "{stderr}"
+        );
+    }
+}

@@ -64,7 +64,8 @@
 // Backend. The worker's URL says which (`?backend=auto|cpu|gpu`, auto by default; `threads=one`
 // keeps the CPU path on one thread, for a sweep's trials side by side). Where the
 // browser gives a WebGPU adapter and the backend is not cpu, the worker loads the wasm module
-// built with the GPU backend (pkg/gpu/) and trains there; otherwise the smaller CPU module
+// built with the GPU backend (pkg/gpu/): gpu trains there; auto starts on its CPU path and
+// measures the GPU for each model and batch size (see measureGpu); otherwise the smaller CPU module
 // (pkg/), with the reason in `backendNote`; on a cross-origin-isolated page, the CPU module
 // built with threads (pkg/threads/), which splits its work across a Web Worker per core. On the
 // GPU, a step's statistics come back a little later (`finishedSteps`), and the weights are
@@ -87,6 +88,14 @@ const KEEP_EVERY_MS = 15_000;
 // most this much training.
 const SYNC_EVERY_MS = 5_000;
 const SHOWCASE = 48;
+// Auto measures the CPU on the run's own first steps, at least this long, then the GPU on a
+// throwaway copy: a warm-up step, then at least 3 steps and GPU_MEASURE_MS, or whatever
+// finished by GPU_MEASURE_MAX_MS (a step on a software adapter can take seconds).
+const CPU_MEASURE_MS = 300;
+const GPU_MEASURE_MS = 300;
+const GPU_MEASURE_MAX_MS = 4_000;
+// How much faster the GPU must measure (ferrograd::measure::GPU_MARGIN).
+const GPU_MARGIN = 1.1;
 // How long the threaded build's pool may take to start before training runs on one thread.
 const THREADS_START_MS = 10_000;
 const PARTS = ['trainLabels', 'testLabels', 'trainImages', 'testImages'];
@@ -103,6 +112,11 @@ let toolsBuild = null; // the tools build, once something asked for it
 // loaded the first time it is needed: in the training modules it would be a tenth of them.
 const tools = () => (toolsBuild ??= startBuild('../pkg/tools/'));
 let gpu = null; // the GpuDevice, where training runs on WebGPU
+let autoBackend = false; // the backend is auto: whether training runs on the GPU is measured
+// Auto's verdicts, per model and batch size: `${spec}|${batchSize}` → {gpu, note}; and the
+// key being measured (training runs on the CPU meanwhile), or null.
+const verdicts = new Map();
+let measuring = null;
 let backendNote = null; // why the CPU runs when the GPU was asked for, or one thread when threads were
 let state = 'idle';
 let load = null; // {controller, generation}
@@ -194,6 +208,7 @@ function restore(bytes, source) {
     return;
   }
   lastTraining = bytes;
+  placeTraining();
   restartThroughput();
   post({ type: 'restored', spec: session.specJson(), status: session.status(), source });
   setState(state === 'training' || state === 'waiting' ? state : 'paused');
@@ -260,6 +275,7 @@ async function trainLoop() {
       evaluation = evaluate();
     }
     throughput.ms += performance.now() - start;
+    if (measuring && gpu && throughput.ms >= CPU_MEASURE_MS && state === 'training') await measureGpu();
     const status = session.status();
     if (batches.length) post({ type: 'progress', batches, status, ...speed(status) });
     if (evaluation || performance.now() - lastKept > KEEP_EVERY_MS) keepTraining();
@@ -278,6 +294,75 @@ async function trainLoop() {
     if (outcome === 'trained' && state === 'waiting') setState('training');
     await (outcome === 'waiting' ? sleep(30) : yieldToEvents());
   }
+}
+
+/** The key auto's verdicts are kept under: the model and the batch size. */
+const verdictKey = () => `${session.specJson()}|${lastConfig?.settings?.batchSize}`;
+
+/**
+ * Where a new model or restored training runs. Auto with a GPU: where its verdict for this
+ * model and batch size says, or on the CPU while it is measured; a forced GPU stays (the
+ * session keeps it across models).
+ */
+function placeTraining() {
+  if (!gpu || !autoBackend) return;
+  const key = verdictKey();
+  const verdict = verdicts.get(key);
+  measuring = verdict ? null : key;
+  if (verdict?.gpu) session.useGpu(gpu, verdict.note);
+  else session.useCpu(verdict?.note ?? 'measuring WebGPU against the CPU for this model');
+}
+
+/**
+ * Auto: times steps of the current model on the GPU (a throwaway copy, on zeros: the run is
+ * untouched) against the run's own speed on the CPU so far, then trains where it was faster
+ * and keeps the verdict for this model and batch size. The adapter's name and type are
+ * hints, not the answer: SwiftShader trains the presets at a tenth of the CPU's speed or less.
+ */
+async function measureGpu() {
+  const key = measuring;
+  measuring = null;
+  const cpu = throughput.samples / throughput.ms;
+  let ratio = null;
+  let failure = null;
+  let timer = null;
+  try {
+    timer = new wasm.GpuStepTimer(lastConfig.model, lastConfig.settings, gpu);
+    const batch = timer.batchSize();
+    const started = performance.now();
+    let warm = null;
+    for (;;) {
+      timer.submit();
+      await sleep(0);
+      const done = timer.finished();
+      const now = performance.now();
+      if (!warm && done >= 1) warm = { at: now, done };
+      const ms = now - (warm?.at ?? started);
+      const steps = warm ? done - warm.done : 0;
+      if ((steps >= 3 && ms >= GPU_MEASURE_MS) || ms >= GPU_MEASURE_MAX_MS) {
+        // No step finished in time: the one under way would have, at best, now.
+        ratio = ((Math.max(steps, 1) * batch) / ms) / cpu;
+        break;
+      }
+    }
+  } catch (error) {
+    if (trapped(error)) throw error;
+    failure = errorText(error);
+  } finally {
+    timer?.free();
+  }
+  const verdict = failure
+    ? { gpu: false, note: `WebGPU could not train this model: ${failure}` }
+    : ratio >= GPU_MARGIN
+      ? { gpu: true, note: `measured ${ratio.toFixed(1)}x the CPU for this model` }
+      : { gpu: false, note: `WebGPU measured ${ratio.toFixed(2)}x the CPU for this model` };
+  verdicts.set(key, verdict);
+  // A model configured meanwhile is placed by its own verdict.
+  if (!session || verdictKey() !== key) return;
+  if (verdict.gpu) session.useGpu(gpu, verdict.note);
+  else session.useCpu(verdict.note);
+  restartThroughput();
+  post({ type: 'state', state, status: session.status() });
 }
 
 /** Adds the GPU steps whose statistics have come back to `batches`. */
@@ -385,7 +470,7 @@ function configure(model, settings) {
       session.configure(model, settings);
     } else {
       session = new Session(model, settings);
-      if (gpu) session.useGpu(gpu);
+      if (gpu && !autoBackend) session.useGpu(gpu, null);
       else if (backendNote) session.useCpu(backendNote);
     }
   } catch (error) {
@@ -394,6 +479,7 @@ function configure(model, settings) {
     return;
   }
   lastConfig = { model, settings };
+  placeTraining();
   restartThroughput();
   forgetKept();
   post({ type: 'configured', spec: session.specJson() });
@@ -536,8 +622,9 @@ async function recover(error, during) {
       return;
     }
     session = new Session(lastConfig.model, lastConfig.settings);
-    if (gpu) session.useGpu(gpu);
+    if (gpu && !autoBackend) session.useGpu(gpu, null);
     else if (backendNote) session.useCpu(backendNote);
+    placeTraining();
     const saved = lastTraining ?? (keeping ? (await kept().catch(() => null))?.bytes : null);
     let from = 'with the model untrained';
     if (saved) {
@@ -569,6 +656,7 @@ async function recover(error, during) {
 async function loadModule(instance = 0) {
   const wanted = new URL(self.location.href).searchParams.get('backend') ?? 'auto';
   if (!['auto', 'cpu', 'gpu'].includes(wanted)) throw new Error(`unknown backend ${JSON.stringify(wanted)}`);
+  autoBackend = wanted === 'auto';
   if (wanted !== 'cpu') {
     const adapter = await navigator.gpu?.requestAdapter().catch(() => null);
     if (adapter) {

@@ -1,7 +1,8 @@
 // The playground on both backends: with a WebGPU adapter (SwiftShader, a CPU Vulkan, so the
-// speed says nothing) the page reports WebGPU and trains there, to the same accuracy as the CPU;
-// without one it reports the CPU fallback and why, and trains. A GPU lost mid-run hands
-// training to the CPU with a notice.
+// speed says nothing) auto measures it against the CPU and stays on the CPU, saying why, and a
+// forced WebGPU trains there, to the same accuracy as the CPU; without an adapter the page
+// reports the CPU fallback and why, and trains. A GPU lost mid-run hands training to the CPU
+// with a notice.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -14,8 +15,31 @@ const withoutGpu = browserAndServer();
 const backendText = (page) => page.locator('#backend').textContent();
 
 describe('with a WebGPU adapter', () => {
-  test('the page reports WebGPU and trains an epoch there to the CPU\'s accuracy', async () => {
+  test('auto measures WebGPU against the CPU, stays on the faster CPU and says why', async () => {
     const { page, context, problems } = await open(withGpu.browser, `${withGpu.server.url}?epochs=1`);
+    await waitForState(page, (s) => s.dataComplete === true && s.backend != null, 30_000);
+    // Until training measures them, the CPU runs.
+    assert.equal(await page.evaluate(() => window.ferrograd.state.backend), 'cpu');
+    assert.match(await backendText(page), /measuring WebGPU against the CPU for this model/);
+    await page.click('#start');
+    await page.waitForFunction(() => /WebGPU measured \d+\.\d\dx the CPU for this model/.test(document.querySelector('#backend').textContent), null, { timeout: 60_000 });
+    const ratio = Number((await backendText(page)).match(/measured (\d+\.\d+)x/)[1]);
+    // SwiftShader trains the MLP at a tenth of the CPU's speed or less.
+    assert.ok(ratio < 1, `WebGPU measured ${ratio}x`);
+    assert.equal(await page.evaluate(() => window.ferrograd.state.backend), 'cpu');
+    await screenshot(page, 'webgpu-auto', 'header');
+    const state = await waitForState(page, (s) => s.trainState === 'done' && s.testAccuracy != null, 180_000);
+    assert.ok(state.testAccuracy > 0.89, `test accuracy ${state.testAccuracy}`);
+    // The verdict holds for this model: training it again does not measure again.
+    await page.click('#start');
+    await waitForState(page, (s) => s.trainState === 'training' || s.trainState === 'done', 30_000);
+    assert.match(await backendText(page), /WebGPU measured/);
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  test('a forced WebGPU reports WebGPU and trains an epoch there to the CPU\'s accuracy', async () => {
+    const { page, context, problems } = await open(withGpu.browser, `${withGpu.server.url}?epochs=1&backend=gpu`);
     await waitForState(page, (s) => s.dataComplete === true && s.backend != null, 30_000);
     assert.equal(await page.evaluate(() => window.ferrograd.state.backend), 'webgpu');
     assert.match(await backendText(page), /^WebGPU/);
@@ -39,7 +63,7 @@ describe('with a WebGPU adapter', () => {
   });
 
   test('a convolutional network trains on the GPU, predicting a drawn digit while it trains', async () => {
-    const { page, context, problems } = await open(withGpu.browser, `${withGpu.server.url}?model=cnn&epochs=1`);
+    const { page, context, problems } = await open(withGpu.browser, `${withGpu.server.url}?model=cnn&epochs=1&backend=gpu`);
     await waitForState(page, (s) => s.dataComplete === true && s.backend === 'webgpu', 30_000);
     await page.click('#start');
     await waitForState(page, (s) => (s.steps ?? 0) >= 3, 90_000);
@@ -56,7 +80,7 @@ describe('with a WebGPU adapter', () => {
   });
 
   test('a lost GPU hands training to the CPU, which finishes it', async () => {
-    const { page, context } = await open(withGpu.browser, `${withGpu.server.url}?epochs=2`);
+    const { page, context } = await open(withGpu.browser, `${withGpu.server.url}?epochs=2&backend=gpu`);
     await waitForState(page, (s) => s.dataComplete === true && s.backend === 'webgpu', 30_000);
     await page.click('#start');
     await waitForState(page, (s) => (s.steps ?? 0) >= 40, 60_000);

@@ -94,8 +94,9 @@ struct RunArgs {
     /// Shift and rotate training images at random.
     #[arg(long)]
     augment: bool,
-    /// Where training steps run: auto takes a hardware GPU when wgpu finds one (through
-    /// Vulkan) and the CPU otherwise; gpu takes any adapter, a software one included.
+    /// Where training steps run: auto times a few steps of the model on the CPU and on the
+    /// GPU wgpu finds (through Vulkan), and takes the GPU only where it measured at least
+    /// 1.1x the CPU; gpu takes any adapter, a software one included.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
 }
@@ -500,6 +501,7 @@ fn train(args: TrainArgs) -> Result<()> {
 #[cfg(feature = "webgpu")]
 fn choose_backend(trainer: &mut Trainer, backend: Backend, batch_size: usize, quiet: bool) -> Result<()> {
     use ferrograd::backend::gpu::Gpu;
+    use ferrograd::measure::{prefer_gpu, StepTimer};
     let note = |message: String| {
         if !quiet {
             eprintln!("{message}");
@@ -509,21 +511,46 @@ fn choose_backend(trainer: &mut Trainer, backend: Backend, batch_size: usize, qu
         return Ok(());
     }
     let gpu = match (Gpu::blocking(), backend) {
-        (Ok(gpu), Backend::Gpu) => gpu,
-        (Ok(gpu), _) if !gpu.is_software() => gpu,
-        (Ok(gpu), _) => {
-            note(format!(
-                "training on the CPU: the only GPU is {}, a software one (--backend gpu takes it)",
-                gpu.adapter()
-            ));
-            return Ok(());
-        }
+        (Ok(gpu), _) => gpu,
         (Err(e), Backend::Gpu) => return Err(e).context("--backend gpu"),
         (Err(e), _) => {
             note(format!("training on the CPU: {e}"));
             return Ok(());
         }
     };
+    if backend == Backend::Auto {
+        // Measured, not guessed from the adapter's type: a second of steps on each.
+        let spec = trainer.model().spec().clone();
+        let optimizer = trainer.optimizer_spec().clone();
+        let measured = StepTimer::new(spec.clone(), &optimizer, batch_size)
+            .and_then(|mut cpu| cpu.samples_per_second(MEASURE_SECONDS))
+            .and_then(|cpu| {
+                let gpu = StepTimer::new(spec, &optimizer, batch_size)?
+                    .on_gpu(gpu.clone())?
+                    .samples_per_second(MEASURE_SECONDS)?;
+                Ok((cpu, gpu))
+            });
+        let (cpu, gpu_rate) = match measured {
+            Ok(rates) => rates,
+            Err(e) => {
+                note(format!(
+                    "training on the CPU: the GPU ({}) could not train this model: {e}",
+                    gpu.adapter()
+                ));
+                return Ok(());
+            }
+        };
+        let (faster, ratio) = prefer_gpu(cpu, gpu_rate);
+        if !faster {
+            note(format!(
+                "training on the CPU: the GPU ({}) measured {ratio:.2}x the CPU for this model at batch {batch_size} \
+                 ({gpu_rate:.0} against {cpu:.0} samples/s; --backend gpu takes it)",
+                gpu.adapter()
+            ));
+            return Ok(());
+        }
+        note(format!("the GPU measured {ratio:.1}x the CPU for this model at batch {batch_size}"));
+    }
     match trainer.use_gpu(gpu, batch_size) {
         Ok(()) => note(format!("training on the {}", trainer.backend())),
         Err(e) if backend == Backend::Gpu => return Err(e).context("--backend gpu"),
@@ -531,6 +558,10 @@ fn choose_backend(trainer: &mut Trainer, backend: Backend, batch_size: usize, qu
     }
     Ok(())
 }
+
+/// Seconds of steps each of the CPU and the GPU gets when `--backend auto` measures them.
+#[cfg(feature = "webgpu")]
+const MEASURE_SECONDS: f64 = 0.5;
 
 #[cfg(not(feature = "webgpu"))]
 fn choose_backend(_: &mut Trainer, backend: Backend, _: usize, _: bool) -> Result<()> {
