@@ -90,17 +90,26 @@ ensure_npm_packages() {
   fi
 }
 
-# The page's four wasm modules and their bindings, generated into pkg/ (not committed): the CPU
+# The page's five wasm modules and their bindings, generated into pkg/ (not committed): the CPU
 # one in pkg/; in pkg/threads/ the same built with threads, which the worker loads on a
 # cross-origin-isolated page; in pkg/gpu/ the one with the WebGPU backend, which it loads
 # only where the browser has a WebGPU adapter, so that the CPU path stays small; and in
-# pkg/tools/ the CPU one with ONNX export and sweep planning, which it loads when first used.
+# pkg/tools/ the CPU one with ONNX export and sweep planning, which it loads when first used;
+# and in pkg/relaxed/ the CPU one with relaxed SIMD, which it loads where the browser has it.
 build_web() {
   log "building the wasm modules"
   build_wasm pkg target --no-default-features
   build_wasm pkg/gpu target --no-default-features --features webgpu
   build_wasm pkg/tools target --no-default-features --features tools
+  build_wasm_relaxed
   build_wasm_threads
+}
+
+# The CPU module with relaxed SIMD, whose product micro-kernel fuses its multiply-adds; the
+# worker loads it where the browser validates relaxed SIMD (see www/worker.js). Its own
+# target folder keeps the flags from invalidating the other builds.
+build_wasm_relaxed() {
+  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" build_wasm pkg/relaxed target/relaxed --no-default-features
 }
 
 # Threads share one wasm memory, which needs the standard library rebuilt with atomics
@@ -129,7 +138,7 @@ build_wasm() {
   # about 15% off each module. By default it inlines every function that has one caller,
   # whatever its size; the limit keeps apart what the source keeps out of line (see
   # src/autograd/backward.rs): the browser optimises big functions slowly.
-  node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  node_modules/.bin/wasm-opt -O3 --enable-simd --enable-relaxed-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-threads \
     --one-caller-inline-max-function-size=200 \
     "$out/ferrograd_bg.wasm" -o "$out/ferrograd_bg.wasm"

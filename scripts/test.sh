@@ -19,6 +19,10 @@ log "wasm tests in headless Chromium (the GPU kernels on its WebGPU, over SwiftS
 # Optimised, as the page's modules are: the SIMD128 product kernel is tested as it ships, and
 # the training steps the tests take run in seconds, not minutes.
 CHROMEDRIVER=/usr/bin/chromedriver cargo test --release --target wasm32-unknown-unknown --no-default-features --features webgpu --test web --test web_gpu
+# The same CPU tests on the relaxed-SIMD build (pkg/relaxed/), whose product kernel fuses its
+# multiply-adds: within the same tolerances. Its own target folder, as build_web keeps it.
+RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CHROMEDRIVER=/usr/bin/chromedriver \
+  cargo test --release --target wasm32-unknown-unknown --no-default-features --test web --target-dir target/relaxed
 
 build_web
 build_guide

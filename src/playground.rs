@@ -197,6 +197,8 @@ pub struct Status {
     pub backend_note: Option<String>,
     /// Threads the CPU kernels use (one unless the threaded module runs).
     pub threads: usize,
+    /// What they compute with (see [`crate::backend::cpu::INSTRUCTIONS`]).
+    pub instructions: &'static str,
     /// The learning rate of the next step.
     pub lr: f32,
     /// Training pairs held out for validation so far.
@@ -774,6 +776,7 @@ impl Playground {
             backend: self.trainer.backend(),
             backend_note: self.backend_note.clone(),
             threads: crate::backend::cpu::threads(),
+            instructions: crate::backend::cpu::INSTRUCTIONS,
             examples: self.examples.len(),
             lr: self.trainer.lr(),
             validation_size: self.validation.len(),

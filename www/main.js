@@ -123,6 +123,7 @@ if (initial.problems.length) showMessage(`Some settings in the address were not 
 // The worker loads the wasm module for its backend once; another backend is another page load.
 const workerUrl = new URL('./worker.js', import.meta.url);
 workerUrl.searchParams.set('backend', initial.settings.backend);
+workerUrl.searchParams.set('simd', initial.settings.simd);
 // A panic on a thread of the threaded build's pool leaves the worker waiting for that
 // thread forever; the module posts the panic here instead (a channel of this page's own).
 const visit = Math.random().toString(36).slice(2); // this page load, named in kept records
@@ -386,6 +387,7 @@ const count = (n) => n.toLocaleString('en');
 function showBackend(status) {
   state.backend = status.backend.startsWith('gpu: ') ? 'webgpu' : 'cpu';
   state.threads = status.threads;
+  state.instructions = status.instructions;
   $('backend').textContent = backendLabel(status);
 }
 
@@ -618,8 +620,11 @@ function addTrialWorkers(forSweep) {
   if (sweep !== forSweep || trialWorkers.length) return;
   const untaken = sweep.trials.length - sweep.finished.length - (pageTrial == null ? 0 : 1);
   const urls = dataUrls(sweep.base.data, location.href);
+  // The page's worker's CPU instructions, so that a trial gives the same run on either.
+  const url = new URL(workerUrl);
+  url.searchParams.set('simd', state.instructions === 'WebAssembly relaxed SIMD' ? 'auto' : 'plain');
   trialWorkers = Array.from({ length: Math.min(sweep.parallel - 1, untaken) }, () => {
-    const trialWorker = new TrialWorker(workerUrl, urls, {
+    const trialWorker = new TrialWorker(url, urls, {
       onSaved: runSaved,
       onEnd: (index, runId, failure) => {
         if (trialEnded(index, runId, failure)) giveTrial(trialWorker);

@@ -23,6 +23,10 @@ export const DEFAULTS = Object.freeze({
   earlyStop: 0,
   data: DEFAULT_DATA,
   backend: 'auto',
+  // The CPU module: auto takes the relaxed-SIMD build where the browser has relaxed SIMD
+  // (faster, its results rounded as the processor's fused multiply-add rounds), plain the
+  // SIMD128 one, whose results are the same to the bit on every machine.
+  simd: 'auto',
 });
 
 const wholeNumber = (min, max) => (raw) => {
@@ -75,13 +79,14 @@ const READERS = {
   earlyStop: wholeNumber(0, 100),
   data: (raw) => String(raw).trim() || DEFAULT_DATA,
   backend: oneOf('auto', 'gpu', 'cpu'),
+  simd: oneOf('auto', 'plain'),
 };
 
 /** Human names of the settings, for messages. */
 const LABELS = {
   model: 'model', spec: 'model spec', optimizer: 'optimizer', lr: 'learning rate', weightDecay: 'weight decay', batch: 'batch size',
   epochs: 'epochs', seed: 'seed', normalize: 'pixels', clean: 'cleaning', augment: 'augmentation', data: 'data source',
-  backend: 'backend', schedule: 'learning-rate schedule', valSplit: 'validation share', earlyStop: 'early stopping',
+  backend: 'backend', simd: 'CPU instructions', schedule: 'learning-rate schedule', valSplit: 'validation share', earlyStop: 'early stopping',
 };
 
 /**

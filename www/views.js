@@ -36,10 +36,10 @@ export function showDataProgress(bar, status, received = null, total = null, loa
  * Where a worker trains, from its status: `WebGPU · <adapter>` or `CPU · WebAssembly SIMD, one
  * thread`, with the reason the GPU was not used when one was asked for.
  */
-export function backendLabel({ backend, backendNote, threads }) {
+export function backendLabel({ backend, backendNote, threads, instructions }) {
   const where = backend.startsWith('gpu: ')
     ? `WebGPU · ${backend.slice(5)}`
-    : `CPU · WebAssembly SIMD, ${threads > 1 ? `${threads} threads` : 'one thread'}`;
+    : `CPU · ${instructions}, ${threads > 1 ? `${threads} threads` : 'one thread'}`;
   return backendNote ? `${where} (${backendNote})` : where;
 }
 

@@ -67,7 +67,9 @@
 // built with the GPU backend (pkg/gpu/): gpu trains there; auto starts on its CPU path and
 // measures the GPU for each model and batch size (see measureGpu); otherwise the smaller CPU module
 // (pkg/), with the reason in `backendNote`; on a cross-origin-isolated page, the CPU module
-// built with threads (pkg/threads/), which splits its work across a Web Worker per core. On the
+// built with threads (pkg/threads/), which splits its work across a Web Worker per core; on one
+// thread, where the browser has relaxed SIMD, the CPU module built with it (pkg/relaxed/;
+// `simd=plain` in the worker's URL keeps the plain one). On the
 // GPU, a step's statistics come back a little later (`finishedSteps`), and the weights are
 // brought back (`sync`) before anything reads them. If the GPU fails or is lost, training
 // carries on on the CPU from the weights last brought back, with a notice.
@@ -77,6 +79,8 @@
 // restores the training last saved (in memory, else what IndexedDB kept), streams the data
 // again, and says so in one notice that carries the trap's message: the first error is the one
 // shown, and every later action works.
+
+import { relaxedSimd } from '../node_modules/wasm-feature-detect/dist/esm/index.js';
 
 import { forget, keep, kept } from './store.js';
 import { startBuild } from './start.js';
@@ -691,7 +695,10 @@ async function loadModule(instance = 0) {
       backendNote = backendNote ? `${backendNote}; ${note}` : note;
     }
   }
-  return startBuild('../pkg/', instance);
+  // One thread: the build with relaxed SIMD where the browser validates it (its product
+  // kernel fuses multiply-adds), unless the address asks for the plain one (`simd=plain`).
+  const relaxed = params.get('simd') !== 'plain' && await relaxedSimd();
+  return startBuild(relaxed ? '../pkg/relaxed/' : '../pkg/', instance);
 }
 
 try {

@@ -121,6 +121,17 @@ pub fn matmul_into(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: ArrayViewMut2<f3
     gemm_into(a.view(), b.view(), c, beta, pieces(a.nrows(), a.ncols(), b.ncols()));
 }
 
+/// What the CPU kernels compute with: in wasm, SIMD128, or with relaxed SIMD's fused
+/// multiply-add in the product's micro-kernel (the build with `+relaxed-simd`); natively,
+/// what the processor has.
+pub const INSTRUCTIONS: &str = if cfg!(target_feature = "relaxed-simd") {
+    "WebAssembly relaxed SIMD"
+} else if cfg!(target_arch = "wasm32") {
+    "WebAssembly SIMD"
+} else {
+    "native"
+};
+
 /// How many threads the CPU kernels split work across: rayon's pool with the `threads`
 /// feature (in wasm, the Web Workers started by `initThreadPool`), else one.
 pub fn threads() -> usize {

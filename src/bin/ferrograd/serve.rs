@@ -35,8 +35,17 @@ pub struct ServeArgs {
 
 /// Paths the page needs; anything else is a 404, so that the server shows no more of the
 /// folder than the page.
-const SERVED: &[&str] =
-    &["index.html", "embed.html", "www/", "pkg/", "data/", "node_modules/uplot/dist/", "book/", "bench/"];
+const SERVED: &[&str] = &[
+    "index.html",
+    "embed.html",
+    "www/",
+    "pkg/",
+    "data/",
+    "node_modules/uplot/dist/",
+    "node_modules/wasm-feature-detect/dist/",
+    "book/",
+    "bench/",
+];
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     let root = args.root.canonicalize().with_context(|| format!("--root {}", args.root.display()))?;
