@@ -151,7 +151,7 @@ fn bad_input_gives_a_clear_error_naming_what_and_where() {
     let err = failure(&["train", "--data", data, "--model", "resnet50"]);
     assert!(
         err.contains(
-            "--model resnet50: neither a preset (mlp, cnn, lstm, gru, resnet, vit) nor an existing JSON file"
+            "--model resnet50: neither a preset (mlp, cnn, convnet, lstm, gru, resnet, vit) nor an existing JSON file"
         ),
         "{err}"
     );

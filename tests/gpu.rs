@@ -203,6 +203,14 @@ fn vit_follows_the_cpu() {
     follow_cpu("vit", OptimizerSpec::adam(1e-3), None);
 }
 
+/// Keras's convnet: 32 and 64 filters of 3x3, dropout; twenty steps of 16 on a software
+/// adapter, as for the resnet.
+#[test]
+fn convnet_follows_the_cpu() {
+    let spec = ModelSpec::preset("convnet").unwrap();
+    follow_cpu_with("convnet", spec, OptimizerSpec::adam(1e-3), |_| {}, (20, 16));
+}
+
 /// Twenty steps of 16: its convolutions over 28x28 planes are by far the slowest work of any
 /// preset on a software adapter (fifty steps of 64 took minutes on lavapipe).
 #[test]

@@ -80,6 +80,11 @@ fn the_lstm_preset_exports() {
 }
 
 #[test]
+fn the_convnet_preset_exports() {
+    check("convnet", ModelSpec::preset("convnet").unwrap(), 30);
+}
+
+#[test]
 fn the_gru_preset_exports() {
     check("gru", ModelSpec::preset("gru").unwrap(), 30);
 }

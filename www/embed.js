@@ -23,7 +23,7 @@ const here = (path) => new URL(path, import.meta.url).href;
 const DEFAULT_DATA = here('../data/mnist/');
 const STYLESHEETS = [here('theme.css'), here('embed.css'), here('inside.css'), here('../node_modules/uplot/dist/uPlot.min.css')];
 
-const PRESET_NAMES = { mlp: 'MLP', cnn: 'CNN', lstm: 'LSTM', gru: 'GRU', resnet: 'ResNet', vit: 'ViT' };
+const PRESET_NAMES = { mlp: 'MLP', cnn: 'CNN', convnet: 'Keras convnet', lstm: 'LSTM', gru: 'GRU', resnet: 'ResNet', vit: 'ViT' };
 
 const TEMPLATE = `
   ${STYLESHEETS.map((href) => `<link rel="stylesheet" href="${href}">`).join('')}

@@ -2,7 +2,7 @@
 // by link) and from the page's form, validated the same way in both, and turned into the
 // worker's `configure` message and a data source's four URLs.
 
-export const PRESETS = ['mlp', 'cnn', 'lstm', 'gru', 'resnet', 'vit'];
+export const PRESETS = ['mlp', 'cnn', 'convnet', 'lstm', 'gru', 'resnet', 'vit'];
 const DEFAULT_DATA = 'data/mnist/';
 
 /** Every setting with its default; `spec` is the JSON text of a custom model. */

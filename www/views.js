@@ -264,7 +264,8 @@ export class ModelSummaryView {
     ]));
     const totals = [
       ['total', summary.total], ['trainable', summary.trainable], ['not trainable (running averages)', summary.total - summary.trainable],
-    ].map(([what, n]) => `${count(n)} ${what}`).join(' · ');
+    ].map(([what, n]) => `${count(n)} ${what}`).join(' · ')
+      + ` · ${(summary.flops / 1e6).toFixed(summary.flops < 1e7 ? 2 : 1)} MFLOP per sample forward`;
     this.container.replaceChildren(
       el('table', { className: 'model-summary' }, [
         el('caption', { textContent: `input ${shape(summary.input)}` }),

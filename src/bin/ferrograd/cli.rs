@@ -51,7 +51,7 @@ struct RunArgs {
     /// Folder with the four standard MNIST files, gzipped or not.
     #[arg(long)]
     data: PathBuf,
-    /// A preset name (mlp, cnn, lstm, gru, resnet, vit) or a JSON model spec file.
+    /// A preset name (mlp, cnn, convnet, lstm, gru, resnet, vit) or a JSON model spec file.
     #[arg(long, default_value = "mlp")]
     model: String,
     #[arg(long, default_value_t = 5)]
@@ -1028,6 +1028,7 @@ fn summary(args: SummaryArgs) -> Result<()> {
     println!("Total params: {}", grouped(summary.total));
     println!("Trainable params: {}", grouped(summary.trainable));
     println!("Non-trainable params: {}", grouped(summary.total - summary.trainable));
+    println!("Forward FLOPs per sample (matrix products): {}", grouped(summary.flops));
     Ok(())
 }
 

@@ -564,7 +564,7 @@ pub fn conv_window(kernel: usize, stride: usize, padding: Padding, size: (usize,
 
 impl ModelSpec {
     /// The names [`ModelSpec::preset`] knows.
-    pub const PRESETS: &'static [&'static str] = &["mlp", "cnn", "lstm", "gru", "resnet", "vit"];
+    pub const PRESETS: &'static [&'static str] = &["mlp", "cnn", "convnet", "lstm", "gru", "resnet", "vit"];
 
     /// A built-in model by name.
     pub fn preset(name: &str) -> Option<ModelSpec> {
@@ -622,6 +622,29 @@ impl ModelSpec {
                 LayerSpec::Flatten,
                 dense(10, ActivationName::Linear),
             ],
+            // Keras's "Simple MNIST convnet" example (keras.io/examples/vision/mnist_convnet):
+            // 3x3 convolutions of 32 and 64 filters, each pooled, dropout, dense 10. Eight
+            // times the cnn's arithmetic: a workload where the products dominate the step.
+            "convnet" => {
+                let conv3 = |filters| LayerSpec::Conv2d {
+                    filters,
+                    kernel_size: 3,
+                    stride: 1,
+                    padding: Padding::Valid,
+                    activation: ActivationName::Relu,
+                    bias: true,
+                    init: Init::default(),
+                };
+                vec![
+                    conv3(32),
+                    LayerSpec::MaxPool2d { pool_size: 2, stride: None },
+                    conv3(64),
+                    LayerSpec::MaxPool2d { pool_size: 2, stride: None },
+                    LayerSpec::Flatten,
+                    LayerSpec::Dropout { rate: 0.5 },
+                    dense(10, ActivationName::Linear),
+                ]
+            }
             // Each image as 28 time steps of 28 pixels.
             "lstm" => vec![
                 LayerSpec::Reshape { shape: vec![28, 28] },

@@ -30,6 +30,12 @@ pub struct Summary {
     pub total: u64,
     /// Of those, the ones the optimizer trains (all but batch norm's running averages).
     pub trainable: u64,
+    /// Floating-point operations of one sample's forward pass in the layers' matrix
+    /// products (dense, convolution, patch embedding, the recurrent cells' and attention's
+    /// projections and attention's scores), two per multiply-add; elementwise work is not
+    /// counted. A training step costs about three times this (forward, and backward's two
+    /// products per product).
+    pub flops: u64,
 }
 
 impl ModelSpec {
@@ -41,13 +47,15 @@ impl ModelSpec {
         let total = self.parameter_count()?;
         let mut rows = Vec::new();
         let mut frozen = 0;
-        rows_of(&self.layers, &self.input, "layers", 0, &mut rows, &mut frozen)?;
-        Ok(Summary { input: self.input.clone(), rows, total, trainable: total - frozen })
+        let mut flops = 0;
+        rows_of(&self.layers, &self.input, "layers", 0, &mut rows, &mut frozen, &mut flops)?;
+        Ok(Summary { input: self.input.clone(), rows, total, trainable: total - frozen, flops })
     }
 }
 
-/// Adds the lines of `layers` (taking `input`) at `depth` to `rows`, and the values of their
-/// running averages to `frozen`; returns their output shape.
+/// Adds the lines of `layers` (taking `input`) at `depth` to `rows`, the values of their
+/// running averages to `frozen` and their products' operations to `flops`; returns their
+/// output shape.
 fn rows_of(
     layers: &[LayerSpec],
     input: &[usize],
@@ -55,12 +63,14 @@ fn rows_of(
     depth: usize,
     rows: &mut Vec<SummaryRow>,
     frozen: &mut u64,
+    flops: &mut u64,
 ) -> Result<Vec<usize>> {
     let mut shape = input.to_vec();
     for (i, layer) in layers.iter().enumerate() {
         let at = format!("{path}[{i}]");
         let mut parameters = 0;
         let output = layer.checked_shape(&shape, &at, &mut parameters)?;
+        *flops += product_flops(layer, &shape, &output);
         rows.push(SummaryRow {
             path: at.clone(),
             kind: layer.kind(),
@@ -70,9 +80,9 @@ fn rows_of(
         });
         match layer {
             LayerSpec::Residual { layers, shortcut } => {
-                rows_of(layers, &shape, &format!("{at}.layers"), depth + 1, rows, frozen)?;
+                rows_of(layers, &shape, &format!("{at}.layers"), depth + 1, rows, frozen, flops)?;
                 if let Some(shortcut) = shortcut {
-                    rows_of(shortcut, &shape, &format!("{at}.shortcut"), depth + 1, rows, frozen)?;
+                    rows_of(shortcut, &shape, &format!("{at}.shortcut"), depth + 1, rows, frozen, flops)?;
                 }
             }
             LayerSpec::BatchNorm { .. } => *frozen += 2 * shape[0] as u64,
@@ -81,6 +91,35 @@ fn rows_of(
         shape = output;
     }
     Ok(shape)
+}
+
+/// Operations of `layer`'s matrix products on one sample shaped `input`, giving `output`.
+fn product_flops(layer: &LayerSpec, input: &[usize], output: &[usize]) -> u64 {
+    let count = |shape: &[usize]| shape.iter().product::<usize>() as u64;
+    let last = |shape: &[usize]| *shape.last().unwrap_or(&1) as u64;
+    match *layer {
+        // Each output value: a dot product over the last axis of the input.
+        LayerSpec::Dense { .. } => 2 * count(output) * last(input),
+        LayerSpec::Conv2d { kernel_size, .. } => {
+            2 * count(output) * (kernel_size * kernel_size) as u64 * input[0] as u64
+        }
+        LayerSpec::PatchEmbed { patch_size, .. } => {
+            2 * count(output) * (patch_size * patch_size) as u64 * input[0] as u64
+        }
+        // Per time step, every gate from the input and the hidden state.
+        LayerSpec::Lstm { units, .. } | LayerSpec::Gru { units, .. } => {
+            let gates = if matches!(layer, LayerSpec::Lstm { .. }) { 4 } else { 3 };
+            let (steps, features) = (input[0] as u64, input[1] as u64);
+            2 * steps * gates * units as u64 * (features + units as u64)
+        }
+        // Queries, keys and values, the output projection, the scores and their weighted sum.
+        LayerSpec::MultiHeadAttention { heads, key_size, .. } => {
+            let (tokens, dim) = (input[0] as u64, input[1] as u64);
+            let inner = (heads * key_size.unwrap_or(input[1] / heads)) as u64;
+            2 * (3 * tokens * dim * inner + tokens * inner * dim + 2 * tokens * tokens * inner)
+        }
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +146,18 @@ mod tests {
         assert_eq!(top, summary.total);
         // Running mean and variance of six batch norms of 16, 16, 16, 16, 32 and 32 channels.
         assert_eq!(summary.total - summary.trainable, 2 * (4 * 16 + 2 * 32));
+    }
+
+    #[test]
+    fn flops_count_the_products_of_one_forward_pass() {
+        // Keras's convnet: conv 32 3x3 on 26x26, conv 64 3x3 over 32 channels on 11x11, dense
+        // 1600 -> 10.
+        let convnet = ModelSpec::preset("convnet").unwrap().summary().unwrap();
+        assert_eq!(convnet.flops, 2 * (26 * 26 * 32 * 9 + 11 * 11 * 64 * 9 * 32 + 1600 * 10));
+        assert_eq!(ModelSpec::preset("mlp").unwrap().summary().unwrap().flops, 2 * (784 * 128 + 128 * 10));
+        // 28 steps of 4 gates of 64 from 28 inputs and 64 hidden values, then dense 64 -> 10.
+        let lstm = ModelSpec::preset("lstm").unwrap().summary().unwrap();
+        assert_eq!(lstm.flops, 2 * (28 * 4 * 64 * (28 + 64) + 64 * 10));
     }
 
     #[test]
