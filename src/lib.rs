@@ -19,6 +19,8 @@ pub mod data;
 mod error;
 #[cfg(feature = "tools")]
 pub mod export;
+#[cfg(feature = "webgpu")]
+pub mod gpu_step;
 pub mod inspect;
 pub mod measure;
 pub mod metrics;

@@ -2,6 +2,14 @@
 
 use serde::Serialize;
 
+/// What one training step measured on its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StepStats {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub samples: usize,
+}
+
 /// Counts of (true class, predicted class) pairs: row `t`, column `p` counts samples of class
 /// `t` predicted as `p`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -10,19 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamId, Pool, Tape};
 use crate::backend::cpu;
 use crate::data::{preprocess, Dataset, HoldOut, CLASSES};
+pub use crate::metrics::StepStats;
 use crate::metrics::{ClassScores, ConfusionMatrix};
 use crate::nn::{Mode, Model, ModelSpec};
 use crate::optim::{Horizon, LrSchedule, Optimizer, OptimizerSpec, OptimizerState};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
-
-/// What one training step measured on its batch.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct StepStats {
-    pub loss: f32,
-    pub accuracy: f32,
-    pub samples: usize,
-}
 
 /// A model's scores on a data set.
 #[derive(Clone, Debug, Serialize)]
@@ -90,7 +83,7 @@ pub struct Trainer {
     best_weights: Vec<Tensor>,
     /// Training on the GPU, when moved there with [`Trainer::use_gpu`].
     #[cfg(feature = "webgpu")]
-    engine: Option<crate::backend::gpu::Engine>,
+    engine: Option<crate::gpu_step::Engine>,
     /// Whether the GPU holds newer weights than `model`, until [`Trainer::sync`].
     stale: bool,
     /// The step count of the weights in `model`, which training falls back to if the GPU is lost.
@@ -218,7 +211,7 @@ impl Trainer {
     pub fn use_gpu(&mut self, gpu: crate::backend::gpu::Gpu, batch_size: usize) -> Result<()> {
         self.check_synced("use_gpu")?;
         let state = self.optimizer.state();
-        let mut engine = crate::backend::gpu::Engine::new(
+        let mut engine = crate::gpu_step::Engine::new(
             gpu,
             &self.model,
             &self.optimizer_spec,

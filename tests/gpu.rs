@@ -228,7 +228,8 @@ fn auto_measures_the_gpu_against_the_cpu_before_it_chooses() {
     let mut timer =
         StepTimer::new(spec, &OptimizerSpec::adam(1e-3), 32).unwrap().on_gpu(gpu().clone()).unwrap();
     assert!(timer.samples_per_second(0.05).unwrap() > 0.0);
-    assert!(timer.finished().unwrap() >= 2);
+    // At least the warm-up step (which alone may outlast the budget on a busy machine).
+    assert!(timer.finished().unwrap() >= 1);
 
     let data = format!("{}/data/test-tiny", env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrograd"))

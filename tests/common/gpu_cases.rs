@@ -4,7 +4,8 @@
 //! input must agree within a relative error of 1e-4.
 
 use ferrograd::autograd::{Params, Tape, Var};
-use ferrograd::backend::gpu::{run_on_gpu, Gpu};
+use ferrograd::backend::gpu::Gpu;
+use ferrograd::gpu_step::run_on_gpu;
 use ferrograd::tensor::Tensor;
 use ferrograd::Result;
 use rand::Rng;

@@ -4,13 +4,8 @@
 //! Every kernel takes its sizes in a small storage buffer of `u32` words (`p` in the WGSL;
 //! floats as their bits) at binding 0 and its operands at bindings 1 and up. A [`Dispatch`]
 //! is one kernel bound to its buffers with its sizes, built once and run as often as wanted,
-//! so that a training step (`plan.rs`) allocates nothing.
-
-mod engine;
-mod plan;
-
-pub use engine::{Downloaded, Engine};
-pub use plan::run_on_gpu;
+//! so that a training step (compiled from the tape in [`crate::gpu_step`], which sits above
+//! autograd) allocates nothing.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -63,17 +58,22 @@ impl Kernel {
         Kernel::Softmax,
     ];
 
-    /// The kernel's file name in `kernels/` and its WGSL source.
+    /// The kernel's file name in `kernels/` and its WGSL source: `common.wgsl` (the sizes'
+    /// binding and the one-dimensional index every kernel shares), then the file's own.
     pub fn source(self) -> (&'static str, &'static str) {
         macro_rules! wgsl {
             ($file:literal) => {
-                ($file, include_str!(concat!("kernels/", $file)))
+                (
+                    $file,
+                    concat!(include_str!("kernels/common.wgsl"), include_str!(concat!("kernels/", $file))),
+                )
             };
             // WGSL has no includes: a shared function is appended to the file's own source.
             ($file:literal + $shared:literal) => {
                 (
                     $file,
                     concat!(
+                        include_str!("kernels/common.wgsl"),
                         include_str!(concat!("kernels/", $file)),
                         include_str!(concat!("kernels/", $shared))
                     ),
@@ -106,6 +106,46 @@ impl Kernel {
 const GROUP: u32 = 64;
 /// The most workgroups along one dimension of a dispatch.
 const MAX_GROUPS: u32 = 65_535;
+
+/// A matrix product `c [m, n] (+)= a [m, k] · b [k, n]`, or a stack of `batch` of them, each
+/// operand read through (row, column, matrix) strides, so that transposed operands need no
+/// copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Product {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub a: [usize; 3],
+    pub b: [usize; 3],
+    pub accumulate: bool,
+}
+
+impl Product {
+    /// One product of `(m, n, k)`, its operands read through (row, column) strides.
+    pub fn single(
+        (m, n, k): (usize, usize, usize),
+        a: (usize, usize),
+        b: (usize, usize),
+        accumulate: bool,
+    ) -> Product {
+        Product { m, n, k, batch: 1, a: [a.0, a.1, 0], b: [b.0, b.1, 0], accumulate }
+    }
+}
+
+/// One dispatch of matmul.wgsl over k in `splits` chunks of `chunk` (one chunk: the whole
+/// product, into `c`; more: each chunk's partial product into its own [m, n] slice of `c`).
+pub fn product_dispatch(
+    gpu: &Gpu,
+    Product { m, n, k, batch, a: sa, b: sb, accumulate }: Product,
+    (splits, chunk): (usize, usize),
+    [a, b, c]: [&Buffer; 3],
+) -> Dispatch {
+    let params = [m, n, k, sa[0], sa[1], sb[0], sb[1], usize::from(accumulate), chunk, splits, sa[2], sb[2]]
+        .map(|v| v as u32);
+    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, (batch * splits) as u32);
+    gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c], groups)
+}
 
 /// A device, its queue and every kernel compiled for it. Clones share them.
 #[derive(Clone)]
@@ -315,8 +355,8 @@ impl Gpu {
     /// `c = a · b` for `n x n` row-major matrices, in one dispatch: the product the benchmarks
     /// time.
     pub fn square_product(&self, n: usize, a: &Buffer, b: &Buffer, c: &Buffer) -> Dispatch {
-        let product = plan::Product::single((n, n, n), (n, 1), (n, 1), false);
-        plan::product_dispatch(self, product, (1, n), [a, b, c])
+        let product = Product::single((n, n, n), (n, 1), (n, 1), false);
+        product_dispatch(self, product, (1, n), [a, b, c])
     }
 
     /// `kernel` over a grid of workgroups.

@@ -8,7 +8,6 @@
 // norms: each parameter's sum of squared gradients (sum_squares.wgsl), read by clip.wgsl's
 //    clip_scale, which is appended to this file.
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> step: array<f32>;
 @group(0) @binding(2) var<storage, read> norms: array<f32>;
 @group(0) @binding(3) var<storage, read_write> w: array<f32>;
@@ -18,7 +17,7 @@
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = id.x + id.y * groups.x * 64u;
+    let i = flat_index(id, groups);
     if (i >= p[0]) {
         return;
     }

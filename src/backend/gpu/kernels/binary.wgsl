@@ -3,14 +3,13 @@
 // p: op (0 add, 1 sub, 2 mul, 3 div), element count, out shape [4], a strides [4], b strides [4]
 // (stride 0 along an axis that operand broadcasts).
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = id.x + id.y * groups.x * 64u;
+    let i = flat_index(id, groups);
     if (i >= p[1]) {
         return;
     }

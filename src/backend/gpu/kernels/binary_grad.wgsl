@@ -5,7 +5,6 @@
 // p: term (0: g, 1: -g, 2: g b, 3: g a, 4: g / b, 5: -g a / b^2), operand element count,
 //    out shape [4], operand shape [4] (each axis 1 or the output's), a strides [4], b strides [4].
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
@@ -24,7 +23,7 @@ fn term(gv: f32, x: f32, y: f32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let t = id.x + id.y * groups.x * 64u;
+    let t = flat_index(id, groups);
     if (t >= p[1]) {
         return;
     }

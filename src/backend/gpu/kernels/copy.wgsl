@@ -4,13 +4,12 @@
 // p: element count, accumulate (1: +=), shape [4], src offset, src strides [4], dst offset,
 //    dst strides [4].
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = id.x + id.y * groups.x * 64u;
+    let i = flat_index(id, groups);
     if (i >= p[0]) {
         return;
     }

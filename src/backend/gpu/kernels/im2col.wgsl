@@ -4,13 +4,12 @@
 //
 // p: batch, channels, h, w, kh, kw, stride y, stride x, pad top, pad left, oh, ow.
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cols: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = id.x + id.y * groups.x * 64u;
+    let i = flat_index(id, groups);
     let c = p[1];
     let h = p[2];
     let w = p[3];

@@ -17,7 +17,6 @@
 // (1: c += a · b), chunk (k for a product in one piece), splits (chunks per matrix), a matrix
 // stride, b matrix stride.
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;

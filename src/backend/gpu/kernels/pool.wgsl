@@ -3,14 +3,13 @@
 //
 // p: mode (0 max, 1 average), batch * channels, h, w, kh, kw, stride y, stride x, oh, ow.
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let o = id.x + id.y * groups.x * 64u;
+    let o = flat_index(id, groups);
     let h = p[2];
     let w = p[3];
     let oh = p[8];

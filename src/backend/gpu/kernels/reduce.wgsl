@@ -3,13 +3,12 @@
 //
 // p: before, axis length, after, scale (f32 bits), accumulate (1: out += the sum).
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let o = id.x + id.y * groups.x * 64u;
+    let o = flat_index(id, groups);
     let len = p[1];
     let after = p[2];
     if (o >= p[0] * after) {

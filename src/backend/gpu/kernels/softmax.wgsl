@@ -6,14 +6,13 @@
 //
 // p: mode, rows, row length.
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let row = id.x + id.y * groups.x * 64u;
+    let row = flat_index(id, groups);
     if (row >= p[1]) {
         return;
     }

@@ -2,7 +2,6 @@
 //
 // p: element count, slot.
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> norms: array<f32>;
 

@@ -3,13 +3,12 @@
 // p: function (0 relu, 1 leaky relu, 2 sigmoid, 3 tanh, 4 power, 5 gelu), element count, parameter
 //    (leak or exponent, f32 bits).
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = id.x + id.y * groups.x * 64u;
+    let i = flat_index(id, groups);
     if (i >= p[1]) {
         return;
     }

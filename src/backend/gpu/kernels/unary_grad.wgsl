@@ -2,7 +2,6 @@
 //
 // p: function (as unary.wgsl), element count, parameter (f32 bits).
 
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read> g: array<f32>;
@@ -10,7 +9,7 @@
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = id.x + id.y * groups.x * 64u;
+    let i = flat_index(id, groups);
     if (i >= p[1]) {
         return;
     }

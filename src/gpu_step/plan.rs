@@ -9,10 +9,10 @@
 
 use std::rc::Rc;
 
-use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
 use crate::autograd::{product_dims, Op, ProductDims, Tape, Var};
 use crate::backend::cpu::conv::Window;
 use crate::backend::cpu::Activation;
+use crate::backend::gpu::{product_dispatch, Buffer, Dispatch, Gpu, Kernel, Product, Readback};
 use crate::{Error, Result};
 
 /// The dispatches and buffers of one training step at one batch size.
@@ -531,32 +531,6 @@ async fn next_task() {
 const INVOCATIONS: usize = 16_384;
 const MIN_CHUNK: usize = 256;
 
-/// A matrix product `c [m, n] (+)= a [m, k] · b [k, n]`, or a stack of `batch` of them, each
-/// operand read through (row, column, matrix) strides, so that transposed operands need no
-/// copy.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Product {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub batch: usize,
-    pub a: [usize; 3],
-    pub b: [usize; 3],
-    pub accumulate: bool,
-}
-
-impl Product {
-    /// One product of `(m, n, k)`, its operands read through (row, column) strides.
-    pub fn single(
-        (m, n, k): (usize, usize, usize),
-        a: (usize, usize),
-        b: (usize, usize),
-        accumulate: bool,
-    ) -> Product {
-        Product { m, n, k, batch: 1, a: [a.0, a.1, 0], b: [b.0, b.1, 0], accumulate }
-    }
-}
-
 /// The dispatches of a product: one, or with k split, the partial products and their sum, the
 /// buffer of partial products pushed onto `partials` to live as long as the dispatches.
 fn matmul(
@@ -583,20 +557,6 @@ fn matmul(
     let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&parts, c], batch * m * n);
     partials.push(parts);
     vec![partial, sum]
-}
-
-/// One dispatch of matmul.wgsl over k in `splits` chunks of `chunk` (one chunk: the whole
-/// product, into `c`; more: each chunk's partial product into its own [m, n] slice of `c`).
-pub(super) fn product_dispatch(
-    gpu: &Gpu,
-    Product { m, n, k, batch, a: sa, b: sb, accumulate }: Product,
-    (splits, chunk): (usize, usize),
-    [a, b, c]: [&Buffer; 3],
-) -> Dispatch {
-    let params = [m, n, k, sa[0], sa[1], sb[0], sb[1], usize::from(accumulate), chunk, splits, sa[2], sb[2]]
-        .map(|v| v as u32);
-    let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, (batch * splits) as u32);
-    gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c], groups)
 }
 
 /// The kernels index with up to four axes; shorter shapes get leading axes of 1.

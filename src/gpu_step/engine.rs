@@ -15,12 +15,12 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 
 use super::plan::Plan;
-use super::{Buffer, Dispatch, Gpu, Kernel, Readback};
 use crate::autograd::Tape;
+use crate::backend::gpu::{Buffer, Dispatch, Gpu, Kernel, Readback};
+use crate::metrics::StepStats;
 use crate::nn::{Mode, Model};
 use crate::optim::{OptimizerSpec, OptimizerState};
 use crate::tensor::Tensor;
-use crate::train::StepStats;
 use crate::{Error, Result};
 
 /// Plans kept at once: the usual batch size and the smaller last batch of an epoch.
