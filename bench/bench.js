@@ -1,11 +1,13 @@
 // One benchmark configuration, chosen by the query string, run by bench/index.html (in a Web
-// Worker for ferrograd, on the page for TensorFlow.js); the page leaves the result in
-// `window.benchResult` for bench/run.mjs to collect.
+// Worker for ferrograd, on the page for TensorFlow.js and jax-js); the page leaves the result
+// in `window.benchResult` for bench/run.mjs to collect.
 //
-// Training: samples/s at batch 64 with Adam 1e-3 on the bundled MNIST sample (median of three
-// windows), test accuracy after one epoch, time from navigation to the first finished
-// training step (where `stop=first-step` ends it). Matmul: GFLOP/s of square products. Both:
-// JavaScript and wasm bytes downloaded.
+// Training: samples/s at batch 64 with Adam 1e-3 on the bundled MNIST sample (median of
+// `windows` windows), test accuracy after one epoch, time from navigation to the first
+// finished training step (where `stop=first-step` ends it). Matmul: GFLOP/s of square
+// products. Both: JavaScript and wasm bytes downloaded. `deadline` (ms since the epoch, as
+// Date.now() counts) is when bench/run.mjs will stop the page: what would not finish by then
+// (a further window, the epoch, the largest product) is left out with a note instead.
 
 const query = new URLSearchParams(location.search);
 const lib = query.get('lib') ?? 'ferrograd';
@@ -15,10 +17,13 @@ const model = query.get('model') ?? 'mlp';
 const seconds = Number(query.get('seconds') ?? 5);
 // `stop=first-step`: only the time to the first step, which bench/run.mjs takes over several loads.
 const firstStepOnly = query.get('stop') === 'first-step';
-const WINDOWS = 3;
+const WINDOWS = Math.max(1, Number(query.get('windows') ?? 3));
 // Test accuracy needs a whole epoch; a backend too slow to train one within this budget is
 // reported without it rather than holding up the run for many minutes.
 const EPOCH_BUDGET_S = Number(query.get('epochBudget') ?? 120);
+const DEADLINE = Number(query.get('deadline') ?? Infinity);
+/** Seconds until bench/run.mjs stops this page. */
+const timeLeft = () => (DEADLINE - Date.now()) / 1000;
 const BATCH = 64;
 const DATA = '../data/mnist/';
 // When the page was opened, so that times count from navigation as the page's own would.
@@ -55,10 +60,14 @@ function codeBytes() {
     .reduce((sum, e) => sum + (e.encodedBodySize || e.transferSize || 0), 0);
 }
 
-/** Whether one epoch of `count` samples fits the budget at `samplesPerSecond`; else a note. */
+/** Whether one epoch of `count` samples fits the budget and the time left; else a note. */
 function epochFits(samplesPerSecond, count) {
   const seconds = count / samplesPerSecond;
-  return seconds <= EPOCH_BUDGET_S ? null : `one epoch would take about ${Math.round(seconds)} s: accuracy not measured`;
+  if (seconds > EPOCH_BUDGET_S) return `one epoch would take about ${Math.round(seconds)} s: accuracy not measured`;
+  // The test set's forward pass and a slower start than the measured steps take some more.
+  const left = timeLeft();
+  if (1.25 * seconds + 1 > left) return `one epoch (about ${Math.round(seconds)} s) would not fit in the ${Math.max(0, Math.round(left))} s left: accuracy not measured`;
+  return null;
 }
 
 /**
@@ -66,7 +75,8 @@ function epochFits(samplesPerSecond, count) {
  * lasts until a step has finished in it (on the GPU a step reports when its results come back,
  * on SwiftShader seconds later). One that ran past twice its length holds few steps, each
  * longer than the window, and is long enough on its own: the others would only repeat it at
- * a minute a step (TensorFlow.js's cpu backend on the resnet).
+ * a minute a step (TensorFlow.js's cpu backend on the resnet). Nor does a window start that
+ * would run past the deadline.
  */
 async function throughput(step) {
   const rates = [];
@@ -79,16 +89,31 @@ async function throughput(step) {
     }
     const elapsed = performance.now() - start;
     rates.push((samples * 1000) / elapsed);
-    if (elapsed > 2 * seconds * 1000) break;
+    if (elapsed > 2 * seconds * 1000 || timeLeft() < 1.5 * elapsed / 1000) break;
   }
+  windows = rates.length;
   return median(rates);
 }
 
+/**
+ * GFLOP/s of square products of 256, 1024 and 2048: the median of `windows` windows of half
+ * the seconds each, after one product to warm up. A size whose products would run past the
+ * deadline (as the last size's rate predicts) is left out with a note.
+ */
 async function matmulGflops(run) {
   const result = {};
+  let secondsPerFlop = 0;
   for (const size of [256, 1024, 2048]) {
+    const flops = 2 * size ** 3;
+    const expected = (1 + WINDOWS) * Math.max(flops * secondsPerFlop, seconds / 2) + flops * secondsPerFlop;
+    if (secondsPerFlop > 0 && expected > timeLeft()) {
+      result.note = `matmul ${size} would take about ${Math.round(expected)} s, more than the ${Math.max(0, Math.round(timeLeft()))} s left: not measured`;
+      break;
+    }
     const product = await run(size);
+    const warm = performance.now();
     await product();
+    secondsPerFlop = (performance.now() - warm) / 1000 / flops;
     const rates = [];
     for (let w = 0; w < WINDOWS; w++) {
       const start = performance.now();
@@ -97,7 +122,9 @@ async function matmulGflops(run) {
         await product();
         count++;
       }
-      rates.push((2 * size ** 3 * count) / ((performance.now() - start) / 1000) / 1e9);
+      const elapsed = (performance.now() - start) / 1000;
+      rates.push((flops * count) / elapsed / 1e9);
+      secondsPerFlop = elapsed / count / flops;
     }
     result[`gflops${size}`] = median(rates);
   }
@@ -361,13 +388,150 @@ function resnet(tf) {
   return tf.model({ inputs: input, outputs: output });
 }
 
+// ---------------------------------------------------------------- jax-js
+
+// Test images a forward pass takes when the accuracy is measured.
+const TEST_BATCH = 250;
+// Adam as optax defines it (jax-js 0.1.25 has no optimizer package on npm).
+const ADAM = { lr: 1e-3, b1: 0.9, b2: 0.999, eps: 1e-8 };
+
+/**
+ * The `mlp` and `cnn` presets written with jax-js's array ops, as its MNIST demo writes its
+ * models: parameter shapes with their fans (weights Glorot-uniform as ferrograd and Keras
+ * draw them, biases zero) and the forward pass to logits. Convolutions are NCHW, kernels
+ * [out, in, k, k], so the flattened features come in ferrograd's (channel-major) order.
+ */
+function jaxModel({ nn, lax, numpy: np }) {
+  const dense = (x, w, b) => np.dot(x, w).add(b);
+  const convRelu = (x, w, b) => nn.relu(lax.convGeneralDilated(x, w, [1, 1], 'VALID').add(b));
+  const maxPool = (x) => lax.reduceWindow(x, np.max, [2, 2], [2, 2]);
+  if (model === 'mlp') {
+    return {
+      params: { w1: [[784, 128], 784, 128], b1: [[128]], w2: [[128, 10], 128, 10], b2: [[10]] },
+      forward: (p, x) => dense(nn.relu(dense(x.reshape([-1, 784]), p.w1, p.b1)), p.w2, p.b2),
+    };
+  }
+  if (model === 'cnn') {
+    return {
+      params: {
+        c1: [[8, 1, 5, 5], 25, 200], cb1: [[8, 1, 1]],
+        c2: [[16, 8, 5, 5], 200, 400], cb2: [[16, 1, 1]],
+        w: [[256, 10], 256, 10], b: [[10]],
+      },
+      forward: (p, x) => {
+        let h = maxPool(convRelu(x.reshape([-1, 1, 28, 28]), p.c1, p.cb1)); // [n, 8, 12, 12]
+        h = maxPool(convRelu(h, p.c2, p.cb2)); // [n, 16, 4, 4]
+        return dense(h.reshape([-1, 256]), p.w, p.b);
+      },
+    };
+  }
+  throw new Error(`jax-js: no model written for ${model}`);
+}
+
+async function jaxjs() {
+  if (task !== 'train') throw new Error('jax-js: only training is measured');
+  // The data loads while the library starts, as for TensorFlow.js.
+  const loading = loadData();
+  loading.catch(() => {}); // reported where it is awaited, or moot if the library failed first
+  const jax = await import('./node_modules/@jax-js/jax/dist/index.js');
+  const { numpy: np, nn, random, tree, jit, valueAndGrad } = jax;
+  if (!(await jax.init(backend)).includes(backend)) throw new Error(`backend ${backend} is not available`);
+  jax.defaultDevice(backend);
+  // Its wasm backend runs a worker per core where the page has SharedArrayBuffer, else one thread.
+  threads = backend === 'wasm' ? (typeof SharedArrayBuffer === 'undefined' ? 1 : navigator.hardwareConcurrency) : null;
+
+  const data = await loading;
+  const { params: shapes, forward } = jaxModel(jax);
+  const init = () => {
+    const keys = [...random.split(random.key(0), Object.keys(shapes).length)];
+    const params = {};
+    Object.entries(shapes).forEach(([name, [shape, fanIn, fanOut]], i) => {
+      const limit = Math.sqrt(6 / (fanIn + fanOut));
+      params[name] = fanIn ? random.uniform(keys[i], shape, { minval: -limit, maxval: limit }) : np.zeros(shape);
+      if (!fanIn) keys[i].dispose();
+    });
+    const zeros = () => tree.map((w) => np.zerosLike(w), tree.ref(params));
+    return { params, adam: { m: zeros(), v: zeros(), count: np.array(0) } };
+  };
+  // Mean cross-entropy of the logits against the labels.
+  const loss = (params, x, y) => nn.logSoftmax(forward(params, x)).mul(nn.oneHot(y, 10)).sum().mul(-1 / y.shape[0]);
+  // The whole step, jitted: loss and gradient, then Adam. Every argument is consumed (jax-js
+  // counts references), so each array used twice is taken with `.ref` the first time.
+  const trainStep = jit((params, adam, x, y) => {
+    const [value, grads] = valueAndGrad(loss)(tree.ref(params), x, y);
+    const count = adam.count.add(1);
+    const correct1 = np.subtract(1, np.exp(count.ref.mul(Math.log(ADAM.b1))));
+    const correct2 = np.subtract(1, np.exp(count.ref.mul(Math.log(ADAM.b2))));
+    const next = { params: {}, adam: { m: {}, v: {}, count } };
+    for (const name of Object.keys(params)) {
+      const g = grads[name];
+      const m = adam.m[name].mul(ADAM.b1).add(g.ref.mul(1 - ADAM.b1));
+      const v = adam.v[name].mul(ADAM.b2).add(g.ref.mul(g).mul(1 - ADAM.b2));
+      const step = m.ref.div(correct1.ref).mul(ADAM.lr).div(np.sqrt(v.ref.div(correct2.ref)).add(ADAM.eps));
+      next.params[name] = params[name].sub(step);
+      next.adam.m[name] = m;
+      next.adam.v[name] = v;
+    }
+    correct1.dispose();
+    correct2.dispose();
+    return [next.params, next.adam, value];
+  });
+  const count = data.train.y.length;
+  const batch = (b) => {
+    const start = (b * BATCH) % (count - BATCH);
+    return [
+      np.array(data.train.x.slice(start * 784, (start + BATCH) * 784), { shape: [BATCH, 784] }),
+      np.array(Int32Array.from(data.train.y.subarray(start, start + BATCH)), { dtype: np.int32 }),
+    ];
+  };
+  // A step has finished when its loss has come back, as TensorFlow.js's trainOnBatch does.
+  const trainOn = async (state, b) => {
+    const [x, y] = batch(b);
+    const [params, adam, value] = trainStep(state.params, state.adam, x, y);
+    Object.assign(state, { params, adam });
+    const [lossValue] = await value.data();
+    if (!Number.isFinite(lossValue)) throw new Error(`jax-js: the loss is ${lossValue} at step ${b}`);
+    return BATCH;
+  };
+
+  const timed = init();
+  await trainOn(timed, 0);
+  const firstStepMs = sinceNavigation();
+  if (firstStepOnly) return { firstStepMs };
+  let b = 1;
+  const samplesPerSecond = await throughput(() => trainOn(timed, b++));
+  tree.dispose([timed.params, timed.adam]);
+
+  const note = epochFits(samplesPerSecond, count);
+  if (note) return { samplesPerSecond, accuracy: null, note, firstStepMs, crossOriginIsolated };
+  const epoch = init();
+  for (let i = 0; i < Math.floor(count / BATCH); i++) await trainOn(epoch, i);
+  // The test set in batches: a jitted forward pass over all 2,000 images at once did not
+  // finish within a minute on WebGPU (SwiftShader), where batches of 250 take 60 ms each.
+  const predict = jit((params, x) => np.argmax(forward(params, x), 1));
+  const n = data.test.y.length;
+  const labels = [];
+  for (let i = 0; i < n; i += TEST_BATCH) {
+    const end = Math.min(n, i + TEST_BATCH);
+    const x = np.array(data.test.x.slice(i * 784, end * 784), { shape: [end - i, 784] });
+    labels.push(...(await predict(tree.ref(epoch.params), x).data()));
+  }
+  tree.dispose([epoch.params, epoch.adam]);
+  const accuracy = labels.reduce((hits, p, i) => hits + (p === data.test.y[i] ? 1 : 0), 0) / labels.length;
+  return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
+}
+
 const report = (result) => (globalThis.window ? window.benchDone(result) : postMessage(result));
 const config = { lib, backend, task, model: task === 'train' ? model : null };
 // Threads the CPU work ran on, as the library reports it.
 let threads = null;
+// Measuring windows the throughput took.
+let windows = null;
+const LIBS = { ferrograd, tfjs, jaxjs };
 try {
-  const result = await (lib === 'ferrograd' ? ferrograd() : tfjs());
-  report({ ...config, ...result, threads, codeBytes: codeBytes() });
+  if (!LIBS[lib]) throw new Error(`unknown library ${lib}`);
+  const result = await LIBS[lib]();
+  report({ ...config, ...result, threads, windows, codeBytes: codeBytes() });
 } catch (error) {
   report({ ...config, error: String(error?.message ?? error) });
 }
