@@ -133,7 +133,7 @@ async function matmulGflops(run) {
 
 // ---------------------------------------------------------------- ferrograd
 
-const BUILDS = { wasm: '../pkg/', 'wasm-threads': '../pkg/threads/', webgpu: '../pkg/gpu/' };
+const BUILDS = { wasm: '../pkg/', 'wasm-relaxed': '../pkg/relaxed/', 'wasm-threads': '../pkg/threads/', webgpu: '../pkg/gpu/' };
 
 async function ferrograd() {
   const onGpu = backend === 'webgpu';
@@ -337,7 +337,7 @@ async function tfjs() {
   return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
 }
 
-/** The `mlp`, `cnn` and `lstm` presets (src/nn/spec/mod.rs) as tf.layers stacks. */
+/** The `mlp`, `cnn`, `convnet` and `lstm` presets (src/nn/spec/mod.rs) as tf.layers stacks. */
 function sequential(tf) {
   const m = tf.sequential();
   if (model === 'mlp') {
@@ -349,6 +349,14 @@ function sequential(tf) {
     m.add(tf.layers.conv2d({ kernelSize: 5, filters: 16, strides: 1, activation: 'relu' }));
     m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
     m.add(tf.layers.flatten());
+  } else if (model === 'convnet') {
+    // Keras's simple MNIST convnet, as its example writes it.
+    m.add(tf.layers.conv2d({ inputShape: [28, 28, 1], kernelSize: 3, filters: 32, activation: 'relu' }));
+    m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+    m.add(tf.layers.conv2d({ kernelSize: 3, filters: 64, activation: 'relu' }));
+    m.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+    m.add(tf.layers.flatten());
+    m.add(tf.layers.dropout({ rate: 0.5 }));
   } else if (model === 'lstm') {
     m.add(tf.layers.reshape({ inputShape: [28, 28, 1], targetShape: [28, 28] }));
     m.add(tf.layers.lstm({ units: 64 }));
@@ -422,6 +430,22 @@ function jaxModel({ nn, lax, numpy: np }) {
         let h = maxPool(convRelu(x.reshape([-1, 1, 28, 28]), p.c1, p.cb1)); // [n, 8, 12, 12]
         h = maxPool(convRelu(h, p.c2, p.cb2)); // [n, 16, 4, 4]
         return dense(h.reshape([-1, 256]), p.w, p.b);
+      },
+    };
+  }
+  if (model === 'convnet') {
+    // Keras's simple MNIST convnet, without its dropout (a random mask inside the jitted step
+    // would need a key threaded through it; the mask costs little next to the convolutions).
+    return {
+      params: {
+        c1: [[32, 1, 3, 3], 9, 288], cb1: [[32, 1, 1]],
+        c2: [[64, 32, 3, 3], 288, 576], cb2: [[64, 1, 1]],
+        w: [[1600, 10], 1600, 10], b: [[10]],
+      },
+      forward: (p, x) => {
+        let h = maxPool(convRelu(x.reshape([-1, 1, 28, 28]), p.c1, p.cb1)); // [n, 32, 13, 13]
+        h = maxPool(convRelu(h, p.c2, p.cb2)); // [n, 64, 5, 5]
+        return dense(h.reshape([-1, 1600]), p.w, p.b);
       },
     };
   }

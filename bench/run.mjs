@@ -23,14 +23,14 @@
 //
 // Usage: node bench/run.mjs [--quick] [--seconds 1] [--windows 3] [--first-step-loads 3]
 //          [--epoch-budget 15] [--config-limit 20] [--only LIB[/BACKEND][,…]] [--task TASK[,…]] [--console]
-// LIB: ferrograd, tfjs or jaxjs; TASK: mlp, cnn, lstm, resnet, vit or matmul. --only and --task
+// LIB: ferrograd, tfjs or jaxjs; TASK: mlp, cnn, convnet, lstm, resnet, vit or matmul. --only and --task
 // pick configurations: `--only ferrograd,tfjs/wasm --task matmul`, `--task resnet,vit`.
 // --quick checks everything end to end in under a minute: mlp and matmul on
 // ferrograd/wasm, tfjs/wasm and jaxjs/wasm, one window of 1 s, one load, 30 s a configuration
 // (any option given as well overrides these). --console prints what the pages log.
 // (scripts/bench.sh installs TensorFlow.js and jax-js and builds first.)
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,7 +63,9 @@ for (const name of NUMBERS) {
 const LOADS = Math.round(options['first-step-loads']);
 const LIMIT_S = options['config-limit'];
 
-const MODELS = ['mlp', 'cnn', 'lstm', 'resnet', 'vit'];
+const MODELS = ['mlp', 'cnn', 'convnet', 'lstm', 'resnet', 'vit'];
+// Each model's forward FLOPs per sample in its matrix products, as `ferrograd summary` counts them.
+const FLOPS = Object.fromEntries(MODELS.map((m) => [m, JSON.parse(execFileSync(join(ROOT, 'target/release/ferrograd'), ['summary', '--model', m, '--json'])).flops]));
 // Models a peer is not measured on, and why: these get one row saying so instead of figures.
 const NOT_MEASURED = {
   tfjs: {
@@ -79,9 +81,10 @@ const NOT_MEASURED = {
     vit: 'jax-js 0.1.25 is not measured on it: it has no layers, so the patch and position embeddings, layer norm and the attention blocks would be written by hand',
   },
 };
-// wasm: one thread; wasm-threads: a thread per core (the page is cross-origin isolated).
+// wasm: one thread; wasm-relaxed: one thread, the relaxed-SIMD build (fused multiply-adds in
+// the product kernel); wasm-threads: a thread per core (the page is cross-origin isolated).
 const BACKENDS = {
-  ferrograd: ['wasm', 'wasm-threads', 'webgpu'],
+  ferrograd: ['wasm', 'wasm-relaxed', 'wasm-threads', 'webgpu'],
   tfjs: ['cpu', 'wasm', 'wasm-threads', 'webgl', 'webgpu'],
   // One thread (the page is not isolated, so its wasm backend starts no workers) and WebGPU.
   jaxjs: ['wasm', 'webgpu'],
@@ -284,10 +287,13 @@ function tables(results) {
       r.versus = `${best.lib}/${best.backend}`;
     }
   }
+  // Achieved arithmetic: three times the forward pass's FLOPs in matrix products per sample
+  // (forward, and backward's two products per product), times samples/s.
+  for (const r of train) if (r.samplesPerSecond && FLOPS[r.model]) r.gflops = (3 * FLOPS[r.model] * r.samplesPerSecond) / 1e9;
   // Matmul against TensorFlow.js's wasm backend on as many threads.
   const matmul = results.filter((r) => r.task === 'matmul');
   for (const r of matmul.filter((r) => r.lib === 'ferrograd' && r.backend.startsWith('wasm'))) {
-    const peer = matmul.find((p) => p.lib === 'tfjs' && p.backend === r.backend && p.gflops1024);
+    const peer = matmul.find((p) => p.lib === 'tfjs' && p.backend === r.backend.replace('-relaxed', '') && p.gflops1024);
     if (peer && r.gflops1024) r.ratio1024 = r.gflops1024 / peer.gflops1024;
   }
   const firstStep = (r) => {
@@ -297,9 +303,9 @@ function tables(results) {
     return `${fmt(r.firstStepMs)} (${range}${r.firstStepLoads < LOADS ? `, ${r.firstStepLoads} loads` : ''})`;
   };
   return [
-    `| library/backend | threads | model | samples/s | ratio to fastest peer | test acc. after 1 epoch | first step (ms), ${LOADS === 1 ? 'one load' : `median of ${LOADS} loads (range)`} | JS+wasm bytes | error or note |`,
-    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |',
-    ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${r.model} | ${fmt(r.samplesPerSecond, r.samplesPerSecond < 10 ? 1 : 0)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${firstStep(r)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
+    `| library/backend | threads | model | samples/s | training GFLOP/s | ratio to fastest peer | test acc. after 1 epoch | first step (ms), ${LOADS === 1 ? 'one load' : `median of ${LOADS} loads (range)`} | JS+wasm bytes | error or note |`,
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${r.model} | ${fmt(r.samplesPerSecond, r.samplesPerSecond < 10 ? 1 : 0)} | ${fmt(r.gflops, 2)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${firstStep(r)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
     '',
     '| library/backend | threads | matmul 256 GFLOP/s | matmul 1024 GFLOP/s | 1024 ratio to tfjs wasm, same threads | matmul 2048 GFLOP/s | JS+wasm bytes | error or note |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
