@@ -181,15 +181,17 @@ async function ferrograd() {
   };
   const timed = session(1000);
   const samplesPerSecond = await throughput(() => step(timed));
+  // On the GPU: dispatches and bytes between the CPU and the GPU per step.
+  const gpuStep = gpu ? timed.gpuStepCost() : null;
 
   const note = epochFits(samplesPerSecond, data.train.y.length);
-  if (note) return { samplesPerSecond, accuracy: null, note, firstStepMs, crossOriginIsolated };
+  if (note) return { samplesPerSecond, accuracy: null, note, firstStepMs, crossOriginIsolated, gpuStep };
   const epoch = session(1);
   while ((await step(epoch)) >= 0);
   epoch.startSync();
   while (!epoch.finishSync()) await nextTask();
   const accuracy = epoch.evaluate(0).accuracy;
-  return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated };
+  return { samplesPerSecond, accuracy, firstStepMs, crossOriginIsolated, gpuStep };
 }
 
 const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));

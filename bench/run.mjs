@@ -303,9 +303,9 @@ function tables(results) {
     return `${fmt(r.firstStepMs)} (${range}${r.firstStepLoads < LOADS ? `, ${r.firstStepLoads} loads` : ''})`;
   };
   return [
-    `| library/backend | threads | model | samples/s | training GFLOP/s | ratio to fastest peer | test acc. after 1 epoch | first step (ms), ${LOADS === 1 ? 'one load' : `median of ${LOADS} loads (range)`} | JS+wasm bytes | error or note |`,
-    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
-    ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${r.model} | ${fmt(r.samplesPerSecond, r.samplesPerSecond < 10 ? 1 : 0)} | ${fmt(r.gflops, 2)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${firstStep(r)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
+    `| library/backend | threads | model | samples/s | training GFLOP/s | ratio to fastest peer | test acc. after 1 epoch | first step (ms), ${LOADS === 1 ? 'one load' : `median of ${LOADS} loads (range)`} | JS+wasm bytes | GPU dispatches/step (bytes up/down) | error or note |`,
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${r.model} | ${fmt(r.samplesPerSecond, r.samplesPerSecond < 10 ? 1 : 0)} | ${fmt(r.gflops, 2)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${firstStep(r)} | ${fmt(r.codeBytes)} | ${r.gpuStep ? `${r.gpuStep.dispatches} (${fmt(r.gpuStep.uploaded)} / ${r.gpuStep.downloaded})` : ''} | ${r.error ?? r.note ?? ''} |`),
     '',
     '| library/backend | threads | matmul 256 GFLOP/s | matmul 1024 GFLOP/s | 1024 ratio to tfjs wasm, same threads | matmul 2048 GFLOP/s | JS+wasm bytes | error or note |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',

@@ -238,6 +238,13 @@ impl Trainer {
         self.steps
     }
 
+    /// On the GPU, what a step at `batch` costs in dispatches and bytes moved, once one ran
+    /// (see [`crate::gpu_step::StepCost`]); None on the CPU.
+    #[cfg(feature = "webgpu")]
+    pub fn gpu_step_cost(&self, batch: usize) -> Option<crate::gpu_step::StepCost> {
+        self.engine.as_ref()?.step_cost(batch)
+    }
+
     /// Where training steps run: `cpu`, or the GPU adapter's name.
     pub fn backend(&self) -> String {
         #[cfg(feature = "webgpu")]

@@ -291,6 +291,14 @@ impl Session {
         Ok(self.inner.use_gpu(gpu.0.clone(), note)?)
     }
 
+    /// On the GPU, what a step at the batch size costs: `{dispatches, clears, uploaded,
+    /// downloaded}` (bytes), or null on the CPU (see `ferrograd::gpu_step::StepCost`).
+    #[cfg(feature = "webgpu")]
+    #[wasm_bindgen(js_name = gpuStepCost)]
+    pub fn gpu_step_cost(&self) -> Result<JsValue, JsError> {
+        to_js(&self.inner.trainer().gpu_step_cost(self.inner.config().batch_size))
+    }
+
     /// Epoch, progress and data counts (see `Status`).
     pub fn status(&self) -> Result<JsValue, JsError> {
         to_js(&self.inner.status())

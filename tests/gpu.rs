@@ -255,3 +255,22 @@ fn auto_measures_the_gpu_against_the_cpu_before_it_chooses() {
         );
     }
 }
+
+/// A step's cost on the GPU, as the benchmark reports it: the batch, the labels, dropout's
+/// mask and the optimizer's three step values go up; the loss and accuracy come back.
+#[test]
+fn a_step_reports_its_dispatches_and_the_bytes_it_moves() {
+    let data = load_mnist(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/test-tiny"))).unwrap();
+    let (images, labels) = data.train.batch(&(0..32).collect::<Vec<_>>());
+    let mut trainer =
+        Trainer::new(ModelSpec::preset("convnet").unwrap(), &OptimizerSpec::adam(1e-3), 0).unwrap();
+    trainer.use_gpu(gpu().clone(), 32).unwrap();
+    // The step is compiled for the batch size as training moves to the GPU; none for others.
+    assert_eq!(trainer.gpu_step_cost(16), None);
+    trainer.step(images, &labels).unwrap();
+    let cost = trainer.gpu_step_cost(32).unwrap();
+    assert_eq!(cost.uploaded, 4 * (32 * 784 + 32 + 32 * 1600 + 3));
+    assert_eq!(cost.downloaded, 8);
+    // Forward, backward and one update per parameter (6 of them) at the least.
+    assert!(cost.dispatches > 6 * 2, "{cost:?}");
+}

@@ -23,6 +23,21 @@ use crate::optim::{OptimizerSpec, OptimizerState};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
+/// What one training step at a batch size costs besides the kernels' own work: the commands
+/// it submits and the bytes it moves between the CPU and the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StepCost {
+    /// Compute dispatches: the forward kernels, the backward rules and the optimizer's update.
+    pub dispatches: usize,
+    /// Gradient buffers cleared before the step (copy commands, not dispatches).
+    pub clears: usize,
+    /// Bytes written to the GPU: the batch's images and labels, dropout masks and the step's
+    /// optimizer values.
+    pub uploaded: usize,
+    /// Bytes read back: the step's loss and accuracy.
+    pub downloaded: usize,
+}
+
 /// Plans kept at once: the usual batch size and the smaller last batch of an epoch.
 const PLANS: usize = 2;
 /// Steps submitted whose statistics have not been collected yet, at most.
@@ -289,6 +304,19 @@ impl Engine {
     }
 
     /// `[lr, 1 - beta1^t, 1 - beta2^t]` for the step about to run at learning rate `lr`.
+    /// What a step at `batch` costs, once one has been compiled for it (None before).
+    pub fn step_cost(&self, batch: usize) -> Option<StepCost> {
+        let plan = self.plans.iter().find(|p| p.batch == batch)?;
+        let f32s = |n: usize| n * std::mem::size_of::<f32>();
+        let masks: usize = plan.dropouts.iter().map(|&(node, _)| plan.scratch[node][0].len()).sum();
+        Some(StepCost {
+            dispatches: plan.dispatches.len() + self.update.len(),
+            clears: plan.zero.len(),
+            uploaded: f32s(plan.image.len() + batch + masks + self.step_values.len()),
+            downloaded: f32s(plan.stats.len()),
+        })
+    }
+
     fn step_values(&self, lr: f32) -> [f32; 3] {
         let t = i32::try_from(self.optimizer_step).unwrap_or(i32::MAX);
         match self.optimizer {

@@ -9,5 +9,5 @@
 mod engine;
 mod plan;
 
-pub use engine::{Downloaded, Engine};
+pub use engine::{Downloaded, Engine, StepCost};
 pub use plan::run_on_gpu;

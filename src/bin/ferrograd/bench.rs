@@ -25,7 +25,7 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// The presets to train, comma-separated (by default mlp, cnn, lstm, resnet and vit);
+    /// The presets to train, comma-separated (by default mlp, cnn, convnet, lstm, resnet and vit);
     /// `none` measures only the matmul.
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
@@ -45,6 +45,17 @@ struct Training {
     backend: &'static str,
     batch_size: usize,
     samples_per_second: f64,
+    /// On the GPU: commands and bytes between the CPU and the GPU per step.
+    step: Option<GpuStep>,
+}
+
+/// What a training step on the GPU submits and moves (see `ferrograd::gpu_step::StepCost`).
+#[derive(Serialize)]
+pub struct GpuStep {
+    dispatches: usize,
+    clears: usize,
+    uploaded_bytes: usize,
+    downloaded_bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -57,7 +68,7 @@ struct Matmul {
 const WINDOWS: usize = 3;
 const BATCH: usize = 64;
 /// The presets measured, as in the browser benchmark.
-const MODELS: [&str; 5] = ["mlp", "cnn", "lstm", "resnet", "vit"];
+const MODELS: [&str; 6] = ["mlp", "cnn", "convnet", "lstm", "resnet", "vit"];
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     let mnist = data::load_mnist(&args.data)?;
@@ -77,7 +88,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 continue;
             }
             let samples_per_second = throughput(&mut trainer, &mnist.train, args.seconds)?;
-            training.push(Training { model, backend, batch_size: BATCH, samples_per_second });
+            let step = gpu::step(&trainer, BATCH);
+            training.push(Training { model, backend, batch_size: BATCH, samples_per_second, step });
         }
     }
     for size in [256, 1024, 2048] {
@@ -92,14 +104,23 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     println!("gpu: {}\n", report.gpu);
-    println!("{:<6} {:>14} {:>14} {:>8}", "model", "cpu samples/s", "gpu samples/s", "gpu/cpu");
+    println!(
+        "{:<8} {:>14} {:>14} {:>8} {:>14} {:>18}",
+        "model", "cpu samples/s", "gpu samples/s", "gpu/cpu", "gpu dispatches", "gpu bytes up/down"
+    );
     for &model in &models {
         let rate = |backend| report.training.iter().find(|t| t.model == model && t.backend == backend);
         let (cpu, gpu) =
             (rate("cpu").map(|t| t.samples_per_second), rate("gpu").map(|t| t.samples_per_second));
         let ratio = cpu.zip(gpu).map_or("-".into(), |(c, g)| format!("{:.2}x", g / c));
         let gpu = gpu.map_or("-".into(), |g| format!("{g:.0}"));
-        println!("{model:<6} {:>14.0} {gpu:>14} {ratio:>8}", cpu.unwrap_or(f64::NAN));
+        let step = rate("gpu").and_then(|t| t.step.as_ref());
+        let dispatches = step.map_or("-".into(), |s| format!("{} + {} clears", s.dispatches, s.clears));
+        let bytes = step.map_or("-".into(), |s| format!("{} / {}", s.uploaded_bytes, s.downloaded_bytes));
+        println!(
+            "{model:<8} {:>14.0} {gpu:>14} {ratio:>8} {dispatches:>14} {bytes:>18}",
+            cpu.unwrap_or(f64::NAN)
+        );
     }
     println!("\n{:<6} {:>12} {:>12}", "matmul", "cpu GFLOP/s", "gpu GFLOP/s");
     for size in [256, 1024, 2048] {
@@ -151,6 +172,17 @@ mod gpu {
         }
     }
 
+    /// What a step at `batch` cost on the GPU, once one ran there.
+    pub fn step(trainer: &Trainer, batch: usize) -> Option<super::GpuStep> {
+        let cost = trainer.gpu_step_cost(batch)?;
+        Some(super::GpuStep {
+            dispatches: cost.dispatches,
+            clears: cost.clears,
+            uploaded_bytes: cost.uploaded,
+            downloaded_bytes: cost.downloaded,
+        })
+    }
+
     /// Moves `trainer` onto the GPU; false when there is none.
     pub fn train_on_gpu(trainer: &mut Trainer, batch: usize) -> Result<bool> {
         let Ok(gpu) = Gpu::blocking() else { return Ok(false) };
@@ -192,6 +224,10 @@ mod gpu {
 
     pub fn train_on_gpu(_: &mut Trainer, _: usize) -> Result<bool> {
         Ok(false)
+    }
+
+    pub fn step(_: &Trainer, _: usize) -> Option<super::GpuStep> {
+        None
     }
 
     pub fn matmul_gflops(_: usize, _: f64) -> Result<Option<f64>> {
