@@ -64,8 +64,7 @@ impl StepTimer {
                 return Ok(false);
             }
         }
-        let mut images = self.trainer.batch_tensor(&self.shape);
-        images.fill(0.0);
+        let images = self.zeros();
         if self.trainer.submit_step(images, &self.labels)?.is_some() {
             self.finished += 1;
         }
@@ -80,6 +79,13 @@ impl StepTimer {
     pub fn finished(&mut self) -> Result<u64> {
         self.collect()?;
         Ok(self.finished)
+    }
+
+    /// A batch of zeros, in memory the last step gave back.
+    fn zeros(&mut self) -> crate::tensor::Tensor {
+        let mut images = self.trainer.batch_tensor(&self.shape);
+        images.fill(0.0);
+        images
     }
 
     fn collect(&mut self) -> Result<()> {
@@ -116,8 +122,7 @@ impl StepTimer {
 
     #[cfg(not(target_arch = "wasm32"))]
     fn step(&mut self) -> Result<()> {
-        let mut images = self.trainer.batch_tensor(&self.shape);
-        images.fill(0.0);
+        let images = self.zeros();
         self.trainer.step(images, &self.labels)?;
         self.submitted += 1;
         self.finished += 1;

@@ -635,9 +635,12 @@ function addTrialWorkers(forSweep) {
   trialWorkers.forEach(giveTrial);
 }
 
+/** The trials under way, on the page's worker and beside it, in order. */
+const runningTrials = () => [pageTrial, ...trialWorkers.map((w) => w.trial?.index)].filter((i) => i != null).sort((a, b) => a - b);
+
 /** The lowest trial neither finished nor under way, or null. */
 function nextTrial() {
-  const busy = new Set([pageTrial, ...trialWorkers.map((w) => w.trial?.index)]);
+  const busy = new Set(runningTrials());
   const index = sweep.trials.findIndex((_, i) => !sweep.finished.includes(i) && !busy.has(i));
   return index < 0 ? null : index;
 }
@@ -739,7 +742,7 @@ function showSweep() {
   const shown = sweep ?? lastSweep;
   $('sweep-start').disabled = Boolean(sweep);
   $('sweep-cancel').disabled = !sweep;
-  const running = sweep ? [pageTrial, ...trialWorkers.map((w) => w.trial?.index)].filter((i) => i != null).sort((a, b) => a - b) : [];
+  const running = sweep ? runningTrials() : [];
   state.sweep = sweep ? { finished: sweep.finished.length, running, parallel: sweep.parallel, workers: 1 + trialWorkers.length, of: sweep.trials.length } : null;
   if (!shown) return;
   const runs = runsOf(shown);
