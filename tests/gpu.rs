@@ -231,9 +231,11 @@ fn auto_measures_the_gpu_against_the_cpu_before_it_chooses() {
     // At least the warm-up step (which alone may outlast the budget on a busy machine).
     assert!(timer.finished().unwrap() >= 1);
 
-    let data = format!("{}/data/test-tiny", env!("CARGO_MANIFEST_DIR"));
+    let data = tiny_mnist("auto");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferrograd"))
-        .args(["train", "--data", &data, "--epochs", "1", "--backend", "auto"])
+        .args(["train", "--data"])
+        .arg(&data)
+        .args(["--epochs", "1", "--backend", "auto"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -260,7 +262,7 @@ fn auto_measures_the_gpu_against_the_cpu_before_it_chooses() {
 /// mask and the optimizer's three step values go up; the loss and accuracy come back.
 #[test]
 fn a_step_reports_its_dispatches_and_the_bytes_it_moves() {
-    let data = load_mnist(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/test-tiny"))).unwrap();
+    let data = load_mnist(&tiny_mnist("cost")).unwrap();
     let (images, labels) = data.train.batch(&(0..32).collect::<Vec<_>>());
     let mut trainer =
         Trainer::new(ModelSpec::preset("convnet").unwrap(), &OptimizerSpec::adam(1e-3), 0).unwrap();
@@ -273,4 +275,24 @@ fn a_step_reports_its_dispatches_and_the_bytes_it_moves() {
     assert_eq!(cost.downloaded, 8);
     // Forward, backward and one update per parameter (6 of them) at the least.
     assert!(cost.dispatches > 6 * 2, "{cost:?}");
+}
+
+/// A folder of its own holding a small MNIST-shaped data set (300 training and 300 test images
+/// of a fixed pattern, uncompressed IDX), so that an epoch ends soon.
+fn tiny_mnist(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrograd-gpu-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let idx = |dims: &[u32], body: Vec<u8>| {
+        let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+        dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+        bytes.extend(body);
+        bytes
+    };
+    let images = idx(&[300, 28, 28], (0..300 * 784).map(|i| (i * 7919 % 256) as u8).collect());
+    let labels = idx(&[300], (0..300).map(|i| (i % 10) as u8).collect());
+    for split in ["train", "t10k"] {
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), &images).unwrap();
+        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), &labels).unwrap();
+    }
+    dir
 }
