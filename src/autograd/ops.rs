@@ -90,6 +90,35 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The values this op reads.
+    #[cfg(feature = "webgpu")]
+    pub(crate) fn operands(&self) -> Vec<Var> {
+        match self {
+            Op::Input | Op::Variable | Op::Param(_) => Vec::new(),
+            Op::Add(a, b)
+            | Op::Sub(a, b)
+            | Op::Mul(a, b)
+            | Op::Div(a, b)
+            | Op::MatMul(a, b)
+            | Op::MeanSquaredError(a, b) => vec![*a, *b],
+            Op::Conv2d { x, w, .. } => vec![*x, *w],
+            Op::Sum { x, .. }
+            | Op::Mean { x, .. }
+            | Op::Reshape(x)
+            | Op::Permute { x, .. }
+            | Op::Activation { x, .. }
+            | Op::Softmax(x)
+            | Op::LogSoftmax(x)
+            | Op::SoftmaxCrossEntropy { logits: x, .. }
+            | Op::Dropout { x, .. }
+            | Op::Pow { x, .. }
+            | Op::Slice { x, .. }
+            | Op::MaxPool2d { x, .. }
+            | Op::AvgPool2d { x, .. } => vec![*x],
+            Op::Concat { inputs, .. } => inputs.clone(),
+        }
+    }
+
     /// Gives the memory of the op's saved state to `pool`.
     pub(super) fn recycle(self, pool: &mut super::Pool) {
         match self {

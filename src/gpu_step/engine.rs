@@ -46,17 +46,16 @@ const IN_FLIGHT: usize = 4;
 /// A model's training state on the GPU.
 pub struct Engine {
     gpu: Gpu,
-    params: Vec<Rc<Buffer>>,
-    grads: Vec<Rc<Buffer>>,
-    trainable: Vec<bool>,
+    params: Packed,
+    grads: Packed,
     shapes: Vec<Vec<usize>>,
     optimizer: OptimizerSpec,
     optimizer_step: u64,
-    /// Per optimizer slot (`velocity`, or `m` and `v`), one buffer per parameter.
-    slots: Vec<(&'static str, Vec<Buffer>)>,
+    /// Per optimizer slot (`velocity`, or `m` and `v`), a buffer per parameter.
+    slots: Vec<(&'static str, Packed)>,
     /// What changes from step to step: the learning rate and Adam's bias corrections.
     step_values: Buffer,
-    /// Each parameter's sum of squared gradients, for clipping.
+    /// The sum of squared gradients, for clipping.
     norms: Buffer,
     clip_norm: Option<f32>,
     update: Vec<Dispatch>,
@@ -70,6 +69,53 @@ pub struct Engine {
     download: Option<(u64, u64)>,
     /// The readbacks of a download, made once: the parameters', then each slot's tensors'.
     download_readbacks: Vec<Readback>,
+}
+
+/// A buffer for each of a model's parameters (or their gradients, or an optimizer slot), the
+/// trainable ones packed into one allocation so that one dispatch updates them all and one
+/// clear zeroes their gradients; the others (batch norm's running statistics) in another.
+struct Packed {
+    trainable: Buffer,
+    frozen: Buffer,
+    /// In the model's order.
+    parts: Vec<Rc<Buffer>>,
+}
+
+impl Packed {
+    fn zeros(gpu: &Gpu, lens: &[usize], trainable: &[bool]) -> Packed {
+        let (mut parts, mut order) = (Vec::with_capacity(lens.len()), Vec::with_capacity(lens.len()));
+        let mut packs = Vec::new();
+        for wanted in [true, false] {
+            let indices: Vec<usize> = (0..lens.len()).filter(|&i| trainable[i] == wanted).collect();
+            let (whole, views) = gpu.zeros_packed(&indices.iter().map(|&i| lens[i]).collect::<Vec<_>>());
+            order.extend(indices);
+            parts.extend(views);
+            packs.push(whole);
+        }
+        let mut by_index: Vec<Option<Rc<Buffer>>> = (0..lens.len()).map(|_| None).collect();
+        for (i, part) in order.into_iter().zip(parts) {
+            by_index[i] = Some(Rc::new(part));
+        }
+        let frozen = packs.pop().expect("two packs");
+        let trainable = packs.pop().expect("two packs");
+        Packed { trainable, frozen, parts: by_index.into_iter().map(|p| p.expect("every index")).collect() }
+    }
+
+    /// Like [`Packed::zeros`], holding `tensors`.
+    fn upload(gpu: &Gpu, tensors: &[&Tensor], trainable: &[bool]) -> Packed {
+        let packed = Packed::zeros(gpu, &tensors.iter().map(|t| t.len()).collect::<Vec<_>>(), trainable);
+        for (part, tensor) in packed.parts.iter().zip(tensors) {
+            write_tensor(gpu, part, tensor);
+        }
+        packed
+    }
+}
+
+fn write_tensor(gpu: &Gpu, buffer: &Buffer, tensor: &Tensor) {
+    match tensor.as_slice() {
+        Some(data) => gpu.write(buffer, data),
+        None => gpu.write(buffer, &tensor.iter().copied().collect::<Vec<f32>>()),
+    }
 }
 
 /// A download's result: the parameters' values, the optimizer state and the step they are from.
@@ -93,25 +139,27 @@ impl Engine {
         steps: u64,
     ) -> Result<Engine> {
         let list: Vec<_> = model.params().iter().collect();
-        let params = list.iter().map(|p| Rc::new(gpu.upload_tensor(&p.value))).collect();
-        let grads = list.iter().map(|p| Rc::new(gpu.zeros(p.value.len()))).collect();
+        let trainable: Vec<bool> = list.iter().map(|p| p.trainable).collect();
+        let values: Vec<&Tensor> = list.iter().map(|p| &p.value).collect();
+        let params = Packed::upload(&gpu, &values, &trainable);
+        let grads = Packed::zeros(&gpu, &values.iter().map(|t| t.len()).collect::<Vec<_>>(), &trainable);
         let mut slots = Vec::new();
         for (name, tensors) in &state.slots {
-            if tensors.len() != list.len() {
+            if tensors.len() != list.len() || tensors.iter().zip(&values).any(|(t, v)| t.shape() != v.shape())
+            {
                 return Err(Error::Gpu(format!("the optimizer's `{name}` does not match the model")));
             }
-            slots.push((*name, tensors.iter().map(|t| gpu.upload_tensor(t)).collect()));
+            slots.push((*name, Packed::upload(&gpu, &tensors.iter().collect::<Vec<_>>(), &trainable)));
         }
         let mut engine = Engine {
             params,
             grads,
-            trainable: list.iter().map(|p| p.trainable).collect(),
             shapes: list.iter().map(|p| p.value.shape().to_vec()).collect(),
             optimizer: optimizer.clone(),
             optimizer_step: state.step,
             slots,
             step_values: gpu.zeros(3),
-            norms: gpu.zeros(list.len()),
+            norms: gpu.zeros(1),
             clip_norm,
             update: Vec::new(),
             plans: Vec::new(),
@@ -129,11 +177,7 @@ impl Engine {
     /// Replaces the value of the parameter at `index` (in the model's order) on the GPU, in
     /// queue order: steps submitted later see it.
     pub fn write_param_at(&self, index: usize, value: &Tensor) {
-        let buffer = &self.params[index];
-        match value.as_slice() {
-            Some(data) => self.gpu.write(buffer, data),
-            None => self.gpu.write(buffer, &value.iter().copied().collect::<Vec<f32>>()),
-        }
+        write_tensor(&self.gpu, &self.params.parts[index], value);
     }
 
     /// The adapter training runs on.
@@ -147,56 +191,38 @@ impl Engine {
         self.build_update();
     }
 
-    /// The optimizer's dispatches: each trainable parameter's squared gradient sum when
-    /// clipping, then its update.
+    /// The optimizer's dispatches: the squared gradient sum when clipping, then one update of
+    /// every trainable parameter (packed, so one dispatch does them all).
     fn build_update(&mut self) {
         let gpu = &self.gpu;
-        let count = self.params.len() as u32;
         let max_norm = self.clip_norm.unwrap_or(0.0).to_bits();
-        let trainable: Vec<usize> = (0..self.params.len()).filter(|&i| self.trainable[i]).collect();
+        let (params, grads) = (&self.params.trainable, &self.grads.trainable);
+        let n = params.len();
         let mut update = Vec::new();
         if self.clip_norm.is_some() {
-            for &i in &trainable {
-                let params = [self.grads[i].len() as u32, i as u32];
-                update.push(gpu.dispatch_groups(
-                    Kernel::SumSquares,
-                    &params,
-                    &[&self.grads[i], &self.norms],
-                    (1, 1, 1),
-                ));
+            let sum = [n as u32];
+            update.push(gpu.dispatch_groups(Kernel::SumSquares, &sum, &[grads, &self.norms], (1, 1, 1)));
+        }
+        let common = [&self.step_values, &self.norms, params, grads];
+        update.push(match self.optimizer {
+            OptimizerSpec::Sgd { momentum, weight_decay, .. } => {
+                let p = [n as u32, momentum.to_bits(), weight_decay.to_bits(), max_norm];
+                let velocity = &self.slots[0].1.trainable;
+                gpu.dispatch(Kernel::Sgd, &p, &[common[0], common[1], common[2], common[3], velocity], n)
             }
-        }
-        for &i in &trainable {
-            let n = self.params[i].len();
-            let common = [&self.step_values, &self.norms, &*self.params[i], &*self.grads[i]];
-            let dispatch = match self.optimizer {
-                OptimizerSpec::Sgd { momentum, weight_decay, .. } => {
-                    let params = [n as u32, momentum.to_bits(), weight_decay.to_bits(), count, max_norm];
-                    let velocity = &self.slots[0].1[i];
-                    gpu.dispatch(
-                        Kernel::Sgd,
-                        &params,
-                        &[common[0], common[1], common[2], common[3], velocity],
-                        n,
-                    )
-                }
-                OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
-                    let params = [
-                        n as u32,
-                        beta1.to_bits(),
-                        beta2.to_bits(),
-                        eps.to_bits(),
-                        weight_decay.to_bits(),
-                        count,
-                        max_norm,
-                    ];
-                    let (m, v) = (&self.slots[0].1[i], &self.slots[1].1[i]);
-                    let buffers = [common[0], common[1], common[2], common[3], m, v];
-                    gpu.dispatch(Kernel::Adam, &params, &buffers, n)
-                }
-            };
-            update.push(dispatch);
-        }
+            OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
+                let p = [
+                    n as u32,
+                    beta1.to_bits(),
+                    beta2.to_bits(),
+                    eps.to_bits(),
+                    weight_decay.to_bits(),
+                    max_norm,
+                ];
+                let (m, v) = (&self.slots[0].1.trainable, &self.slots[1].1.trainable);
+                gpu.dispatch(Kernel::Adam, &p, &[common[0], common[1], common[2], common[3], m, v], n)
+            }
+        });
         self.update = update;
     }
 
@@ -270,7 +296,8 @@ impl Engine {
         }
         self.optimizer_step += 1;
         gpu.write(&self.step_values, &self.step_values(lr));
-        let zero: Vec<&Buffer> = plan.zero.iter().map(|b| &**b).collect();
+        let packed = [&self.grads.trainable, &self.grads.frozen];
+        let zero: Vec<&Buffer> = packed.into_iter().chain(plan.zero.iter().map(|b| &**b)).collect();
         let dispatches: Vec<&Dispatch> = plan.dispatches.iter().chain(&self.update).collect();
         gpu.run(&zero, &dispatches);
         gpu.start_read(&plan.stats, &self.stat_readbacks[slot]);
@@ -311,7 +338,7 @@ impl Engine {
         let masks: usize = plan.dropouts.iter().map(|&(node, _)| plan.scratch[node][0].len()).sum();
         Some(StepCost {
             dispatches: plan.dispatches.len() + self.update.len(),
-            clears: plan.zero.len(),
+            clears: 2 + plan.zero.len(),
             uploaded: f32s(plan.image.len() + batch + masks + self.step_values.len()),
             downloaded: f32s(plan.stats.len()),
         })
@@ -333,7 +360,7 @@ impl Engine {
         let mut scratch = Pcg64::seed_from_u64(0);
         let logits = model.forward(&mut tape, image, Mode::Train(&mut scratch))?;
         let loss = tape.softmax_cross_entropy(logits, &vec![0; batch])?;
-        Plan::compile(&self.gpu, &tape, Some(image), loss, &self.params, &self.grads)
+        Plan::compile(&self.gpu, &tape, Some(image), loss, &self.params.parts, &self.grads.parts)
     }
 
     /// Starts bringing the parameters and the optimizer state back, as they are after the
@@ -342,8 +369,8 @@ impl Engine {
         if self.download.is_some() {
             return;
         }
-        let buffers: Vec<&Buffer> =
-            self.params.iter().map(|b| &**b).chain(self.slots.iter().flat_map(|(_, bs)| bs)).collect();
+        let slots = self.slots.iter().flat_map(|(_, packed)| &packed.parts);
+        let buffers: Vec<&Buffer> = self.params.parts.iter().chain(slots).map(|b| &**b).collect();
         if self.download_readbacks.is_empty() {
             self.download_readbacks = buffers.iter().map(|b| self.gpu.readback(b.len())).collect();
         }
@@ -374,7 +401,7 @@ impl Engine {
                 Tensor::from_shape_vec(ndarray::IxDyn(shape), data).expect("the parameter's own shape"),
             );
         }
-        let count = self.params.len();
+        let count = self.params.parts.len();
         let mut rest = tensors.split_off(count);
         let mut slots = Vec::new();
         for (name, _) in &self.slots {

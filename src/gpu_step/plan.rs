@@ -12,7 +12,10 @@ use std::rc::Rc;
 use crate::autograd::{product_dims, Op, ProductDims, Tape, Var};
 use crate::backend::cpu::conv::Window;
 use crate::backend::cpu::Activation;
-use crate::backend::gpu::{product_dispatch, Buffer, Dispatch, Gpu, Kernel, Product, Readback};
+use crate::backend::gpu::{
+    activation_code, product_dispatch, BiasAlong, Buffer, Dispatch, Epilogue, Gpu, Kernel, Product, Readback,
+    NO_ACTIVATION,
+};
 use crate::{Error, Result};
 
 /// The dispatches and buffers of one training step at one batch size.
@@ -27,8 +30,8 @@ pub struct Plan {
     pub(super) dropouts: Vec<(usize, f32)>,
     /// Buffers an op needs besides its value and gradient, per tape position: im2col matrices,
     /// pooling argmaxes, dropout masks, and temporaries of backward rules.
-    pub(super) scratch: Vec<Vec<Buffer>>,
-    /// Gradient buffers to zero before each step.
+    pub(super) scratch: Vec<Vec<Rc<Buffer>>>,
+    /// Gradient buffers to zero before each step (the parameters' are the caller's to zero).
     pub(super) zero: Vec<Rc<Buffer>>,
     /// The partial products of the matrix products split along k (see [`matmul`]).
     partials: Vec<Buffer>,
@@ -36,6 +39,46 @@ pub struct Plan {
     pub(super) dispatches: Vec<Dispatch>,
     /// The value and gradient buffers of every tape position.
     slots: Slots,
+    /// The layers fused into their products, and per tape position the layer it belongs to.
+    layers: Vec<Layer>,
+    layer_of: Vec<Option<usize>>,
+}
+
+/// A product (a dense layer's or a convolution's) and the bias addition and activation that
+/// follow it, each the only reader of the value before it. Forward, one dispatch: the product
+/// adds the bias and applies the activation as it writes (matmul.wgsl's epilogue), unless it
+/// is split along k. Backward, one dispatch (epilogue_grad.wgsl) takes the gradient from the
+/// layer's output back to the product's and sums the bias's, ahead of the product's own.
+#[derive(Clone, Copy)]
+struct Layer {
+    product: usize,
+    /// The addition and the bias it adds.
+    bias: Option<(usize, Var)>,
+    activation: Option<(usize, Activation)>,
+    /// The last of the three.
+    output: usize,
+    /// The pooling that is the output's only reader: its gradient is gathered in the layer's
+    /// backward dispatch.
+    pool: Option<usize>,
+    /// Whether the epilogue runs in the product (not split along k).
+    fused_forward: bool,
+}
+
+impl Layer {
+    /// The value the activation reads: the product plus bias.
+    fn pre(&self) -> usize {
+        self.bias.map_or(self.product, |(add, _)| add)
+    }
+
+    /// Whether tape position `i` is the layer's bias addition or activation.
+    fn is_epilogue(&self, i: usize) -> bool {
+        self.bias.is_some_and(|(add, _)| add == i) || self.activation.is_some_and(|(act, _)| act == i)
+    }
+
+    /// The position whose gradient the layer's backward dispatch takes.
+    fn top(&self) -> usize {
+        self.pool.unwrap_or(self.output)
+    }
 }
 
 /// Where the plan's values and gradients live, per tape position.
@@ -49,7 +92,7 @@ impl Plan {
     /// every step, and `loss` the one-element value differentiated: the softmax cross-entropy
     /// of training (its gradient fused into its kernel) or any other (seeded with 1). `params`
     /// and `grads` are the buffers of the model's parameters, indexed by
-    /// [`crate::autograd::ParamId`]. Labels and dropout masks start as recorded on the tape.
+    /// [`crate::autograd::ParamId`]; the caller zeroes `grads` before each step. Labels and dropout masks start as recorded on the tape.
     ///
     /// # Errors
     /// [`Error::Gpu`] naming the first op the GPU backend cannot run.
@@ -78,11 +121,14 @@ impl Plan {
             partials: Vec::new(),
             dispatches: Vec::new(),
             slots: Slots { values: Vec::new(), grads: Vec::new() },
+            layers: Vec::new(),
+            layer_of: Vec::new(),
         };
         let mut slots =
             Slots { values: Vec::with_capacity(tape.len()), grads: Vec::with_capacity(tape.len()) };
-        // Forward: a value buffer per op (shared by reshapes), its kernel, and a gradient buffer
-        // where one flows back.
+        (plan.layers, plan.layer_of) = find_layers(tape);
+        // A value buffer per op (shared by reshapes), and a gradient buffer where one flows
+        // back.
         for i in 0..tape.len() {
             let (op, needs_grad) = tape.node(i);
             let len = tape.value(Var::at(i)).len();
@@ -101,8 +147,13 @@ impl Plan {
                 _ => Rc::new(gpu.zeros(len)),
             };
             slots.values.push(value);
+            // Inside a fused layer, gradients flow only through its backward dispatch.
+            let inside_layer = plan.layer_of[i].is_some_and(|l| {
+                let layer = &plan.layers[l];
+                i != layer.product && i != layer.top()
+            });
             let grad = match op {
-                _ if !needs_grad => None,
+                _ if !needs_grad || inside_layer => None,
                 Op::Param(id) => Some(grads[id.index()].clone()),
                 Op::Reshape(x) => slots.grads[x.index()].clone(),
                 _ => Some(Rc::new(gpu.zeros(len))),
@@ -111,11 +162,13 @@ impl Plan {
                 if i == loss.index() && !matches!(op, Op::SoftmaxCrossEntropy { .. }) {
                     // The seed of the backward pass, never accumulated into.
                     gpu.write(g, &[1.0f32]);
-                } else if !plan.zero.iter().any(|z| Rc::ptr_eq(z, g)) {
+                } else if !plan.zero.iter().chain(grads).any(|z| Rc::ptr_eq(z, g)) {
                     plan.zero.push(g.clone());
                 }
             }
             slots.grads.push(grad);
+        }
+        for i in 0..tape.len() {
             plan.forward(gpu, tape, i, &slots)?;
         }
         for i in (0..tape.len()).rev() {
@@ -142,6 +195,26 @@ impl Plan {
         let value = |v: Var| &*slots.values[v.index()];
         let out_shape = tape.value(Var::at(i)).shape();
         let n = out.len();
+        // A fused layer's bias and activation run in its product's epilogue.
+        let layer = self.layer_of[i].map(|l| self.layers[l]).filter(|l| l.fused_forward);
+        if layer.is_some_and(|l| l.is_epilogue(i)) {
+            return Ok(());
+        }
+        let layer = layer.filter(|l| l.product == i);
+        let (out, epilogue) = match layer {
+            Some(l) => {
+                let activation = l.activation.map(|(_, act)| act);
+                let along =
+                    if matches!(op, Op::Conv2d { .. }) { BiasAlong::Rows } else { BiasAlong::Columns };
+                let epilogue = Epilogue {
+                    bias: l.bias.map(|(_, b)| (value(b), along)),
+                    activation,
+                    pre: activation.filter(|&a| Epilogue::needs_pre(a)).map(|_| &*slots.values[l.pre()]),
+                };
+                (&*slots.values[l.output], epilogue)
+            }
+            None => (out, Epilogue::default()),
+        };
         match op {
             Op::Input | Op::Variable | Op::Param(_) | Op::Reshape(_) => {}
             Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => {
@@ -160,7 +233,8 @@ impl Plan {
                 let ProductDims { batch, m, k, n } = product_dims(shape(*a), shape(*b))?;
                 let product =
                     Product { m, n, k, batch, a: [k, 1, m * k], b: [n, 1, k * n], accumulate: false };
-                let dispatches = matmul(gpu, product, value(*a), value(*b), out, &mut self.partials);
+                let dispatches =
+                    matmul(gpu, product, value(*a), value(*b), out, &epilogue, &mut self.partials);
                 self.dispatches.extend(dispatches);
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
@@ -193,7 +267,7 @@ impl Plan {
                 let params = words(&[&[2, n as u32], &out4, &strides, &strides]);
                 self.push(gpu.dispatch(Kernel::Binary, &params, &[value(*x), &mask, out], n));
                 self.dropouts.push((i, *rate));
-                self.scratch[i].push(mask);
+                self.scratch[i].push(Rc::new(mask));
             }
             Op::Slice { x, axis, start } => {
                 let input = contiguous(shape(*x));
@@ -219,25 +293,18 @@ impl Plan {
             Op::Conv2d { x, w, window, .. } => {
                 let conv = Conv::new(shape(*x), shape(*w), window);
                 let cols = gpu.zeros(conv.rows * conv.width);
-                let out_mat = gpu.zeros(n);
                 self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], cols.len()));
-                // [rows, filters] = cols · W^T, W read as [filters, width].
-                let dims = (conv.rows, conv.filters, conv.width);
-                let product = Product::single(dims, (conv.width, 1), (1, conv.width), false);
-                let product = matmul(gpu, product, &cols, value(*w), &out_mat, &mut self.partials);
+                let product =
+                    matmul(gpu, conv.product(), value(*w), &cols, out, &epilogue, &mut self.partials);
                 self.dispatches.extend(product);
-                // Rows are (batch, y, x): move the filters ahead of the positions.
-                let (b, f, s) = (conv.batch, conv.filters, conv.positions);
-                let params = copy_params(&[b, f, s], (0, &[s * f, 1, f]), (0, &[f * s, s, 1]), false)?;
-                self.push(gpu.dispatch(Kernel::Copy, &params, &[&out_mat, out], n));
-                self.scratch[i] = vec![cols, out_mat];
+                self.scratch[i] = vec![Rc::new(cols)];
             }
             Op::MaxPool2d { x, window, .. } | Op::AvgPool2d { x, window } => {
                 let mode = u32::from(matches!(op, Op::AvgPool2d { .. }));
                 let params = pool_params(mode, shape(*x), out_shape, window);
                 let argmax = gpu.zeros(if mode == 0 { n } else { 1 });
                 self.push(gpu.dispatch(Kernel::Pool, &params, &[value(*x), out, &argmax], n));
-                self.scratch[i].push(argmax);
+                self.scratch[i].push(Rc::new(argmax));
             }
             Op::SoftmaxCrossEntropy { logits, labels, .. } => {
                 let (batch, classes) = (shape(*logits)[0], shape(*logits)[1]);
@@ -288,6 +355,19 @@ impl Plan {
         let value = |v: Var| &*slots.values[v.index()];
         let grad = |v: Var| slots.grads[v.index()].as_deref();
         let out_shape = tape.value(Var::at(i)).shape();
+        // A fused layer's bias and activation are differentiated ahead of its product.
+        let layer = self.layer_of[i].map(|l| self.layers[l]);
+        if layer.is_some_and(|l| l.product != i) {
+            return Ok(());
+        }
+        let layer_grad = match layer {
+            Some(l) => self.epilogue_grad(gpu, tape, &l, slots)?,
+            None => None,
+        };
+        let g = match &layer_grad {
+            Some(gz) => &**gz,
+            None => g,
+        };
         match op {
             // Leaves; a reshape's gradient is its input's buffer; the loss's is fused into its
             // forward kernel.
@@ -324,7 +404,8 @@ impl Plan {
                         b: [1, n, k * n],
                         accumulate: true,
                     };
-                    let dispatches = matmul(gpu, product, g, value(*b), ga, &mut self.partials);
+                    let dispatches =
+                        matmul(gpu, product, g, value(*b), ga, &Epilogue::default(), &mut self.partials);
                     self.dispatches.extend(dispatches);
                 }
                 if let Some(gb) = grad(*b) {
@@ -338,7 +419,8 @@ impl Plan {
                         b: [n, 1, m * n],
                         accumulate: true,
                     };
-                    let dispatches = matmul(gpu, product, value(*a), g, gb, &mut self.partials);
+                    let dispatches =
+                        matmul(gpu, product, value(*a), g, gb, &Epilogue::default(), &mut self.partials);
                     self.dispatches.extend(dispatches);
                 }
             }
@@ -410,16 +492,25 @@ impl Plan {
             Op::Conv2d { x, w, window, .. } => {
                 let conv = Conv::new(shape(*x), shape(*w), window);
                 let (b, f, s) = (conv.batch, conv.filters, conv.positions);
-                // The output gradient as [rows, filters], rows in (batch, y, x) order.
-                let g_mat = gpu.zeros(g.len());
-                let params = copy_params(&[b, f, s], (0, &[f * s, s, 1]), (0, &[s * f, 1, f]), false)?;
-                self.push(gpu.dispatch(Kernel::Copy, &params, &[g, &g_mat], g.len()));
+                // The output gradient as [rows, filters], rows in (batch, y, x) order: a fused
+                // layer's epilogue_grad wrote it so.
+                let g_mat = match &layer_grad {
+                    Some(g_mat) => g_mat.clone(),
+                    None => {
+                        let g_mat = Rc::new(gpu.zeros(g.len()));
+                        let params =
+                            copy_params(&[b, f, s], (0, &[f * s, s, 1]), (0, &[s * f, 1, f]), false)?;
+                        self.push(gpu.dispatch(Kernel::Copy, &params, &[g, &g_mat], g.len()));
+                        g_mat
+                    }
+                };
                 if let Some(gw) = grad(*w) {
                     // dW [filters, width] += g_mat^T · cols
                     let dims = (conv.filters, conv.width, conv.rows);
                     let cols = &self.scratch[i][0];
                     let product = Product::single(dims, (1, conv.filters), (conv.width, 1), true);
-                    let product = matmul(gpu, product, &g_mat, cols, gw, &mut self.partials);
+                    let product =
+                        matmul(gpu, product, &g_mat, cols, gw, &Epilogue::default(), &mut self.partials);
                     self.dispatches.extend(product);
                 }
                 if let Some(gx) = grad(*x) {
@@ -427,10 +518,18 @@ impl Plan {
                     let dcols = gpu.zeros(conv.rows * conv.width);
                     let dims = (conv.rows, conv.width, conv.filters);
                     let product = Product::single(dims, (conv.filters, 1), (conv.width, 1), false);
-                    let product = matmul(gpu, product, &g_mat, value(*w), &dcols, &mut self.partials);
+                    let product = matmul(
+                        gpu,
+                        product,
+                        &g_mat,
+                        value(*w),
+                        &dcols,
+                        &Epilogue::default(),
+                        &mut self.partials,
+                    );
                     self.dispatches.extend(product);
                     self.push(gpu.dispatch(Kernel::Col2im, &conv.params, &[&dcols, gx], gx.len()));
-                    self.scratch[i].push(dcols);
+                    self.scratch[i].push(Rc::new(dcols));
                 }
                 self.scratch[i].push(g_mat);
             }
@@ -457,9 +556,130 @@ impl Plan {
         Ok(())
     }
 
+    /// The gradient at layer `l`'s product, from its output's, back through the activation
+    /// (epilogue_grad.wgsl), the bias's gradient summed on the way: in the product's own
+    /// gradient buffer for a dense layer, in a [rows, filters] buffer (the layout its
+    /// backward products read) for a convolution. None when no gradient reaches the output.
+    fn epilogue_grad(
+        &mut self,
+        gpu: &Gpu,
+        tape: &Tape,
+        l: &Layer,
+        slots: &Slots,
+    ) -> Result<Option<Rc<Buffer>>> {
+        let Some(g) = slots.grads[l.top()].as_deref() else { return Ok(None) };
+        let shape = tape.value(Var::at(l.product)).shape();
+        let (outer, channels, inner, strides, gz) = match tape.node(l.product).0 {
+            Op::Conv2d { .. } => {
+                let (b, f, s) = (shape[0], shape[1], shape[2] * shape[3]);
+                (b, f, s, [s * f, 1, f], Rc::new(gpu.zeros(b * f * s)))
+            }
+            _ => {
+                let gz = slots.grads[l.product].clone().expect("a fused layer's product needs a gradient");
+                (shape[0], shape[1], 1, [shape[1], 1, 0], gz)
+            }
+        };
+        let (code, k) = l.activation.map_or((NO_ACTIVATION, 0.0), |(_, act)| activation_code(act));
+        let out = l.activation.map_or(g, |_| &*slots.values[l.output]);
+        let pre = match l.activation {
+            Some((_, act)) if Epilogue::needs_pre(act) => &*slots.values[l.pre()],
+            _ => out,
+        };
+        let spare = gpu.zeros(1);
+        let bias_grad = l.bias.and_then(|(_, b)| slots.grads[b.index()].as_deref());
+        let mut params = [outer, channels, inner, strides[0], strides[1], strides[2]]
+            .map(|v| v as u32)
+            .into_iter()
+            .chain([code, k.to_bits(), u32::from(bias_grad.is_some())])
+            .collect::<Vec<u32>>();
+        let spare_argmax = gpu.zeros(1);
+        let (pooled, argmax) = match l.pool.map(|at| (at, tape.node(at).0)) {
+            Some((at, Op::MaxPool2d { window, .. } | Op::AvgPool2d { window, .. })) => {
+                let mode = u32::from(matches!(tape.node(at).0, Op::AvgPool2d { .. }));
+                let pooled = pool_params(mode, shape, tape.value(Var::at(at)).shape(), window);
+                (Some(pooled), &*self.scratch[at][0])
+            }
+            _ => (None, &spare_argmax),
+        };
+        params.push(u32::from(pooled.is_some()));
+        params.extend(pooled.unwrap_or_default());
+        let buffers = [g, pre, out, &gz, bias_grad.unwrap_or(&spare), argmax];
+        self.push(gpu.dispatch_groups(Kernel::EpilogueGrad, &params, &buffers, (channels as u32, 1, 1)));
+        Ok(Some(gz))
+    }
+
     fn push(&mut self, dispatch: Dispatch) {
         self.dispatches.push(dispatch);
     }
+}
+
+/// The layers whose bias and activation are fused with their product (see [`Layer`]), and
+/// per tape position the layer it belongs to.
+fn find_layers(tape: &Tape) -> (Vec<Layer>, Vec<Option<usize>>) {
+    let mut users = vec![Vec::new(); tape.len()];
+    for i in 0..tape.len() {
+        for v in tape.node(i).0.operands() {
+            users[v.index()].push(i);
+        }
+    }
+    // A buffer update reads its value after the step.
+    for &(_, v) in tape.buffer_updates() {
+        users[v.index()].push(usize::MAX);
+    }
+    let only_user = |v: usize| match users[v][..] {
+        [user] => Some(user),
+        _ => None,
+    };
+    let shape = |v: Var| tape.value(v).shape();
+    let (mut layers, mut layer_of) = (Vec::new(), vec![None; tape.len()]);
+    for i in 0..tape.len() {
+        let (op, needs_grad) = tape.node(i);
+        let (product, bias_shape) = match op {
+            Op::MatMul(a, b) if shape(*a).len() == 2 && shape(*b).len() == 2 => {
+                let ((m, k), n) = ((shape(*a)[0], shape(*a)[1]), shape(*b)[1]);
+                (Product::single((m, n, k), (k, 1), (n, 1), false), vec![n])
+            }
+            Op::Conv2d { x, w, window, .. } => {
+                let conv = Conv::new(shape(*x), shape(*w), window);
+                (conv.product(), vec![conv.filters, 1, 1])
+            }
+            _ => continue,
+        };
+        let channels = bias_shape[0];
+        // epilogue_grad.wgsl runs a workgroup per channel.
+        if !needs_grad || channels > 65_535 {
+            continue;
+        }
+        let mut output = i;
+        let bias = only_user(i).and_then(|add| match tape.node(add).0 {
+            Op::Add(x, b) if x.index() == i && b.index() != i && shape(*b) == bias_shape => Some((add, *b)),
+            _ => None,
+        });
+        if let Some((add, _)) = bias {
+            output = add;
+        }
+        let activation = only_user(output).and_then(|user| match tape.node(user).0 {
+            Op::Activation { x, act } if x.index() == output => Some((user, *act)),
+            _ => None,
+        });
+        if let Some((user, _)) = activation {
+            output = user;
+        }
+        let pool = only_user(output).filter(|&user| match tape.node(user).0 {
+            Op::MaxPool2d { x, .. } | Op::AvgPool2d { x, .. } => x.index() == output,
+            _ => false,
+        });
+        if output == i && pool.is_none() {
+            continue;
+        }
+        let fused_forward = split_k(&product).0 == 1;
+        let layer = Layer { product: i, bias, activation, output, pool, fused_forward };
+        for at in [Some(i), bias.map(|b| b.0), activation.map(|a| a.0), pool].into_iter().flatten() {
+            layer_of[at] = Some(layers.len());
+        }
+        layers.push(layer);
+    }
+    (layers, layer_of)
 }
 
 /// Runs the computation recorded on `tape` once on the GPU and returns the value of `output`
@@ -527,31 +747,46 @@ async fn next_task() {
 }
 
 /// About as many invocations as fill a large GPU: a product whose 4 x 4 tiles are fewer gets
-/// its k split (see matmul.wgsl), into pieces of at least `MIN_CHUNK`.
+/// its k split (see matmul.wgsl), into pieces of at least `MIN_CHUNK`, so that only long sums
+/// (a convolution's weight gradient, over every position of every image) are split and the
+/// products of a small dense layer stay one dispatch, with their epilogue.
 const INVOCATIONS: usize = 16_384;
-const MIN_CHUNK: usize = 256;
+const MIN_CHUNK: usize = 1024;
 
-/// The dispatches of a product: one, or with k split, the partial products and their sum, the
-/// buffer of partial products pushed onto `partials` to live as long as the dispatches.
+/// How many pieces `product`'s k is split into, and the length of each.
+fn split_k(product: &Product) -> (usize, usize) {
+    let Product { m, n, k, batch, .. } = *product;
+    let tiles = m.div_ceil(4) * n.div_ceil(4) * batch;
+    let chunk = k.div_ceil((INVOCATIONS / tiles).min(k / MIN_CHUNK).max(1)).max(1);
+    (k.div_ceil(chunk).max(1), chunk)
+}
+
+/// The dispatches of a product: one, through `epilogue`, or with k split (and no epilogue),
+/// the partial products and their sum, the buffer of partial products pushed onto `partials`
+/// to live as long as the dispatches.
 fn matmul(
     gpu: &Gpu,
     product: Product,
     a: &Buffer,
     b: &Buffer,
     c: &Buffer,
+    epilogue: &Epilogue,
     partials: &mut Vec<Buffer>,
 ) -> Vec<Dispatch> {
     let Product { m, n, k, batch, accumulate, .. } = product;
-    let tiles = m.div_ceil(4) * n.div_ceil(4) * batch;
-    let chunk = k.div_ceil((INVOCATIONS / tiles).min(k / MIN_CHUNK).max(1)).max(1);
-    let splits = k.div_ceil(chunk).max(1);
+    let (splits, chunk) = split_k(&product);
     if splits == 1 {
-        return vec![product_dispatch(gpu, product, (1, k), [a, b, c])];
+        return vec![product_dispatch(gpu, product, (1, k), [a, b, c], epilogue)];
     }
     // Each matrix's partial products side by side: [batch, splits, m n].
     let parts = gpu.zeros(batch * splits * m * n);
-    let partial =
-        product_dispatch(gpu, Product { accumulate: false, ..product }, (splits, chunk), [a, b, &parts]);
+    let partial = product_dispatch(
+        gpu,
+        Product { accumulate: false, ..product },
+        (splits, chunk),
+        [a, b, &parts],
+        &Epilogue::default(),
+    );
     // reduce.wgsl over [batch, splits, m n]
     let sum = [batch as u32, splits as u32, (m * n) as u32, 1f32.to_bits(), u32::from(accumulate)];
     let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&parts, c], batch * m * n);
@@ -630,17 +865,6 @@ fn copy_params(
     ]))
 }
 
-/// unary.wgsl's function code and parameter for an activation.
-fn activation_code(act: Activation) -> (u32, f32) {
-    match act {
-        Activation::Relu => (0, 0.0),
-        Activation::LeakyRelu { alpha } => (1, alpha),
-        Activation::Sigmoid => (2, 0.0),
-        Activation::Tanh => (3, 0.0),
-        Activation::Gelu => (5, 0.0),
-    }
-}
-
 /// The sizes of a convolution as im2col.wgsl and the matrix products see them.
 struct Conv {
     batch: usize,
@@ -655,6 +879,22 @@ struct Conv {
 }
 
 impl Conv {
+    /// The forward product, per image [filters, positions] = W · cols^T: W [filters, width]
+    /// shared by every image, each image's [positions, width] rows of cols read transposed,
+    /// so that the product lands in the output's [batch, filters, positions].
+    fn product(&self) -> Product {
+        let (s, width) = (self.positions, self.width);
+        Product {
+            m: self.filters,
+            n: s,
+            k: width,
+            batch: self.batch,
+            a: [width, 1, 0],
+            b: [1, width, s * width],
+            accumulate: false,
+        }
+    }
+
     fn new(x: &[usize], w: &[usize], window: &Window) -> Conv {
         let (batch, channels, h, wd) = (x[0], x[1], x[2], x[3]);
         let (oh, ow) = window.output_size((h, wd)).expect("checked when recorded");

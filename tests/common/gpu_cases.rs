@@ -4,6 +4,7 @@
 //! input must agree within a relative error of 1e-4.
 
 use ferrograd::autograd::{Params, Tape, Var};
+use ferrograd::backend::cpu::Activation;
 use ferrograd::backend::gpu::Gpu;
 use ferrograd::gpu_step::run_on_gpu;
 use ferrograd::tensor::Tensor;
@@ -78,14 +79,14 @@ pub fn cases() -> Vec<Case> {
     // The last two split k (see matmul.wgsl): the first in its forward product, the second in
     // the gradient of its right operand, which accumulates.
     for (m, k, n) in
-        [(7, 33, 257), (1, 257, 1), (33, 1, 7), (257, 7, 33), (1, 1, 1), (6, 1031, 3), (1100, 7, 5)]
+        [(7, 33, 257), (1, 257, 1), (33, 1, 7), (257, 7, 33), (1, 1, 1), (6, 2100, 3), (2100, 7, 5)]
     {
         let inputs = vec![uniform(&mut r, &[m, k], -1.0, 1.0), uniform(&mut r, &[k, n], -1.0, 1.0)];
         all.push(case(format!("matmul {m}x{k} · {k}x{n}"), inputs, |t, v| t.matmul(v[0], v[1])));
     }
 
     // Batched products, one per leading index (attention's heads); the last splits k too.
-    for (b, m, k, n) in [(7, 33, 5, 33), (33, 1, 7, 1), (3, 6, 1031, 3), (1, 7, 33, 257)] {
+    for (b, m, k, n) in [(7, 33, 5, 33), (33, 1, 7, 1), (3, 6, 2100, 3), (1, 7, 33, 257)] {
         let inputs = vec![uniform(&mut r, &[b, m, k], -1.0, 1.0), uniform(&mut r, &[b, k, n], -1.0, 1.0)];
         all.push(case(format!("matmul {b}x{m}x{k} · {b}x{k}x{n}"), inputs, |t, v| t.matmul(v[0], v[1])));
     }
@@ -169,6 +170,80 @@ pub fn cases() -> Vec<Case> {
     all.push(case("reshape then mul", vec![uniform(&mut r, &[7, 33], -1.0, 1.0)], |t, v| {
         let flat = t.reshape(v[0], &[231])?;
         t.mul(flat, flat)
+    }));
+
+    // Dense layers, whose bias and activation the GPU runs in the product's epilogue and
+    // differentiates in one pass: every activation (leaky relu and GELU need the value before
+    // it kept), a bias alone, an activation alone, and a product split along k, whose bias and
+    // activation run as their own dispatches.
+    let activations = [
+        Some(Activation::Relu),
+        Some(Activation::LeakyRelu { alpha: 0.1 }),
+        Some(Activation::Sigmoid),
+        Some(Activation::Tanh),
+        Some(Activation::Gelu),
+        None,
+    ];
+    for (act, (m, k, n)) in activations.into_iter().zip([
+        (33, 7, 257),
+        (7, 33, 5),
+        (1, 257, 7),
+        (6, 2100, 3),
+        (257, 7, 33),
+        (33, 1, 7),
+    ]) {
+        let inputs = vec![
+            uniform(&mut r, &[m, k], -1.0, 1.0),
+            uniform(&mut r, &[k, n], -1.0, 1.0),
+            uniform(&mut r, &[n], -1.0, 1.0),
+        ];
+        all.push(case(format!("dense {m}x{k} · {k}x{n} + bias, {act:?}"), inputs, move |t, v| {
+            let y = t.matmul(v[0], v[1])?;
+            let y = t.add(y, v[2])?;
+            Ok(act.map_or(y, |act| t.activation(y, act)))
+        }));
+    }
+    let inputs = vec![uniform(&mut r, &[7, 33], -1.0, 1.0), uniform(&mut r, &[33, 5], -1.0, 1.0)];
+    all.push(case("dense 7x33 · 33x5, gelu, no bias", inputs, |t, v| {
+        let y = t.matmul(v[0], v[1])?;
+        Ok(t.activation(y, Activation::Gelu))
+    }));
+    // Convolutions likewise, their bias one per filter.
+    for (x, w, act) in [
+        (&[7, 3, 33, 33][..], &[8, 3, 5, 5][..], Activation::Relu),
+        (&[2, 7, 9, 9][..], &[33, 7, 3, 3][..], Activation::LeakyRelu { alpha: 0.2 }),
+    ] {
+        let inputs = vec![
+            uniform(&mut r, x, -1.0, 1.0),
+            uniform(&mut r, w, -1.0, 1.0),
+            uniform(&mut r, &[w[0]], -1.0, 1.0),
+        ];
+        all.push(case(format!("conv2d {x:?} * {w:?} + bias, {act:?}"), inputs, move |t, v| {
+            let y = t.conv2d(v[0], v[1], (1, 1), (1, 1, 1, 1))?;
+            let b = t.reshape(v[2], &[w[0], 1, 1])?;
+            let y = t.add(y, b)?;
+            Ok(t.activation(y, act))
+        }));
+    }
+
+    // A convolution whose output only a pooling reads: the pooling's gradient is gathered in
+    // the layer's backward dispatch, with and without a bias and activation.
+    let inputs = vec![
+        uniform(&mut r, &[3, 2, 9, 8], -1.0, 1.0),
+        uniform(&mut r, &[5, 2, 3, 3], -1.0, 1.0),
+        uniform(&mut r, &[5], -1.0, 1.0),
+    ];
+    all.push(case("conv2d [3, 2, 9, 8] * [5, 2, 3, 3] + bias, Tanh, max_pool2d 2/2", inputs, |t, v| {
+        let y = t.conv2d(v[0], v[1], (1, 1), (1, 1, 1, 1))?;
+        let b = t.reshape(v[2], &[5, 1, 1])?;
+        let y = t.add(y, b)?;
+        let y = t.activation(y, Activation::Tanh);
+        t.max_pool2d(y, (2, 2), (2, 2))
+    }));
+    let inputs = vec![uniform(&mut r, &[2, 3, 7, 7], -1.0, 1.0), uniform(&mut r, &[4, 3, 2, 2], -1.0, 1.0)];
+    all.push(case("conv2d [2, 3, 7, 7] * [4, 3, 2, 2], avg_pool2d 3/2", inputs, |t, v| {
+        let y = t.conv2d(v[0], v[1], (1, 1), (0, 0, 0, 0))?;
+        t.avg_pool2d(y, (3, 3), (2, 2))
     }));
 
     // (input, weights, stride, padding)

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
+use crate::backend::cpu::Activation;
 use crate::{Error, Result};
 
 /// The kernels, one per WGSL file, each with one entry point `main`.
@@ -35,10 +36,11 @@ pub enum Kernel {
     Sgd,
     SumSquares,
     Softmax,
+    EpilogueGrad,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::MatMul,
         Kernel::Binary,
         Kernel::BinaryGrad,
@@ -56,6 +58,7 @@ impl Kernel {
         Kernel::Sgd,
         Kernel::SumSquares,
         Kernel::Softmax,
+        Kernel::EpilogueGrad,
     ];
 
     /// The kernel's file name in `kernels/` and its WGSL source: `common.wgsl` (the sizes'
@@ -68,24 +71,24 @@ impl Kernel {
                     concat!(include_str!("kernels/common.wgsl"), include_str!(concat!("kernels/", $file))),
                 )
             };
-            // WGSL has no includes: a shared function is appended to the file's own source.
-            ($file:literal + $shared:literal) => {
+            // WGSL has no includes: shared functions are appended to the file's own source.
+            ($file:literal $(+ $shared:literal)+) => {
                 (
                     $file,
                     concat!(
                         include_str!("kernels/common.wgsl"),
                         include_str!(concat!("kernels/", $file)),
-                        include_str!(concat!("kernels/", $shared))
+                        $(include_str!(concat!("kernels/", $shared))),+
                     ),
                 )
             };
         }
         match self {
-            Kernel::MatMul => wgsl!("matmul.wgsl"),
+            Kernel::MatMul => wgsl!("matmul.wgsl" + "activation.wgsl"),
             Kernel::Binary => wgsl!("binary.wgsl"),
             Kernel::BinaryGrad => wgsl!("binary_grad.wgsl"),
-            Kernel::Unary => wgsl!("unary.wgsl" + "gelu.wgsl"),
-            Kernel::UnaryGrad => wgsl!("unary_grad.wgsl" + "gelu.wgsl"),
+            Kernel::Unary => wgsl!("unary.wgsl" + "activation.wgsl"),
+            Kernel::UnaryGrad => wgsl!("unary_grad.wgsl" + "activation.wgsl"),
             Kernel::Copy => wgsl!("copy.wgsl"),
             Kernel::Reduce => wgsl!("reduce.wgsl"),
             Kernel::ReduceGrad => wgsl!("reduce_grad.wgsl"),
@@ -93,11 +96,12 @@ impl Kernel {
             Kernel::Im2col => wgsl!("im2col.wgsl"),
             Kernel::Col2im => wgsl!("col2im.wgsl"),
             Kernel::Pool => wgsl!("pool.wgsl"),
-            Kernel::PoolGrad => wgsl!("pool_grad.wgsl"),
+            Kernel::PoolGrad => wgsl!("pool_grad.wgsl" + "pool_gather.wgsl"),
             Kernel::Adam => wgsl!("adam.wgsl" + "clip.wgsl"),
             Kernel::Sgd => wgsl!("sgd.wgsl" + "clip.wgsl"),
             Kernel::SumSquares => wgsl!("sum_squares.wgsl"),
             Kernel::Softmax => wgsl!("softmax.wgsl"),
+            Kernel::EpilogueGrad => wgsl!("epilogue_grad.wgsl" + "activation.wgsl" + "pool_gather.wgsl"),
         }
     }
 }
@@ -133,18 +137,77 @@ impl Product {
     }
 }
 
+/// What matmul.wgsl applies to a product as it writes it: a layer's bias and activation, so
+/// that the layer's forward pass is one dispatch (only for products in one piece).
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// The bias, one per column of the product or one per row.
+    pub bias: Option<(&'a Buffer, BiasAlong)>,
+    pub activation: Option<Activation>,
+    /// Where to keep the product plus bias, before the activation (for the activations whose
+    /// derivative needs it: see [`Epilogue::needs_pre`]).
+    pub pre: Option<&'a Buffer>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasAlong {
+    /// One per column (a dense layer's `[rows, units]`).
+    Columns,
+    /// One per row (a convolution's `[filters, positions]`).
+    Rows,
+}
+
+impl Epilogue<'_> {
+    /// Whether the derivative of `activation` needs its input, not only its output (relu,
+    /// sigmoid and tanh have theirs from the output).
+    pub fn needs_pre(activation: Activation) -> bool {
+        matches!(activation, Activation::LeakyRelu { .. } | Activation::Gelu)
+    }
+}
+
+/// activation.wgsl's code for "no activation".
+pub const NO_ACTIVATION: u32 = 255;
+
+/// activation.wgsl's function code and parameter for an activation.
+pub fn activation_code(act: Activation) -> (u32, f32) {
+    match act {
+        Activation::Relu => (0, 0.0),
+        Activation::LeakyRelu { alpha } => (1, alpha),
+        Activation::Sigmoid => (2, 0.0),
+        Activation::Tanh => (3, 0.0),
+        Activation::Gelu => (5, 0.0),
+    }
+}
+
 /// One dispatch of matmul.wgsl over k in `splits` chunks of `chunk` (one chunk: the whole
-/// product, into `c`; more: each chunk's partial product into its own [m, n] slice of `c`).
+/// product, into `c`, through `epilogue`; more: each chunk's partial product into its own
+/// [m, n] slice of `c`).
 pub fn product_dispatch(
     gpu: &Gpu,
     Product { m, n, k, batch, a: sa, b: sb, accumulate }: Product,
     (splits, chunk): (usize, usize),
     [a, b, c]: [&Buffer; 3],
+    epilogue: &Epilogue,
 ) -> Dispatch {
-    let params = [m, n, k, sa[0], sa[1], sb[0], sb[1], usize::from(accumulate), chunk, splits, sa[2], sb[2]]
-        .map(|v| v as u32);
+    debug_assert!(splits == 1 || (epilogue.bias.is_none() && epilogue.activation.is_none()));
+    let bias_along = match epilogue.bias {
+        None => 0,
+        Some((_, BiasAlong::Columns)) => 1,
+        Some((_, BiasAlong::Rows)) => 2,
+    };
+    let (code, param) = epilogue.activation.map_or((NO_ACTIVATION, 0.0), activation_code);
+    let sizes = [m, n, k, sa[0], sa[1], sb[0], sb[1], usize::from(accumulate), chunk, splits, sa[2], sb[2]];
+    let params: Vec<u32> = sizes
+        .map(|v| v as u32)
+        .into_iter()
+        .chain([bias_along, code, param.to_bits(), u32::from(epilogue.pre.is_some())])
+        .collect();
+    // Bindings cannot be left out: what the epilogue does not use is bound to a spare element.
+    let (spare_bias, spare_pre) = (gpu.zeros(1), gpu.zeros(1));
+    let bias = epilogue.bias.map_or(&spare_bias, |(bias, _)| bias);
+    let pre = epilogue.pre.unwrap_or(&spare_pre);
     let groups = (n.div_ceil(32) as u32, m.div_ceil(32) as u32, (batch * splits) as u32);
-    gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c], groups)
+    gpu.dispatch_groups(Kernel::MatMul, &params, &[a, b, c, bias, pre], groups)
 }
 
 /// A device, its queue and every kernel compiled for it. Clones share them.
@@ -169,15 +232,34 @@ pub struct Dispatch {
     groups: (u32, u32, u32),
 }
 
-/// A buffer of `f32` (or `u32`) elements on the GPU, with its element count.
+/// A buffer of `f32` (or `u32`) elements on the GPU, with its element count: an allocation of
+/// its own, or one part of a packed allocation ([`Gpu::zeros_packed`]).
 pub struct Buffer {
+    /// The allocation (wgpu's handles share it).
     raw: wgpu::Buffer,
+    /// Where this buffer starts in it, in bytes: a multiple of the device's storage binding
+    /// alignment.
+    offset: u64,
     len: usize,
 }
 
 impl Buffer {
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The buffer's bytes (a zero-length buffer still takes one element, as bindings cannot
+    /// be empty).
+    fn size(&self) -> u64 {
+        4 * self.len.max(1) as u64
+    }
+
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.raw,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size()),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -314,7 +396,28 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Buffer { raw, len }
+        Buffer { raw, offset: 0, len }
+    }
+
+    /// Zeroed buffers of `lens` elements in one allocation, each where the device can bind it,
+    /// and the whole of that allocation as one more buffer, for the dispatch or the clear that
+    /// covers them all (the optimizer's update, the clearing of the gradients). The elements
+    /// between the parts are zeros that nothing else writes.
+    pub fn zeros_packed(&self, lens: &[usize]) -> (Buffer, Vec<Buffer>) {
+        let align = (self.device.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut end = 0;
+        for &len in lens {
+            offsets.push(end);
+            end = (end + len.max(1)).next_multiple_of(align);
+        }
+        let whole = self.zeros(end);
+        let parts = offsets
+            .iter()
+            .zip(lens)
+            .map(|(&at, &len)| Buffer { raw: whole.raw.clone(), offset: 4 * at as u64, len })
+            .collect();
+        (whole, parts)
     }
 
     /// A buffer holding `data`.
@@ -335,7 +438,7 @@ impl Gpu {
     /// Replaces the start of `buffer` with `data`, in queue order with the dispatches.
     pub fn write<T: bytemuck::Pod>(&self, buffer: &Buffer, data: &[T]) {
         if !data.is_empty() {
-            self.queue.write_buffer(&buffer.raw, 0, bytemuck::cast_slice(data));
+            self.queue.write_buffer(&buffer.raw, buffer.offset, bytemuck::cast_slice(data));
         }
     }
 
@@ -356,7 +459,7 @@ impl Gpu {
     /// time.
     pub fn square_product(&self, n: usize, a: &Buffer, b: &Buffer, c: &Buffer) -> Dispatch {
         let product = Product::single((n, n, n), (n, 1), (n, 1), false);
-        product_dispatch(self, product, (1, n), [a, b, c])
+        product_dispatch(self, product, (1, n), [a, b, c], &Epilogue::default())
     }
 
     /// `kernel` over a grid of workgroups.
@@ -375,10 +478,12 @@ impl Gpu {
         });
         let pipeline = &self.pipelines[kernel as usize];
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
-        entries.extend(buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32 + 1,
-            resource: b.raw.as_entire_binding(),
-        }));
+        entries.extend(
+            buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.binding() }),
+        );
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.source().0),
             layout: &pipeline.get_bind_group_layout(0),
@@ -391,7 +496,7 @@ impl Gpu {
     pub fn run(&self, zero: &[&Buffer], dispatches: &[&Dispatch]) {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         for buffer in zero {
-            encoder.clear_buffer(&buffer.raw, 0, None);
+            encoder.clear_buffer(&buffer.raw, buffer.offset, Some(buffer.size()));
         }
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -432,9 +537,8 @@ impl Gpu {
     /// mapped; [`Gpu::finish_read`] takes the data once it is.
     pub fn start_read(&self, buffer: &Buffer, readback: &Readback) {
         debug_assert_eq!(buffer.len, readback.len, "a readback for another size");
-        let size = 4 * buffer.len.max(1) as u64;
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&buffer.raw, 0, &readback.raw, 0, size);
+        encoder.copy_buffer_to_buffer(&buffer.raw, buffer.offset, &readback.raw, 0, buffer.size());
         self.queue.submit([encoder.finish()]);
         readback.state.store(PENDING, Ordering::Release);
         let state = readback.state.clone();

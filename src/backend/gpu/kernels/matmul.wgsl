@@ -13,13 +13,24 @@
 // z covering every (matrix, chunk) pair; matrix i reads a and b from i times their matrix
 // strides and writes the [m, n] slices of c from i * splits on.
 //
+// Epilogue: a layer's bias (one per column, or one per row: a convolution computed as
+// [filters, positions] per image) and activation (activation.wgsl, appended) applied to the
+// product as it is written, so that a dense or convolution layer's forward pass is one
+// dispatch. `pre` keeps the value before the activation, for the activations whose
+// derivative needs it. Products in one piece only.
+//
 // p: m, n, k, a row stride, a column stride, b row stride, b column stride, accumulate
 // (1: c += a · b), chunk (k for a product in one piece), splits (chunks per matrix), a matrix
-// stride, b matrix stride.
+// stride, b matrix stride, bias (0 none, 1 per column, 2 per row), activation (its code;
+// NONE for none), its parameter (f32 bits), keep pre (1: write pre).
 
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> pre: array<f32>;
+
+const NONE: u32 = 255u;
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
@@ -63,10 +74,22 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             let col = col0 + j;
             if (col < n) {
                 let at = slice + row * n + col;
+                var value = sum[i][j];
+                if (p[12] == 1u) {
+                    value += bias[col];
+                } else if (p[12] == 2u) {
+                    value += bias[row];
+                }
+                if (p[15] == 1u) {
+                    pre[at] = value;
+                }
+                if (p[13] != NONE) {
+                    value = activate(p[13], bitcast<f32>(p[14]), value);
+                }
                 if (p[7] == 1u) {
-                    c[at] += sum[i][j];
+                    c[at] += value;
                 } else {
-                    c[at] = sum[i][j];
+                    c[at] = value;
                 }
             }
         }

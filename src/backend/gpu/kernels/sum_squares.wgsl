@@ -1,6 +1,7 @@
-// norms[slot] = the sum of x^2 over all of x, by one workgroup, for gradient clipping.
+// norms[0] = the sum of x^2 over all of x (every trainable parameter's gradient, packed), by
+// one workgroup, for gradient clipping.
 //
-// p: element count, slot.
+// p: element count.
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> norms: array<f32>;
@@ -22,6 +23,6 @@ fn main(@builtin(local_invocation_index) local: u32) {
         }
     }
     if (local == 0u) {
-        norms[p[1]] = partial[0];
+        norms[0] = partial[0];
     }
 }

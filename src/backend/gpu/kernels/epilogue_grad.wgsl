@@ -1,0 +1,63 @@
+// The gradient back through a product's epilogue (matmul.wgsl's bias and activation), ahead
+// of the product's own backward pass: for the layer's output gradient g, seen as [outer,
+// channels, inner] (a dense layer's [rows, units, 1], a convolution's [batch, filters,
+// positions]),
+//   gz = g * f'(z)                  written at gz's own strides (a convolution's gradient goes
+//                                   to the [rows, filters] layout its products read),
+//   bias_grad[c] += sum of gz over outer and inner,
+// one workgroup per channel. Where the layer's output is only pooled, g is gathered from the
+// pooled gradient (pool_gather.wgsl, appended), and the pooling needs no dispatch of its own.
+//
+// p: outer, channels, inner, gz strides (outer, channel, inner), activation (activation.wgsl's
+//    code; NONE for none), its parameter (f32 bits), bias (1: accumulate bias_grad), pooled
+//    (1: g is the pooled gradient), then pool.wgsl's parameters.
+// pre: the pre-activation z, out: f(z) (activation.wgsl, appended, says which it reads; where
+//    it reads only out, pre may be out).
+
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read> pre: array<f32>;
+@group(0) @binding(3) var<storage, read> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gz: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bias_grad: array<f32>;
+@group(0) @binding(6) var<storage, read> argmax: array<u32>;
+
+const NONE: u32 = 255u;
+const THREADS: u32 = 256u;
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) group: vec3<u32>) {
+    let outer = p[0];
+    let channels = p[1];
+    let inner = p[2];
+    let c = group.x;
+    let code = p[6];
+    let k = bitcast<f32>(p[7]);
+    var sum = 0.0;
+    for (var t = local; t < outer * inner; t += THREADS) {
+        let o = t / inner;
+        let i = t % inner;
+        let at = (o * channels + c) * inner + i;
+        var v: f32;
+        if (p[9] == 1u) {
+            v = pool_gather(at, 10u);
+        } else {
+            v = g[at];
+        }
+        if (code != NONE) {
+            v *= activation_slope(code, k, pre[at], out[at]);
+        }
+        gz[o * p[3] + c * p[4] + i * p[5]] = v;
+        sum += v;
+    }
+    partial[local] = sum;
+    for (var half = THREADS / 2u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if (local < half) {
+            partial[local] += partial[local + half];
+        }
+    }
+    if (local == 0u && p[8] == 1u) {
+        bias_grad[c] += partial[0];
+    }
+}
