@@ -16,13 +16,13 @@
 // stopped and recorded as "stopped after N s". A configuration that fails (a thrown error, a
 // crashed page, a browser that died, which the next one relaunches) is recorded with its error
 // and the run goes on. The defaults (three windows of 1 s, three loads, an epoch budget of
-// 15 s, 20 s a configuration) keep the whole run within 12 minutes on a 2-core machine; the
+// 10 s, 15 s a configuration) keep the whole run within 12 minutes on a 2-core machine; the
 // slowest configurations (TensorFlow.js's cpu backend and SwiftShader on the bigger models)
 // then give no figures, and the emulated GPUs rarely have the time for an epoch: raise
 // --config-limit and --epoch-budget for those.
 //
 // Usage: node bench/run.mjs [--quick] [--seconds 1] [--windows 3] [--first-step-loads 3]
-//          [--epoch-budget 15] [--config-limit 20] [--only LIB[/BACKEND][,…]] [--task TASK[,…]] [--console]
+//          [--epoch-budget 10] [--config-limit 15] [--only LIB[/BACKEND][,…]] [--task TASK[,…]] [--console]
 // LIB: ferrograd, tfjs or jaxjs; TASK: mlp, cnn, convnet, lstm, resnet, vit or matmul. --only and --task
 // pick configurations: `--only ferrograd,tfjs/wasm --task matmul`, `--task resnet,vit`.
 // --quick checks everything end to end in under a minute: mlp and matmul on
@@ -39,7 +39,7 @@ import { chromium } from 'playwright-core';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NUMBERS = ['seconds', 'windows', 'first-step-loads', 'epoch-budget', 'config-limit'];
-const DEFAULTS = { seconds: 1, windows: 3, 'first-step-loads': 3, 'epoch-budget': 15, 'config-limit': 20 };
+const DEFAULTS = { seconds: 1, windows: 3, 'first-step-loads': 3, 'epoch-budget': 10, 'config-limit': 15 };
 const QUICK = {
   seconds: 1, windows: 1, 'first-step-loads': 1, 'epoch-budget': 20, 'config-limit': 30,
   only: 'ferrograd/wasm,tfjs/wasm,jaxjs/wasm', task: 'mlp,matmul',

@@ -5,7 +5,9 @@
 //! backward rule (the same rules as `autograd/backward.rs`). Every value, gradient and scratch
 //! buffer is allocated here, once, so a step only writes the batch, runs the dispatches and
 //! reads back two numbers. A reshape shares its input's buffers; gradients accumulate with `+=`
-//! into buffers zeroed at the start of each step.
+//! into buffers zeroed at the start of each step. A dense or convolution layer's product, bias
+//! and activation (and a pooling after them, backward) are fused into fewer dispatches: see
+//! [`Layer`].
 
 use std::rc::Rc;
 
@@ -603,8 +605,13 @@ impl Plan {
         };
         params.push(u32::from(pooled.is_some()));
         params.extend(pooled.unwrap_or_default());
+        // Invocations per channel: one per 256 elements, a power of two up to the workgroup's
+        // 64.
+        let lanes = (outer * inner / 256).next_power_of_two().clamp(1, 64);
+        params.push(lanes as u32);
+        let groups = channels.div_ceil(64 / lanes) as u32;
         let buffers = [g, pre, out, &gz, bias_grad.unwrap_or(&spare), argmax];
-        self.push(gpu.dispatch_groups(Kernel::EpilogueGrad, &params, &buffers, (channels as u32, 1, 1)));
+        self.push(gpu.dispatch_groups(Kernel::EpilogueGrad, &params, &buffers, (groups, 1, 1)));
         Ok(Some(gz))
     }
 
@@ -646,7 +653,7 @@ fn find_layers(tape: &Tape) -> (Vec<Layer>, Vec<Option<usize>>) {
             _ => continue,
         };
         let channels = bias_shape[0];
-        // epilogue_grad.wgsl runs a workgroup per channel.
+        // epilogue_grad.wgsl runs at most a workgroup per channel.
         if !needs_grad || channels > 65_535 {
             continue;
         }

@@ -4,13 +4,16 @@
 // positions]),
 //   gz = g * f'(z)                  written at gz's own strides (a convolution's gradient goes
 //                                   to the [rows, filters] layout its products read),
-//   bias_grad[c] += sum of gz over outer and inner,
-// one workgroup per channel. Where the layer's output is only pooled, g is gathered from the
-// pooled gradient (pool_gather.wgsl, appended), and the pooling needs no dispatch of its own.
+//   bias_grad[c] += sum of gz over outer and inner.
+// Each channel gets `lanes` invocations (a power of two up to the workgroup's 64) whose sums a
+// tree in workgroup memory adds up: one for a dense layer's few rows, so that its channels
+// need few workgroups and their barriers (slow on software adapters), 64 for a convolution's
+// many positions. Where the layer's output is only pooled, g is gathered from the pooled
+// gradient (pool_gather.wgsl, appended), and the pooling needs no dispatch of its own.
 //
 // p: outer, channels, inner, gz strides (outer, channel, inner), activation (activation.wgsl's
 //    code; NONE for none), its parameter (f32 bits), bias (1: accumulate bias_grad), pooled
-//    (1: g is the pooled gradient), then pool.wgsl's parameters.
+//    (1: g is the pooled gradient), then pool.wgsl's parameters (10), then lanes.
 // pre: the pre-activation z, out: f(z) (activation.wgsl, appended, says which it reads; where
 //    it reads only out, pre may be out).
 
@@ -22,42 +25,47 @@
 @group(0) @binding(6) var<storage, read> argmax: array<u32>;
 
 const NONE: u32 = 255u;
-const THREADS: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
+const THREADS: u32 = 64u;
+var<workgroup> partial: array<f32, 64>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) group: vec3<u32>) {
     let outer = p[0];
     let channels = p[1];
     let inner = p[2];
-    let c = group.x;
     let code = p[6];
     let k = bitcast<f32>(p[7]);
+    let lanes = p[20];
+    let c = group.x * (THREADS / lanes) + local / lanes;
+    let lane = local % lanes;
     var sum = 0.0;
-    for (var t = local; t < outer * inner; t += THREADS) {
-        let o = t / inner;
-        let i = t % inner;
-        let at = (o * channels + c) * inner + i;
-        var v: f32;
-        if (p[9] == 1u) {
-            v = pool_gather(at, 10u);
-        } else {
-            v = g[at];
+    if (c < channels) {
+        for (var t = lane; t < outer * inner; t += lanes) {
+            let o = t / inner;
+            let i = t % inner;
+            let at = (o * channels + c) * inner + i;
+            var v: f32;
+            if (p[9] == 1u) {
+                v = pool_gather(at, 10u);
+            } else {
+                v = g[at];
+            }
+            if (code != NONE) {
+                v *= activation_slope(code, k, pre[at], out[at]);
+            }
+            gz[o * p[3] + c * p[4] + i * p[5]] = v;
+            sum += v;
         }
-        if (code != NONE) {
-            v *= activation_slope(code, k, pre[at], out[at]);
-        }
-        gz[o * p[3] + c * p[4] + i * p[5]] = v;
-        sum += v;
     }
+    // Each channel's lanes are adjacent: halve them until the first holds their sum.
     partial[local] = sum;
     for (var half = THREADS / 2u; half > 0u; half /= 2u) {
         workgroupBarrier();
-        if (local < half) {
+        if (half < lanes && lane < half) {
             partial[local] += partial[local + half];
         }
     }
-    if (local == 0u && p[8] == 1u) {
-        bias_grad[c] += partial[0];
+    if (lane == 0u && c < channels && p[8] == 1u) {
+        bias_grad[c] += partial[local];
     }
 }
