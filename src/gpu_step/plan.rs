@@ -94,7 +94,8 @@ impl Plan {
     /// every step, and `loss` the one-element value differentiated: the softmax cross-entropy
     /// of training (its gradient fused into its kernel) or any other (seeded with 1). `params`
     /// and `grads` are the buffers of the model's parameters, indexed by
-    /// [`crate::autograd::ParamId`]; the caller zeroes `grads` before each step. Labels and dropout masks start as recorded on the tape.
+    /// [`crate::autograd::ParamId`]; the caller zeroes `grads` before each step. Labels and
+    /// dropout masks start as recorded on the tape.
     ///
     /// # Errors
     /// [`Error::Gpu`] naming the first op the GPU backend cannot run.
@@ -149,11 +150,11 @@ impl Plan {
                 _ => Rc::new(gpu.zeros(len)),
             };
             slots.values.push(value);
-            // Inside a fused layer, gradients flow only through its backward dispatch.
-            let inside_layer = plan.layer_of[i].is_some_and(|l| {
-                let layer = &plan.layers[l];
-                i != layer.product && i != layer.top()
-            });
+            // Inside a fused layer, gradients flow only through its backward dispatch, which
+            // writes the whole of the product's (so it needs no zeroing).
+            let layer = plan.layer_of[i].map(|l| &plan.layers[l]);
+            let inside_layer = layer.is_some_and(|l| i != l.product && i != l.top());
+            let written_whole = layer.is_some_and(|l| i == l.product);
             let grad = match op {
                 _ if !needs_grad || inside_layer => None,
                 Op::Param(id) => Some(grads[id.index()].clone()),
@@ -164,7 +165,7 @@ impl Plan {
                 if i == loss.index() && !matches!(op, Op::SoftmaxCrossEntropy { .. }) {
                     // The seed of the backward pass, never accumulated into.
                     gpu.write(g, &[1.0f32]);
-                } else if !plan.zero.iter().chain(grads).any(|z| Rc::ptr_eq(z, g)) {
+                } else if !written_whole && !plan.zero.iter().chain(grads).any(|z| Rc::ptr_eq(z, g)) {
                     plan.zero.push(g.clone());
                 }
             }
@@ -559,9 +560,10 @@ impl Plan {
     }
 
     /// The gradient at layer `l`'s product, from its output's, back through the activation
-    /// (epilogue_grad.wgsl), the bias's gradient summed on the way: in the product's own
-    /// gradient buffer for a dense layer, in a [rows, filters] buffer (the layout its
-    /// backward products read) for a convolution. None when no gradient reaches the output.
+    /// (epilogue_grad.wgsl), the bias's gradient summed on the way, in the product's own
+    /// gradient buffer (which nothing else reads): a dense layer's `[rows, units]`, a
+    /// convolution's as `[rows, filters]`, the layout its backward products read. None when
+    /// no gradient reaches the output.
     fn epilogue_grad(
         &mut self,
         gpu: &Gpu,
@@ -571,15 +573,13 @@ impl Plan {
     ) -> Result<Option<Rc<Buffer>>> {
         let Some(g) = slots.grads[l.top()].as_deref() else { return Ok(None) };
         let shape = tape.value(Var::at(l.product)).shape();
-        let (outer, channels, inner, strides, gz) = match tape.node(l.product).0 {
+        let gz = slots.grads[l.product].clone().expect("a fused layer's product needs a gradient");
+        let (outer, channels, inner, strides) = match tape.node(l.product).0 {
             Op::Conv2d { .. } => {
                 let (b, f, s) = (shape[0], shape[1], shape[2] * shape[3]);
-                (b, f, s, [s * f, 1, f], Rc::new(gpu.zeros(b * f * s)))
+                (b, f, s, [s * f, 1, f])
             }
-            _ => {
-                let gz = slots.grads[l.product].clone().expect("a fused layer's product needs a gradient");
-                (shape[0], shape[1], 1, [shape[1], 1, 0], gz)
-            }
+            _ => (shape[0], shape[1], 1, [shape[1], 1, 0]),
         };
         let (code, k) = l.activation.map_or((NO_ACTIVATION, 0.0), |(_, act)| activation_code(act));
         let out = l.activation.map_or(g, |_| &*slots.values[l.output]);
@@ -596,8 +596,8 @@ impl Plan {
             .collect::<Vec<u32>>();
         let spare_argmax = gpu.zeros(1);
         let (pooled, argmax) = match l.pool.map(|at| (at, tape.node(at).0)) {
-            Some((at, Op::MaxPool2d { window, .. } | Op::AvgPool2d { window, .. })) => {
-                let mode = u32::from(matches!(tape.node(at).0, Op::AvgPool2d { .. }));
+            Some((at, op @ (Op::MaxPool2d { window, .. } | Op::AvgPool2d { window, .. }))) => {
+                let mode = u32::from(matches!(op, Op::AvgPool2d { .. }));
                 let pooled = pool_params(mode, shape, tape.value(Var::at(at)).shape(), window);
                 (Some(pooled), &*self.scratch[at][0])
             }
