@@ -176,9 +176,21 @@ pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
                     .collect()
             };
             let hidden = series(&|t| steps[t].hidden);
-            let gates =
-                names.iter().enumerate().map(|(g, &name)| (name, series(&|t| steps[t].gates[g]))).collect();
             let units = tape.value(steps[0].hidden).shape()[1];
+            // Gate g of the first sample: columns g units .. (g + 1) units of each step's.
+            let gates = names
+                .iter()
+                .enumerate()
+                .map(|(g, &name)| {
+                    let values = (0..steps.len())
+                        .flat_map(|t| {
+                            let row = tape.value(steps[t].gates).index_axis(Axis(0), 0).to_owned();
+                            row.iter().skip(g * units).take(units).copied().collect::<Vec<f32>>()
+                        })
+                        .collect();
+                    (name, values)
+                })
+                .collect();
             RecurrentTrace { layer: *layer, kind: cell.name(), steps: steps.len(), units, hidden, gates }
         })
         .collect();

@@ -12,6 +12,7 @@ use std::slice;
 
 use common::{away_from_zero, check_model, gradcheck, rng, uniform, unravel};
 use ferrograd::autograd::{Params, Tape, Var};
+use ferrograd::backend::cpu::recurrent::Cell;
 use ferrograd::nn::{Model, ModelSpec};
 use ferrograd::tensor::{self, Tensor};
 use ferrograd::Result;
@@ -256,6 +257,86 @@ fn dropout_with_a_fixed_mask() {
             })
         });
     }
+}
+
+#[test]
+fn recurrent_cells_wrt_inputs_hu_and_state() {
+    // One step, in the middle of three, of each cell; the LSTM's state is h then c. Inputs
+    // stay within [-1.5, 1.5], where no gate saturates.
+    let mut rng = rng(15);
+    for (cell, blocks) in [(Cell::Simple, 1), (Cell::Lstm, 2), (Cell::Gru, 1)] {
+        for (batch, units) in [(1, 1), (3, 4)] {
+            let width = cell.gates() * units;
+            let x = uniform(&mut rng, &[batch, 3, width], -1.5, 1.5);
+            let hu = uniform(&mut rng, &[batch, width], -1.5, 1.5);
+            let state = uniform(&mut rng, &[batch, blocks * units], -1.0, 1.0);
+            gradcheck(&format!("{} batch {batch} units {units}", cell.name()), &[x, hu, state], |t, v| {
+                Ok(t.recurrent_cell(cell, (v[0], 1), v[1], v[2], false)?.0)
+            });
+        }
+    }
+}
+
+#[test]
+fn layer_norm_wrt_input_scale_and_shift() {
+    // Rows of one feature (every output beta), of a few, and tokens of a sequence.
+    let mut rng = rng(16);
+    for shape in [&[3, 1][..], &[4, 5], &[2, 3, 7]] {
+        let d = *shape.last().unwrap();
+        let x = uniform(&mut rng, shape, -2.0, 2.0);
+        let gamma = uniform(&mut rng, &[d], 0.5, 1.5);
+        let beta = uniform(&mut rng, &[d], -1.0, 1.0);
+        gradcheck(&format!("layer_norm {shape:?}"), &[x, gamma, beta], |t, v| {
+            t.layer_norm(v[0], v[1], v[2], 1e-3)
+        });
+    }
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let x = tape.input(Tensor::zeros(vec![2, 4]));
+    let wrong = tape.input(Tensor::zeros(vec![3]));
+    let error = tape.layer_norm(x, wrong, wrong, 1e-5).unwrap_err();
+    assert!(error.to_string().contains("layer_norm"), "{error}");
+}
+
+#[test]
+fn batch_norm_wrt_input_scale_and_shift() {
+    // Features of a dense layer, and channels of images (statistics over batch and positions).
+    let mut rng = rng(17);
+    for shape in [&[6, 3][..], &[2, 3, 4, 5], &[3, 1, 2, 2]] {
+        let c = shape[1];
+        let x = uniform(&mut rng, shape, -2.0, 2.0);
+        let gamma = uniform(&mut rng, &[c], 0.5, 1.5);
+        let beta = uniform(&mut rng, &[c], -1.0, 1.0);
+        gradcheck(&format!("batch_norm {shape:?}"), &[x, gamma, beta], |t, v| {
+            t.batch_norm(v[0], (v[1], v[2]), 1e-3, None)
+        });
+    }
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let one = tape.input(Tensor::zeros(vec![1, 3]));
+    let scale = tape.input(Tensor::ones(vec![3]));
+    let error = tape.batch_norm(one, (scale, scale), 1e-5, None).unwrap_err();
+    assert!(error.to_string().contains("more than one value per channel"), "{error}");
+    let four = tape.input(Tensor::zeros(vec![2, 4]));
+    assert!(tape.batch_norm(four, (scale, scale), 1e-5, None).is_err());
+}
+
+#[test]
+fn recurrent_cell_refuses_shapes_that_do_not_fit() {
+    let params = Params::default();
+    let mut tape = Tape::new(&params);
+    let x = tape.input(Tensor::zeros(vec![2, 3, 8]));
+    let hu = tape.input(Tensor::zeros(vec![2, 8]));
+    let state = tape.input(Tensor::zeros(vec![2, 4]));
+    // The LSTM's state is [batch, 2 units]: 4 columns make 2 units, 8 gate columns 2 units.
+    assert!(tape.recurrent_cell(Cell::Lstm, (x, 1), hu, state, false).is_ok());
+    let error = tape.recurrent_cell(Cell::Lstm, (x, 3), hu, state, false).unwrap_err();
+    assert!(error.to_string().contains("step 3 is past the last of 3"), "{error}");
+    assert!(tape.recurrent_cell(Cell::Gru, (x, 0), hu, state, false).is_err());
+    let short = tape.input(Tensor::zeros(vec![1, 8]));
+    assert!(tape.recurrent_cell(Cell::Lstm, (x, 0), short, state, false).is_err());
+    let flat = tape.input(Tensor::zeros(vec![2, 8]));
+    assert!(tape.recurrent_cell(Cell::Lstm, (flat, 0), hu, state, false).is_err());
 }
 
 #[test]

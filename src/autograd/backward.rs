@@ -15,11 +15,13 @@
 
 use ndarray::{ArrayView2, ArrayViewD, Axis, IxDyn, Slice, Zip};
 
+use crate::backend::cpu::norm;
+use crate::backend::cpu::recurrent::{self, Cell};
 use crate::backend::cpu::{self, conv};
 use crate::tensor::{self, row_major, Tensor};
 use crate::{Error, Result};
 
-use super::ops::{as4, as4_mut, flat_mut, matrix, product_dims, Op};
+use super::ops::{as4, as4_mut, as_channels, as_rows, flat_mut, matrix, matrix_view, product_dims, Op};
 use super::{ParamId, Pool, Tape, Var};
 
 /// The gradients of one backward pass: of every parameter used, and of every
@@ -209,6 +211,20 @@ impl Tape<'_> {
                 if let Some(dx) = self.slot(grads, *x) {
                     conv::avg_pool_backward(&g4, window, as4_mut(dx));
                 }
+                Some(g)
+            }
+            Op::LayerNorm { x, gamma, beta, stats, .. } => {
+                self.layer_norm_backward(grads, &g, (*x, *gamma, *beta), stats);
+                Some(g)
+            }
+            Op::BatchNorm { x, gamma, beta, eps, stats } => {
+                self.batch_norm_backward(grads, &g, (*x, *gamma, *beta), (stats, *eps));
+                Some(g)
+            }
+            // Its node never needs a gradient (see `Tape::batch_norm`).
+            Op::RunningAverage { .. } => Some(g),
+            Op::RecurrentCell { cell, x, step, hu, state, gates } => {
+                self.recurrent_cell_backward(grads, &g, Var(i), *cell, (*x, *step), *hu, *state, gates);
                 Some(g)
             }
         };
@@ -401,6 +417,99 @@ impl Tape<'_> {
             return None;
         }
         Some(grads[to.0].get_or_insert_with(|| self.alloc_zeros(self.value(to).shape())))
+    }
+
+    /// Layer normalisation's rule (see [`norm::layer_norm_backward`]).
+    #[inline(never)]
+    fn layer_norm_backward(
+        &self,
+        grads: &mut Slots,
+        g: &Tensor,
+        (x, gamma, beta): (Var, Var, Var),
+        stats: &Tensor,
+    ) {
+        let rows = stats.shape()[0];
+        let d = g.len() / rows.max(1);
+        let mut dx = self.alloc(g.shape());
+        let mut dgamma = self.alloc_zeros(&[d]);
+        let mut dbeta = self.alloc_zeros(&[d]);
+        norm::layer_norm_backward(
+            as_rows(g, d),
+            as_rows(self.value(x), d),
+            self.value(gamma).as_slice().expect("contiguous"),
+            matrix_view(stats),
+            dx.view_mut().into_shape_with_order((rows, d)).expect("contiguous"),
+            (flat_mut(&mut dgamma), flat_mut(&mut dbeta)),
+        );
+        self.send(grads, x, dx);
+        self.send(grads, gamma, dgamma);
+        self.send(grads, beta, dbeta);
+    }
+
+    /// Batch normalisation's rule (see [`norm::batch_norm_backward`]).
+    #[inline(never)]
+    fn batch_norm_backward(
+        &self,
+        grads: &mut Slots,
+        g: &Tensor,
+        (x, gamma, beta): (Var, Var, Var),
+        (stats, eps): (&Tensor, f32),
+    ) {
+        let shape = g.shape();
+        let (batch, channels) = (shape[0], shape[1]);
+        let dims = (batch, channels, shape[2..].iter().product::<usize>());
+        let mut dx = self.alloc(shape);
+        let mut dgamma = self.alloc_zeros(&[channels]);
+        let mut dbeta = self.alloc_zeros(&[channels]);
+        norm::batch_norm_backward(
+            as_channels(g),
+            as_channels(self.value(x)),
+            self.value(gamma).as_slice().expect("contiguous"),
+            (matrix_view(stats), eps),
+            dx.view_mut().into_shape_with_order(dims).expect("contiguous"),
+            (flat_mut(&mut dgamma), flat_mut(&mut dbeta)),
+        );
+        self.send(grads, x, dx);
+        self.send(grads, gamma, dgamma);
+        self.send(grads, beta, dbeta);
+    }
+
+    /// A recurrent step's rule (see [`recurrent::cell_backward`]): the input projections'
+    /// gradient lands in step `step` of `x`'s.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn recurrent_cell_backward(
+        &self,
+        grads: &mut Slots,
+        g: &Tensor,
+        out: Var,
+        cell: Cell,
+        (x, step): (Var, usize),
+        hu: Var,
+        state: Var,
+        gates: &Tensor,
+    ) {
+        let mut dx = self.alloc(gates.shape());
+        let mut dhu = self.alloc(gates.shape());
+        let mut dstate = self.alloc(self.value(state).shape());
+        recurrent::cell_backward(
+            cell,
+            matrix_view(g),
+            matrix_view(self.value(hu)),
+            matrix_view(self.value(state)),
+            matrix_view(self.value(out)),
+            matrix_view(gates),
+            matrix(&mut dx),
+            matrix(&mut dhu),
+            matrix(&mut dstate),
+        );
+        if let Some(gx) = self.slot(grads, x) {
+            let mut part = gx.index_axis_mut(Axis(1), step);
+            part += &dx;
+        }
+        self.recycle(dx);
+        self.send(grads, hu, dhu);
+        self.send(grads, state, dstate);
     }
 
     /// Adds `grad`, shaped like `to`, to its gradient: into the slot, or as the slot.

@@ -19,6 +19,7 @@ mod pool;
 use std::cell::RefCell;
 
 pub use backward::Gradients;
+pub use ops::RunningStatistics;
 #[cfg(feature = "webgpu")]
 pub(crate) use ops::{product_dims, Op, ProductDims};
 pub use params::{ParamId, Parameter, Params};

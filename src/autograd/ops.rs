@@ -5,6 +5,8 @@
 use ndarray::{Axis, Ix2, Ix4, IxDyn, Slice};
 
 use crate::backend::cpu::conv::{self, Window};
+use crate::backend::cpu::norm;
+use crate::backend::cpu::recurrent::{self, Cell};
 use crate::backend::cpu::{self, Activation};
 use crate::tensor::{self, row_major, Tensor};
 use crate::{Error, Result};
@@ -87,6 +89,47 @@ pub(crate) enum Op {
         x: Var,
         window: Window,
     },
+    /// Saves each row's mean and `1 / sqrt(var + eps)`, `[rows, 2]`.
+    LayerNorm {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
+        eps: f32,
+        stats: Tensor,
+    },
+    /// Batch normalisation on the batch's statistics; saves each channel's mean and biased
+    /// variance, `[channels, 2]`.
+    BatchNorm {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        eps: f32,
+        stats: Tensor,
+    },
+    /// A running statistic moved toward the batch's that batch norm `norm` saved (`stat` 0
+    /// the mean, 1 the variance, made unbiased by `unbias`): `(1 - momentum) old + momentum
+    /// unbias stat`. It takes no gradient (see [`Tape::batch_norm`]).
+    RunningAverage {
+        norm: Var,
+        old: Var,
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
+        stat: usize,
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
+        momentum: f32,
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
+        unbias: f32,
+    },
+    /// One step of a recurrent cell (see [`Tape::recurrent_cell`]); saves the gates'
+    /// activations `[batch, gates * units]`.
+    RecurrentCell {
+        cell: Cell,
+        x: Var,
+        step: usize,
+        hu: Var,
+        state: Var,
+        gates: Tensor,
+    },
 }
 
 impl Op {
@@ -116,6 +159,11 @@ impl Op {
             | Op::MaxPool2d { x, .. }
             | Op::AvgPool2d { x, .. } => vec![*x],
             Op::Concat { inputs, .. } => inputs.clone(),
+            Op::RecurrentCell { x, hu, state, .. } => vec![*x, *hu, *state],
+            Op::LayerNorm { x, gamma, beta, .. } | Op::BatchNorm { x, gamma, beta, .. } => {
+                vec![*x, *gamma, *beta]
+            }
+            Op::RunningAverage { norm, old, .. } => vec![*norm, *old],
         }
     }
 
@@ -124,7 +172,10 @@ impl Op {
         match self {
             Op::SoftmaxCrossEntropy { probs: t, .. }
             | Op::Dropout { mask: t, .. }
-            | Op::Conv2d { cols: t, .. } => pool.give(t),
+            | Op::Conv2d { cols: t, .. }
+            | Op::RecurrentCell { gates: t, .. }
+            | Op::LayerNorm { stats: t, .. }
+            | Op::BatchNorm { stats: t, .. } => pool.give(t),
             Op::MaxPool2d { argmax, .. } => pool.give_indices(argmax),
             _ => {}
         }
@@ -515,6 +566,149 @@ impl Tape<'_> {
         Ok(self.push(value, Op::AvgPool2d { x, window }, &[x]))
     }
 
+    /// Layer normalisation of `x` `[.., d]` over its last axis (see [`norm`]), scaled by
+    /// `gamma` `[d]` and shifted by `beta` `[d]`.
+    ///
+    /// # Errors
+    /// When `x` has no axis, or `gamma` or `beta` is not `[d]`.
+    pub fn layer_norm(&mut self, x: Var, gamma: Var, beta: Var, eps: f32) -> Result<Var> {
+        let shape = self.value(x).shape();
+        let Some(&d) = shape.last() else {
+            return Err(Error::bad_shape("layer_norm", shape, "needs an axis to normalise"));
+        };
+        for p in [gamma, beta] {
+            if self.value(p).shape() != [d] {
+                return Err(Error::mismatch("layer_norm", shape, self.value(p).shape()));
+            }
+        }
+        let rows = self.value(x).len() / d.max(1);
+        let mut value = self.alloc(shape);
+        let mut stats = self.alloc(&[rows, 2]);
+        let (g, b) = (self.value(gamma), self.value(beta));
+        let params = (g.as_slice().expect("contiguous"), b.as_slice().expect("contiguous"));
+        let out = value.view_mut().into_shape_with_order((rows, d)).expect("contiguous");
+        norm::layer_norm_forward(as_rows(self.value(x), d), params, eps, out, matrix(&mut stats));
+        Ok(self.push(value, Op::LayerNorm { x, gamma, beta, eps, stats }, &[x, gamma, beta]))
+    }
+
+    /// Batch normalisation of `x` `[batch, channels]` or `[batch, channels, h, w]` on the
+    /// batch's statistics (see [`norm::batch_norm_forward`]), scaled by `gamma` and shifted by
+    /// `beta` (`[channels]` each). With `running`, the running mean and variance are moved
+    /// toward the batch's (the variance unbiased) and their new values recorded as buffer
+    /// updates ([`Tape::update_buffer`]); those take no gradient.
+    ///
+    /// # Errors
+    /// When the shapes do not fit, or a channel has fewer than two values to take statistics
+    /// of.
+    pub fn batch_norm(
+        &mut self,
+        x: Var,
+        (gamma, beta): (Var, Var),
+        eps: f32,
+        running: Option<RunningStatistics>,
+    ) -> Result<Var> {
+        let shape = self.value(x).shape().to_vec();
+        if shape.len() < 2 {
+            return Err(Error::bad_shape("batch_norm", &shape, "expects [batch, channels, ..]"));
+        }
+        let (batch, channels) = (shape[0], shape[1]);
+        let positions = shape[2..].iter().product::<usize>();
+        for p in [gamma, beta] {
+            if self.value(p).shape() != [channels] {
+                return Err(Error::mismatch("batch_norm", &shape, self.value(p).shape()));
+            }
+        }
+        let count = batch * positions;
+        if count < 2 {
+            // As PyTorch refuses it: the variance of one value is 0, so every output would be
+            // beta, and nothing would train.
+            return Err(Error::invalid(
+                "batch_norm",
+                format!("training needs more than one value per channel, and a batch of {shape:?} gives {count}; use a batch size of 2 or more"),
+            ));
+        }
+        let mut value = self.alloc(&shape);
+        let mut stats = self.alloc(&[channels, 2]);
+        let (g, b) = (self.value(gamma), self.value(beta));
+        let params = (g.as_slice().expect("contiguous"), b.as_slice().expect("contiguous"));
+        let out = value.view_mut().into_shape_with_order((batch, channels, positions)).expect("contiguous");
+        norm::batch_norm_forward(as_channels(self.value(x)), params, eps, out, matrix(&mut stats));
+        // The new running values, from the statistics before the op keeps them.
+        let unbias = count as f32 / (count as f32 - 1.0);
+        let updates = running.map(|r| {
+            [(r.mean, 0, 1.0), (r.var, 1, unbias)].map(|(id, stat, unbias)| {
+                let old = self.value_of_param(id);
+                let mut new = self.alloc(old.shape());
+                for (c, (n, &o)) in new.iter_mut().zip(old.iter()).enumerate() {
+                    *n = o * (1.0 - r.momentum) + stats[[c, stat]] * unbias * r.momentum;
+                }
+                (id, stat, unbias, new)
+            })
+        });
+        let norm = self.push(value, Op::BatchNorm { x, gamma, beta, eps, stats }, &[x, gamma, beta]);
+        if let (Some(r), Some(updates)) = (running, updates) {
+            for (id, stat, unbias, new) in updates {
+                let old = self.param(id);
+                let op = Op::RunningAverage { norm, old, stat, momentum: r.momentum, unbias };
+                // No operand listed: nothing differentiates a running statistic.
+                let value = self.push(new, op, &[]);
+                self.update_buffer(id, value);
+            }
+        }
+        Ok(norm)
+    }
+
+    /// One time step of a recurrent `cell` (see [`recurrent`]): `x` `[batch, time, gates *
+    /// units]` holds every step's input projections (bias included), of which step `step` is
+    /// read in place; `hu` `[batch, gates * units]` is the previous state's product with the
+    /// recurrent weights; `state` the previous state, `[batch, units]` (`h`) or for the LSTM
+    /// `[batch, 2 * units]` (`h` then `c`). Returns the new state, shaped like `state`, and
+    /// with `keep_gates` the gates' activations `[batch, gates * units]` as a value that needs
+    /// no gradient (for the page's inside views).
+    ///
+    /// # Errors
+    /// When the shapes do not fit the cell or each other, or `step` is past the end.
+    pub fn recurrent_cell(
+        &mut self,
+        cell: Cell,
+        (x, step): (Var, usize),
+        hu: Var,
+        state: Var,
+        keep_gates: bool,
+    ) -> Result<(Var, Option<Var>)> {
+        let name = cell.name();
+        let (xs, hs, ss) = (self.value(x).shape(), self.value(hu).shape(), self.value(state).shape());
+        let [batch, time, width] = xs[..] else {
+            return Err(Error::bad_shape(name, xs, "expects input projections [batch, time, gates * units]"));
+        };
+        let fits = ss.len() == 2 && ss[1] % cell.state_blocks() == 0 && ss[0] == batch;
+        let units = if fits { ss[1] / cell.state_blocks() } else { 0 };
+        if !fits || width != cell.gates() * units {
+            return Err(Error::mismatch(name, xs, ss));
+        }
+        if hs != [batch, width] {
+            return Err(Error::mismatch(name, xs, hs));
+        }
+        if step >= time {
+            return Err(Error::bad_shape(name, xs, format!("step {step} is past the last of {time}")));
+        }
+        let mut value = self.alloc(ss);
+        let mut gates = self.alloc(&[batch, width]);
+        let input = self.value(x).index_axis(Axis(1), step).into_dimensionality::<Ix2>();
+        let input = input.expect("checked to have three axes");
+        recurrent::cell_forward(
+            cell,
+            input,
+            matrix_view(self.value(hu)),
+            matrix_view(self.value(state)),
+            matrix(&mut value),
+            matrix(&mut gates),
+        );
+        let kept = keep_gates.then(|| gates.clone());
+        let out = self.push(value, Op::RecurrentCell { cell, x, step, hu, state, gates }, &[x, hu, state]);
+        Ok((out, kept.map(|g| self.input(g))))
+    }
+
     /// The window over `x`, and the output's shape `[batch, channels, out_h, out_w]`.
     fn pool_window(
         &self,
@@ -535,6 +729,16 @@ impl Tape<'_> {
             )),
         }
     }
+}
+
+/// Which running statistics a training batch norm moves, and by how much (see
+/// [`Tape::batch_norm`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RunningStatistics {
+    pub mean: ParamId,
+    pub var: ParamId,
+    /// The weight of the batch's statistics, in `(0, 1]`.
+    pub momentum: f32,
 }
 
 /// The sizes of a (batched) matrix product `[batch, m, k] @ [batch, k, n]`; plain matrices
@@ -581,6 +785,23 @@ pub(crate) fn as4<'a>(op: &'static str, t: &'a Tensor) -> Result<ndarray::ArrayV
 /// A tensor the tape made (contiguous, two axes) as a matrix to write into.
 pub(crate) fn matrix(t: &mut Tensor) -> ndarray::ArrayViewMut2<'_, f32> {
     t.view_mut().into_dimensionality::<Ix2>().expect("a matrix made by the tape")
+}
+
+/// A tensor the tape made (contiguous, two axes or more) as `[batch, channels, positions]`.
+pub(crate) fn as_channels(t: &Tensor) -> ndarray::ArrayView3<'_, f32> {
+    let s = t.shape();
+    let dims = (s[0], s[1], s[2..].iter().product::<usize>());
+    t.view().into_shape_with_order(dims).expect("contiguous")
+}
+
+/// A tensor the tape made (contiguous) as rows of `d` elements.
+pub(crate) fn as_rows(t: &Tensor, d: usize) -> ndarray::ArrayView2<'_, f32> {
+    t.view().into_shape_with_order((t.len() / d.max(1), d)).expect("contiguous")
+}
+
+/// A tensor the tape made (two axes) as a matrix to read.
+pub(crate) fn matrix_view(t: &Tensor) -> ndarray::ArrayView2<'_, f32> {
+    t.view().into_dimensionality::<Ix2>().expect("a matrix made by the tape")
 }
 
 /// A tensor the tape made (contiguous, four axes) as `[batch, channels, h, w]` to write into.

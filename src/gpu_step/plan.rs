@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use crate::autograd::{product_dims, Op, ProductDims, Tape, Var};
 use crate::backend::cpu::conv::Window;
+use crate::backend::cpu::recurrent::Cell;
 use crate::backend::cpu::Activation;
 use crate::backend::gpu::{
     activation_code, product_dispatch, BiasAlong, Buffer, Dispatch, Epilogue, Gpu, Kernel, Product, Readback,
@@ -340,6 +341,39 @@ impl Plan {
                     n / params[2] as usize,
                 ));
             }
+            Op::LayerNorm { x, gamma, beta, eps, stats } => {
+                let d = shape(*gamma)[0];
+                let rows = stats.shape()[0];
+                let stats = gpu.zeros(2 * rows);
+                let params = [rows as u32, d as u32, eps.to_bits()];
+                let buffers = [value(*x), value(*gamma), value(*beta), out, &stats];
+                self.push(gpu.dispatch(Kernel::LayerNorm, &params, &buffers, rows));
+                self.scratch[i].push(Rc::new(stats));
+            }
+            Op::BatchNorm { x, gamma, beta, eps, .. } => {
+                let (params, channels) = batch_norm_params(shape(*x), *eps)?;
+                let stats = gpu.zeros(2 * channels);
+                let buffers = [value(*x), value(*gamma), value(*beta), out, &stats];
+                self.push(gpu.dispatch_groups(Kernel::BatchNorm, &params, &buffers, (channels as u32, 1, 1)));
+                self.scratch[i].push(Rc::new(stats));
+            }
+            Op::RunningAverage { norm, old, stat, momentum, unbias } => {
+                let params = [n as u32, *stat as u32, momentum.to_bits(), unbias.to_bits()];
+                let stats = self.scratch[norm.index()][0].clone();
+                self.push(gpu.dispatch(Kernel::RunningAverage, &params, &[value(*old), &stats, out], n));
+            }
+            Op::RecurrentCell { cell, x, step, hu, state, .. } => {
+                let params = cell_params(*cell, shape(*x), shape(*state), *step);
+                let gates = gpu.zeros(shape(*hu).iter().product());
+                let buffers = [value(*x), value(*hu), value(*state), out, &gates];
+                self.push(gpu.dispatch(
+                    Kernel::RecurrentCell,
+                    &params,
+                    &buffers,
+                    params[1] as usize * params[2] as usize,
+                ));
+                self.scratch[i].push(Rc::new(gates));
+            }
             Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
                 return Err(Error::Gpu(format!(
                     "{} has no GPU kernel; train this model on the CPU",
@@ -551,6 +585,46 @@ impl Plan {
                     let rows = gx.len() / params[2] as usize;
                     self.push(gpu.dispatch(Kernel::Softmax, &params, &[&*slots.values[i], g, gx], rows));
                 }
+            }
+            Op::LayerNorm { x, gamma, beta, stats, .. } => {
+                let (rows, d) = (stats.shape()[0], shape(*gamma)[0]);
+                let spare = gpu.zeros(1);
+                let targets = [grad(*x), grad(*gamma), grad(*beta)];
+                let flags = (0..3).map(|k| u32::from(targets[k].is_some()) << k).sum::<u32>();
+                let [dx, dgamma, dbeta] = targets.map(|t| t.unwrap_or(&spare));
+                let saved = self.scratch[i][0].clone();
+                let buffers = [g, value(*x), value(*gamma), &*saved, dx, dgamma, dbeta];
+                for (mode, invocations) in [(0, rows), (1, d)] {
+                    let wanted = if mode == 0 { flags & 1 } else { flags & 6 };
+                    if wanted != 0 {
+                        let params = [mode, rows as u32, d as u32, flags];
+                        self.push(gpu.dispatch(Kernel::LayerNormGrad, &params, &buffers, invocations));
+                    }
+                }
+            }
+            Op::BatchNorm { x, gamma, beta, eps, .. } => {
+                let (mut params, channels) = batch_norm_params(shape(*x), *eps)?;
+                let spare = gpu.zeros(1);
+                let targets = [grad(*x), grad(*gamma), grad(*beta)];
+                params.push((0..3).map(|k| u32::from(targets[k].is_some()) << k).sum::<u32>());
+                let [dx, dgamma, dbeta] = targets.map(|t| t.unwrap_or(&spare));
+                let saved = self.scratch[i][0].clone();
+                let buffers = [g, value(*x), value(*gamma), &*saved, dx, dgamma, dbeta];
+                let groups = (channels as u32, 1, 1);
+                self.push(gpu.dispatch_groups(Kernel::BatchNormGrad, &params, &buffers, groups));
+            }
+            // Never reached: its node needs no gradient.
+            Op::RunningAverage { .. } => {}
+            Op::RecurrentCell { cell, x, step, hu, state, .. } => {
+                let spare = gpu.zeros(1);
+                let targets = [grad(*x), grad(*hu), grad(*state)];
+                let flags = (0..3).map(|k| u32::from(targets[k].is_some()) << k).sum::<u32>();
+                let mut params = cell_params(*cell, shape(*x), shape(*state), *step).to_vec();
+                params.push(flags);
+                let [dx, dhu, dstate] = targets.map(|t| t.unwrap_or(&spare));
+                let buffers = [g, value(*hu), value(*state), &self.scratch[i][0], dx, dhu, dstate];
+                let invocations = params[1] as usize * params[2] as usize;
+                self.push(gpu.dispatch(Kernel::RecurrentCellGrad, &params, &buffers, invocations));
             }
             Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
                 return Err(Error::Gpu(format!("{} has no GPU kernel", op_name(op))));
@@ -936,6 +1010,29 @@ impl Conv {
 fn softmax_params(mode: u32, shape: &[usize]) -> [u32; 3] {
     let len = shape.last().copied().unwrap_or(1);
     [mode, (shape.iter().product::<usize>() / len) as u32, len as u32]
+}
+
+/// batch_norm.wgsl's parameters (batch, channels, positions, eps) and its workgroups, one
+/// per channel.
+fn batch_norm_params(x: &[usize], eps: f32) -> Result<(Vec<u32>, usize)> {
+    let channels = x[1];
+    if channels > 65_535 {
+        return Err(Error::Gpu(format!(
+            "batch norm over {channels} channels: the GPU kernel takes at most 65,535"
+        )));
+    }
+    let positions = x[2..].iter().product::<usize>();
+    Ok((vec![x[0] as u32, channels as u32, positions as u32, eps.to_bits()], channels))
+}
+
+/// recurrent_cell.wgsl's parameters: cell, batch, units, time, step.
+fn cell_params(cell: Cell, x: &[usize], state: &[usize], step: usize) -> [u32; 5] {
+    let code = match cell {
+        Cell::Simple => 0,
+        Cell::Lstm => 1,
+        Cell::Gru => 2,
+    };
+    [code, x[0], state[1] / cell.state_blocks(), x[1], step].map(|v| v as u32)
 }
 
 /// pool.wgsl's parameters.

@@ -9,7 +9,7 @@ use super::recurrent::{Cell, Recurrent, StepTrace};
 use super::spec::{conv_window, Padding};
 use super::transformer::{AttentionTrace, LayerNorm, MultiHeadAttention, PatchEmbed, Projection};
 use super::{Init, LayerSpec, ModelSpec};
-use crate::autograd::{ParamId, Params, Tape, Var};
+use crate::autograd::{ParamId, Params, RunningStatistics, Tape, Var};
 use crate::backend::cpu::Activation;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -322,74 +322,34 @@ fn add_bias(tape: &mut Tape, y: Var, bias: Option<ParamId>, trailing: &[usize]) 
 }
 
 impl BatchNorm {
-    /// `gamma * (x - mean) / sqrt(var + eps) + beta` per feature, from primitive ops. For
-    /// images, the statistics run over the batch and both spatial axes of each channel.
-    /// With a `running_weight` (training), on the batch's statistics, moving the running
-    /// averages toward them by that weight; without, on the running averages.
+    /// `gamma * (x - mean) / sqrt(var + eps) + beta` per feature. For images, the statistics
+    /// run over the batch and both spatial axes of each channel. With a `running_weight`
+    /// (training), on the batch's statistics, in one op ([`Tape::batch_norm`]) that also
+    /// moves the running averages toward them by that weight; without (evaluation), on the
+    /// running averages, which make it an affine map per feature, left to the primitive ops.
     fn forward(&self, tape: &mut Tape, x: Var, running_weight: Option<f32>) -> Result<Var> {
+        let gamma = tape.param(self.gamma);
+        let beta = tape.param(self.beta);
+        if let Some(momentum) = running_weight {
+            let running = RunningStatistics { mean: self.running_mean, var: self.running_var, momentum };
+            return tape.batch_norm(x, (gamma, beta), self.eps, Some(running));
+        }
         let shape = tape.value(x).shape().to_vec();
         let features = shape[1];
         // Statistics shaped to broadcast against x: [features] or [features, 1, 1].
         let stat_shape: Vec<usize> = if shape.len() == 4 { vec![features, 1, 1] } else { vec![features] };
-        let (mean, var) = if let Some(weight) = running_weight {
-            let count = shape[0] * shape[2..].iter().product::<usize>();
-            if count < 2 {
-                // As PyTorch refuses it: the variance of one value is 0, so every output would
-                // be beta, and nothing would train.
-                return Err(Error::invalid(
-                    "batch_norm",
-                    format!("training needs more than one value per channel, and a batch of {shape:?} gives {count}; use a batch size of 2 or more"),
-                ));
-            }
-            // Features first, everything else flattened: [features, samples].
-            let per_feature = if shape.len() == 4 {
-                let moved = tape.permute(x, &[1, 0, 2, 3])?;
-                tape.reshape(moved, &[features, shape[0] * shape[2] * shape[3]])?
-            } else {
-                tape.transpose(x)?
-            };
-            let mean = tape.mean(per_feature, 1)?;
-            let mean_col = tape.reshape(mean, &[features, 1])?;
-            let centred = tape.sub(per_feature, mean_col)?;
-            let squared = tape.mul(centred, centred)?;
-            let var = tape.mean(squared, 1)?;
-            let count = tape.value(per_feature).shape()[1] as f32;
-            self.record_running(tape, mean, var, count, weight)?;
-            (tape.reshape(mean, &stat_shape)?, tape.reshape(var, &stat_shape)?)
-        } else {
-            let mean = tape.param(self.running_mean);
-            let var = tape.param(self.running_var);
-            (tape.reshape(mean, &stat_shape)?, tape.reshape(var, &stat_shape)?)
-        };
+        let mean = tape.param(self.running_mean);
+        let var = tape.param(self.running_var);
+        let (mean, var) = (tape.reshape(mean, &stat_shape)?, tape.reshape(var, &stat_shape)?);
         let eps = tape.input(crate::tensor::scalar(self.eps));
         let shifted = tape.add(var, eps)?;
         let inv_std = tape.pow(shifted, -0.5);
         let centred = tape.sub(x, mean)?;
         let normed = tape.mul(centred, inv_std)?;
-        let gamma = tape.param(self.gamma);
         let gamma = tape.reshape(gamma, &stat_shape)?;
-        let beta = tape.param(self.beta);
         let beta = tape.reshape(beta, &stat_shape)?;
         let scaled = tape.mul(normed, gamma)?;
         tape.add(scaled, beta)
-    }
-
-    /// New running averages: `(1 - m) * running + m * batch`, the variance unbiased. Recorded
-    /// as ops on the tape (apart from the loss, so no gradient flows through them) so that the
-    /// GPU backend computes them where the statistics are.
-    fn record_running(&self, tape: &mut Tape, mean: Var, var: Var, count: f32, m: f32) -> Result<()> {
-        let keep = tape.input(crate::tensor::scalar(1.0 - m));
-        let take = tape.input(crate::tensor::scalar(m));
-        let unbias = tape.input(crate::tensor::scalar(count / (count - 1.0).max(1.0)));
-        let unbiased = tape.mul(var, unbias)?;
-        for (running, batch) in [(self.running_mean, mean), (self.running_var, unbiased)] {
-            let old = tape.param(running);
-            let kept = tape.mul(old, keep)?;
-            let new = tape.mul(batch, take)?;
-            let value = tape.add(kept, new)?;
-            tape.update_buffer(running, value);
-        }
-        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
-//! The Transformer's layers, built from the tape's primitive ops (matrix products on stacked
-//! heads, softmax over the last axis, reshapes and permutes), so that their gradients are the
-//! tape's ordinary backward pass, as in candle's and burn's ViT: patch embedding, layer
-//! normalisation and multi-head self-attention.
+//! The Transformer's layers, built from the tape's ops (matrix products on stacked heads,
+//! softmax over the last axis, reshapes and permutes, layer normalisation), so that their
+//! gradients are the tape's ordinary backward pass, as in candle's and burn's ViT: patch
+//! embedding, layer normalisation and multi-head self-attention.
 
 use crate::autograd::{ParamId, Tape, Var};
 use crate::Result;
@@ -17,25 +17,9 @@ impl LayerNorm {
     /// Normalises `x` `[batch, .., d]` over its last axis; the statistics are per sample (per
     /// token), so training and inference compute the same.
     pub fn forward(&self, tape: &mut Tape, x: Var) -> Result<Var> {
-        let shape = tape.value(x).shape().to_vec();
-        let last = shape.len() - 1;
-        // The statistics keep a trailing axis of 1 to broadcast against x.
-        let mut kept = shape.clone();
-        kept[last] = 1;
-        let mean = tape.mean(x, last)?;
-        let mean = tape.reshape(mean, &kept)?;
-        let centred = tape.sub(x, mean)?;
-        let squared = tape.mul(centred, centred)?;
-        let var = tape.mean(squared, last)?;
-        let var = tape.reshape(var, &kept)?;
-        let eps = tape.input(crate::tensor::scalar(self.eps));
-        let shifted = tape.add(var, eps)?;
-        let inv_std = tape.pow(shifted, -0.5);
-        let normed = tape.mul(centred, inv_std)?;
         let gamma = tape.param(self.gamma);
-        let scaled = tape.mul(normed, gamma)?;
         let beta = tape.param(self.beta);
-        tape.add(scaled, beta)
+        tape.layer_norm(x, gamma, beta, self.eps)
     }
 }
 

@@ -4,6 +4,7 @@
 //! input must agree within a relative error of 1e-4.
 
 use ferrograd::autograd::{Params, Tape, Var};
+use ferrograd::backend::cpu::recurrent::Cell;
 use ferrograd::backend::cpu::Activation;
 use ferrograd::backend::gpu::Gpu;
 use ferrograd::gpu_step::run_on_gpu;
@@ -278,5 +279,58 @@ pub fn cases() -> Vec<Case> {
         let mut k = keep.iter();
         t.dropout(v[0], 0.3, || *k.next().expect("one draw per element"))
     }));
+
+    // Rows of 1, of 33 and of 257 features, the last as a stack of tokens.
+    for shape in [&[7, 1][..], &[257, 33], &[3, 7, 257]] {
+        let d = *shape.last().unwrap();
+        let inputs = vec![
+            uniform(&mut r, shape, -2.0, 2.0),
+            uniform(&mut r, &[d], 0.5, 1.5),
+            uniform(&mut r, &[d], -1.0, 1.0),
+        ];
+        all.push(case(format!("layer_norm {shape:?}"), inputs, |t, v| t.layer_norm(v[0], v[1], v[2], 1e-5)));
+    }
+
+    // A dense layer's features, and channels of images (more positions than a workgroup's
+    // lanes, and fewer).
+    for shape in [&[7, 33][..], &[3, 7, 9, 9], &[2, 3, 5, 1]] {
+        let c = shape[1];
+        let inputs = vec![
+            uniform(&mut r, shape, -2.0, 2.0),
+            uniform(&mut r, &[c], 0.5, 1.5),
+            uniform(&mut r, &[c], -1.0, 1.0),
+        ];
+        all.push(case(format!("batch_norm {shape:?}"), inputs, |t, v| {
+            t.batch_norm(v[0], (v[1], v[2]), 1e-5, None)
+        }));
+    }
+
+    // Each recurrent cell: one step with every input a variable, and three steps chained as a
+    // layer chains them (the state's product with the weights, the LSTM's h sliced off), so
+    // that x's gradient gathers every step's and the state's flows back through time.
+    for (cell, blocks) in [(Cell::Simple, 1), (Cell::Lstm, 2), (Cell::Gru, 1)] {
+        let (batch, units) = (7, 33);
+        let width = cell.gates() * units;
+        let inputs = vec![
+            uniform(&mut r, &[batch, 3, width], -2.0, 2.0),
+            uniform(&mut r, &[batch, width], -2.0, 2.0),
+            uniform(&mut r, &[batch, blocks * units], -1.0, 1.0),
+        ];
+        all.push(case(format!("{} step", cell.name()), inputs, move |t, v| {
+            Ok(t.recurrent_cell(cell, (v[0], 2), v[1], v[2], false)?.0)
+        }));
+        let inputs =
+            vec![uniform(&mut r, &[batch, 3, width], -1.0, 1.0), uniform(&mut r, &[units, width], -0.3, 0.3)];
+        all.push(case(format!("{} over 3 steps", cell.name()), inputs, move |t, v| {
+            let mut state = t.zeros(&[batch, blocks * units]);
+            let mut h = if blocks == 2 { t.zeros(&[batch, units]) } else { state };
+            for step in 0..3 {
+                let hu = t.matmul(h, v[1])?;
+                state = t.recurrent_cell(cell, (v[0], step), hu, state, false)?.0;
+                h = if blocks == 2 { t.slice(state, 1, 0, units)? } else { state };
+            }
+            Ok(state)
+        }));
+    }
     all
 }

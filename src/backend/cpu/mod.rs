@@ -2,6 +2,8 @@
 
 pub mod conv;
 mod math;
+pub mod norm;
+pub mod recurrent;
 // The product's kernel in wasm; natively only its tests run, matrixmultiply's AVX2/FMA
 // kernels being faster there.
 #[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]

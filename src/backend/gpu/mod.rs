@@ -37,10 +37,17 @@ pub enum Kernel {
     SumSquares,
     Softmax,
     EpilogueGrad,
+    RecurrentCell,
+    RecurrentCellGrad,
+    LayerNorm,
+    LayerNormGrad,
+    BatchNorm,
+    BatchNormGrad,
+    RunningAverage,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::MatMul,
         Kernel::Binary,
         Kernel::BinaryGrad,
@@ -59,6 +66,13 @@ impl Kernel {
         Kernel::SumSquares,
         Kernel::Softmax,
         Kernel::EpilogueGrad,
+        Kernel::RecurrentCell,
+        Kernel::RecurrentCellGrad,
+        Kernel::LayerNorm,
+        Kernel::LayerNormGrad,
+        Kernel::BatchNorm,
+        Kernel::BatchNormGrad,
+        Kernel::RunningAverage,
     ];
 
     /// The kernel's file name in `kernels/` and its WGSL source: `common.wgsl` (the sizes'
@@ -102,6 +116,13 @@ impl Kernel {
             Kernel::SumSquares => wgsl!("sum_squares.wgsl"),
             Kernel::Softmax => wgsl!("softmax.wgsl"),
             Kernel::EpilogueGrad => wgsl!("epilogue_grad.wgsl" + "activation.wgsl" + "pool_gather.wgsl"),
+            Kernel::RecurrentCell => wgsl!("recurrent_cell.wgsl" + "cell.wgsl" + "activation.wgsl"),
+            Kernel::RecurrentCellGrad => wgsl!("recurrent_cell_grad.wgsl" + "cell.wgsl" + "activation.wgsl"),
+            Kernel::LayerNorm => wgsl!("layer_norm.wgsl"),
+            Kernel::LayerNormGrad => wgsl!("layer_norm_grad.wgsl"),
+            Kernel::BatchNorm => wgsl!("batch_norm.wgsl" + "channel.wgsl"),
+            Kernel::BatchNormGrad => wgsl!("batch_norm_grad.wgsl" + "channel.wgsl"),
+            Kernel::RunningAverage => wgsl!("running_average.wgsl"),
         }
     }
 }

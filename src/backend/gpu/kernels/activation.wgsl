@@ -7,18 +7,20 @@ fn activate(code: u32, k: f32, v: f32) -> f32 {
     switch code {
         case 0u: { return max(v, 0.0); }
         case 1u: { return select(k * v, v, v > 0.0); }
-        case 2u: {
-            // Neither branch overflows for large |v|.
-            if (v >= 0.0) {
-                return 1.0 / (1.0 + exp(-v));
-            }
-            let e = exp(v);
-            return e / (1.0 + e);
-        }
+        case 2u: { return sigmoid(v); }
         case 3u: { return tanh(v); }
         case 5u: { return 0.5 * v * (1.0 + tanh(gelu_u(v))); }
         default: { return pow(v, k); }
     }
+}
+
+// 1 / (1 + e^-v): neither branch overflows for large |v|.
+fn sigmoid(v: f32) -> f32 {
+    if (v >= 0.0) {
+        return 1.0 / (1.0 + exp(-v));
+    }
+    let e = exp(v);
+    return e / (1.0 + e);
 }
 
 // The derivative of activation `code` at `v`, where it took the value `out`. Relu, sigmoid

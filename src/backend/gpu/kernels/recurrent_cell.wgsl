@@ -1,0 +1,58 @@
+// One time step of a recurrent cell, as backend/cpu/recurrent.rs computes it, one invocation
+// per (row, unit): the new state from the step's input projections (read in place in x
+// [batch, time, gates * units]), the previous state's product hu [batch, gates * units] and
+// the previous state, which for the LSTM is h then c. The gates' activations are kept for the
+// backward pass (recurrent_cell_grad.wgsl).
+//
+// p: cell (0 simple, 1 LSTM, 2 GRU), batch, units, time, step.
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> hu: array<f32>;
+@group(0) @binding(3) var<storage, read> state: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> gates: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(id, groups);
+    let units = p[2];
+    if (i >= p[1] * units) {
+        return;
+    }
+    let b = i / units;
+    let j = i % units;
+    let width = cell_gates(p[0]) * units;
+    // Gate k of this unit: x at (b, step, k units + j), hu and gates at (b, k units + j).
+    let at_x = (b * p[3] + p[4]) * width + j;
+    let at = b * width + j;
+    switch p[0] {
+        case 0u: {
+            let h = squash(x[at_x] + hu[at]);
+            gates[at] = h;
+            out[i] = h;
+        }
+        case 1u: {
+            let ig = sigmoid(x[at_x] + hu[at]);
+            let f = sigmoid(x[at_x + units] + hu[at + units]);
+            let g = squash(x[at_x + 2u * units] + hu[at + 2u * units]);
+            let o = sigmoid(x[at_x + 3u * units] + hu[at + 3u * units]);
+            let s = b * 2u * units + j;
+            let c = f * state[s + units] + ig * g;
+            out[s] = o * squash(c);
+            out[s + units] = c;
+            gates[at] = ig;
+            gates[at + units] = f;
+            gates[at + 2u * units] = g;
+            gates[at + 3u * units] = o;
+        }
+        default: {
+            let r = sigmoid(x[at_x] + hu[at]);
+            let u = sigmoid(x[at_x + units] + hu[at + units]);
+            let n = squash(x[at_x + 2u * units] + r * hu[at + 2u * units]);
+            out[i] = n + u * (state[i] - n);
+            gates[at] = r;
+            gates[at + units] = u;
+            gates[at + 2u * units] = n;
+        }
+    }
+}
