@@ -111,7 +111,10 @@ pub(crate) enum Op {
     /// the mean, 1 the variance, made unbiased by `unbias`): `(1 - momentum) old + momentum
     /// unbias stat`. It takes no gradient (see [`Tape::batch_norm`]).
     RunningAverage {
+        // Read by the GPU's plans only: no backward rule differentiates a running statistic.
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
         norm: Var,
+        #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
         old: Var,
         #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
         stat: usize,
