@@ -102,7 +102,8 @@ pub fn cell_forward(
 /// From the gradient `g` of the new state: the gradients of the step's pre-activations from
 /// the input into `dx` and from the previous state into `dhu` (the same but for the GRU's new
 /// gate, where `hu` is scaled by the reset gate), and of the previous state into `dstate`
-/// (`h`'s part zero: `h` reaches the step only through `hu`). Reads `out`, the new state, and
+/// (the part that does not go through `hu`: the LSTM's `c` and the GRU's `h`; zero for the
+/// simple cell and the LSTM's `h`). Reads `out`, the new state, and
 /// `gates`, the activations [`cell_forward`] saved. Every output is written whole.
 #[allow(clippy::too_many_arguments)]
 pub fn cell_backward(
