@@ -9,6 +9,9 @@ MDBOOK_VERSION=0.4.52
 # The fuzzing driver (it runs the targets in fuzz/ on nightly).
 CARGO_FUZZ_VERSION=0.13.2
 cd "$ROOT"
+# .cargo/config.toml's flags for wasm, for the builds whose RUSTFLAGS add to them (setting
+# RUSTFLAGS replaces the config's).
+WASM_RUSTFLAGS="-C target-feature=+simd128 -C llvm-args=-inline-threshold=100"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -109,7 +112,7 @@ build_web() {
 # worker loads it where the browser validates relaxed SIMD (see www/worker.js). Its own
 # target folder keeps the flags from invalidating the other builds.
 build_wasm_relaxed() {
-  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" build_wasm pkg/relaxed target/relaxed --no-default-features
+  RUSTFLAGS="$WASM_RUSTFLAGS -C target-feature=+relaxed-simd" build_wasm pkg/relaxed target/relaxed --no-default-features
 }
 
 # Threads share one wasm memory, which needs the standard library rebuilt with atomics
@@ -118,7 +121,7 @@ build_wasm_relaxed() {
 # reach the rebuilt standard library here too (its expf, its allocator), so this build keeps
 # every dependency at opt-level 3.
 build_wasm_threads() {
-  RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
+  RUSTFLAGS="$WASM_RUSTFLAGS -C target-feature=+atomics,+bulk-memory,+mutable-globals \
     -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=1073741824 \
     -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size \
     -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base" \

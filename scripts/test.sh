@@ -21,7 +21,7 @@ log "wasm tests in headless Chromium (the GPU kernels on its WebGPU, over SwiftS
 CHROMEDRIVER=/usr/bin/chromedriver cargo test --release --target wasm32-unknown-unknown --no-default-features --features webgpu --test web --test web_gpu
 # The same CPU tests on the relaxed-SIMD build (pkg/relaxed/), whose product kernel fuses its
 # multiply-adds: within the same tolerances. Its own target folder, as build_web keeps it.
-RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CHROMEDRIVER=/usr/bin/chromedriver \
+RUSTFLAGS="$WASM_RUSTFLAGS -C target-feature=+relaxed-simd" CHROMEDRIVER=/usr/bin/chromedriver \
   cargo test --release --target wasm32-unknown-unknown --no-default-features --test web --target-dir target/relaxed
 
 build_web

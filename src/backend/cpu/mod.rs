@@ -409,21 +409,30 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u8], probs: &mut Tensor)
 
 /// `out = f(x)`, elementwise.
 pub fn map(x: &Tensor, act: Activation, out: &mut Tensor) {
-    let (Some(xs), Some(outs)) = (x.as_slice(), out.as_slice_mut()) else {
-        Zip::from(out).and(x).for_each(|o, &v| *o = act.f(v));
-        return;
-    };
-    // Tape values are contiguous. A plain loop per activation, with the `match` outside it,
-    // vectorises; one loop with the match inside does not.
-    fn each(xs: &[f32], outs: &mut [f32], f: impl Fn(f32) -> f32) {
-        outs.iter_mut().zip(xs).for_each(|(o, &v)| *o = f(v));
+    match (x.as_slice(), out.as_slice_mut()) {
+        (Some(xs), Some(outs)) => {
+            outs.copy_from_slice(xs);
+            activate(act, outs);
+        }
+        _ => Zip::from(out).and(x).for_each(|o, &v| *o = act.f(v)),
+    }
+}
+
+/// `xs = f(xs)`, in place. Kept out of line: the recurrent cells call it for each gate, and
+/// each inlined copy of a vectorised sigmoid or tanh would add kilobytes to the wasm module.
+#[inline(never)]
+pub fn activate(act: Activation, xs: &mut [f32]) {
+    // A plain loop per activation, with the `match` outside it, vectorises; one loop with the
+    // match inside does not.
+    fn each(xs: &mut [f32], f: impl Fn(f32) -> f32) {
+        xs.iter_mut().for_each(|v| *v = f(*v));
     }
     match act {
-        Activation::Relu => each(xs, outs, |v| Activation::Relu.f(v)),
-        Activation::LeakyRelu { alpha } => each(xs, outs, |v| Activation::LeakyRelu { alpha }.f(v)),
-        Activation::Sigmoid => each(xs, outs, |v| Activation::Sigmoid.f(v)),
-        Activation::Tanh => each(xs, outs, |v| Activation::Tanh.f(v)),
-        Activation::Gelu => each(xs, outs, |v| Activation::Gelu.f(v)),
+        Activation::Relu => each(xs, |v| Activation::Relu.f(v)),
+        Activation::LeakyRelu { alpha } => each(xs, |v| Activation::LeakyRelu { alpha }.f(v)),
+        Activation::Sigmoid => each(xs, |v| Activation::Sigmoid.f(v)),
+        Activation::Tanh => each(xs, |v| Activation::Tanh.f(v)),
+        Activation::Gelu => each(xs, |v| Activation::Gelu.f(v)),
     }
 }
 
