@@ -5,7 +5,8 @@
 //! - Every WGSL file parses and validates with naga.
 //! - Every op's forward kernel and backward rule, on random inputs of awkward sizes (1, 7, 33,
 //!   257), matches the CPU within a relative error of 1e-4: the output, and the gradient of
-//!   `sum(w * y)` for random `w` with respect to every input.
+//!   `sum(w * y)` for random `w` with respect to every input; the wide products on both
+//!   matmul kernels.
 //! - Fifty seeded training steps of each preset on the GPU follow the CPU's loss curve within
 //!   1e-3 relative (twenty of 16 for the resnet, whose steps are the slowest on a software
 //!   adapter).
@@ -53,8 +54,19 @@ fn every_kernel_parses_and_validates() {
 
 #[test]
 fn every_op_matches_the_cpu() {
+    every_op_matches_the_cpu_on(gpu());
+}
+
+/// The same with the products of 64 rows and columns or more on matmul_tiled.wgsl, which a
+/// software adapter does not use by default.
+#[test]
+fn every_op_matches_the_cpu_with_tiled_products() {
+    every_op_matches_the_cpu_on(&gpu().clone().with_tiled_products(true));
+}
+
+fn every_op_matches_the_cpu_on(gpu: &Gpu) {
     let failures: Vec<String> =
-        cases().iter().filter_map(|case| pollster::block_on(compare(gpu(), case)).err()).collect();
+        cases().iter().filter_map(|case| pollster::block_on(compare(gpu, case)).err()).collect();
     assert!(failures.is_empty(), "{} ops differ:\n{}", failures.len(), failures.join("\n"));
 }
 

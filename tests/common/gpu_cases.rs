@@ -77,17 +77,28 @@ pub async fn compare(gpu: &Gpu, case: &Case) -> std::result::Result<(), String> 
 pub fn cases() -> Vec<Case> {
     let mut all = Vec::new();
     let mut r = rng(1);
-    // The last two split k (see matmul.wgsl): the first in its forward product, the second in
-    // the gradient of its right operand, which accumulates.
-    for (m, k, n) in
-        [(7, 33, 257), (1, 257, 1), (33, 1, 7), (257, 7, 33), (1, 1, 1), (6, 2100, 3), (2100, 7, 5)]
-    {
+    // The next two split k (see matmul.wgsl): the first in its forward product, the second in
+    // the gradient of its right operand, which accumulates. The last three are wide enough for
+    // matmul_tiled.wgsl in the forward product and both gradients (edges short of a tile, k
+    // short of a step), the last split along k as well.
+    for (m, k, n) in [
+        (7, 33, 257),
+        (1, 257, 1),
+        (33, 1, 7),
+        (257, 7, 33),
+        (1, 1, 1),
+        (6, 2100, 3),
+        (2100, 7, 5),
+        (64, 16, 64),
+        (96, 70, 130),
+        (64, 2100, 65),
+    ] {
         let inputs = vec![uniform(&mut r, &[m, k], -1.0, 1.0), uniform(&mut r, &[k, n], -1.0, 1.0)];
         all.push(case(format!("matmul {m}x{k} · {k}x{n}"), inputs, |t, v| t.matmul(v[0], v[1])));
     }
 
     // Batched products, one per leading index (attention's heads); the last splits k too.
-    for (b, m, k, n) in [(7, 33, 5, 33), (33, 1, 7, 1), (3, 6, 2100, 3), (1, 7, 33, 257)] {
+    for (b, m, k, n) in [(7, 33, 5, 33), (33, 1, 7, 1), (3, 6, 2100, 3), (1, 7, 33, 257), (3, 65, 17, 66)] {
         let inputs = vec![uniform(&mut r, &[b, m, k], -1.0, 1.0), uniform(&mut r, &[b, k, n], -1.0, 1.0)];
         all.push(case(format!("matmul {b}x{m}x{k} · {b}x{k}x{n}"), inputs, |t, v| t.matmul(v[0], v[1])));
     }
@@ -207,6 +218,17 @@ pub fn cases() -> Vec<Case> {
     let inputs = vec![uniform(&mut r, &[7, 33], -1.0, 1.0), uniform(&mut r, &[33, 5], -1.0, 1.0)];
     all.push(case("dense 7x33 · 33x5, gelu, no bias", inputs, |t, v| {
         let y = t.matmul(v[0], v[1])?;
+        Ok(t.activation(y, Activation::Gelu))
+    }));
+    // A dense layer on matmul_tiled.wgsl, whose epilogue keeps GELU's input too.
+    let inputs = vec![
+        uniform(&mut r, &[80, 33], -1.0, 1.0),
+        uniform(&mut r, &[33, 70], -1.0, 1.0),
+        uniform(&mut r, &[70], -1.0, 1.0),
+    ];
+    all.push(case("dense 80x33 · 33x70 + bias, gelu", inputs, |t, v| {
+        let y = t.matmul(v[0], v[1])?;
+        let y = t.add(y, v[2])?;
         Ok(t.activation(y, Activation::Gelu))
     }));
     // Convolutions likewise, their bias one per filter.

@@ -2,7 +2,7 @@
 // that the backward pass's transposed products need no copy. Each invocation computes a 4 x 4
 // block of c in registers, so every value it loads is used four times; a workgroup of 8 x 8
 // covers 32 x 32. No workgroup memory or barriers: software Vulkan (lavapipe, SwiftShader)
-// runs barriers slowly, and hardware caches serve the repeated loads.
+// runs barriers slowly. Wide products on a hardware GPU run on matmul_tiled.wgsl instead.
 //
 // Split k: the workgroups along z each take `chunk` of k and write their partial product to a
 // [m, n] slice of their own, so that c holds [splits, m, n] for a reduction to sum. A product
@@ -13,7 +13,7 @@
 // z covering every (matrix, chunk) pair; matrix i reads a and b from i times their matrix
 // strides and writes the [m, n] slices of c from i * splits on.
 //
-// Epilogue: a layer's bias (one per column, or one per row: a convolution computed as
+// Epilogue (product.wgsl, shared with matmul_tiled.wgsl): a layer's bias (one per column, or one per row: a convolution computed as
 // [filters, positions] per image) and activation (activation.wgsl, appended) applied to the
 // product as it is written, so that a dense or convolution layer's forward pass is one
 // dispatch. `pre` keeps the value before the activation, for the activations whose
@@ -23,14 +23,6 @@
 // (1: c += a · b), chunk (k for a product in one piece), splits (chunks per matrix), a matrix
 // stride, b matrix stride, bias (0 none, 1 per column, 2 per row), activation (its code;
 // NONE for none), its parameter (f32 bits), keep pre (1: write pre).
-
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> pre: array<f32>;
-
-const NONE: u32 = 255u;
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
@@ -66,31 +58,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     }
     let slice = id.z * m * n;
     for (var i = 0u; i < 4u; i++) {
-        let row = row0 + i;
-        if (row >= m) {
-            break;
-        }
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + j;
-            if (col < n) {
-                let at = slice + row * n + col;
-                var value = sum[i][j];
-                if (p[12] == 1u) {
-                    value += bias[col];
-                } else if (p[12] == 2u) {
-                    value += bias[row];
-                }
-                if (p[15] == 1u) {
-                    pre[at] = value;
-                }
-                if (p[13] != NONE) {
-                    value = activate(p[13], bitcast<f32>(p[14]), value);
-                }
-                if (p[7] == 1u) {
-                    c[at] += value;
-                } else {
-                    c[at] = value;
-                }
+            if (row0 + i < m && col0 + j < n) {
+                write(slice, row0 + i, col0 + j, sum[i][j]);
             }
         }
     }
