@@ -182,10 +182,11 @@ pub fn inspect(model: &Model, sample: &[f32]) -> Result<Inspection> {
                 .iter()
                 .enumerate()
                 .map(|(g, &name)| {
-                    let values = (0..steps.len())
-                        .flat_map(|t| {
-                            let row = tape.value(steps[t].gates).index_axis(Axis(0), 0).to_owned();
-                            row.iter().skip(g * units).take(units).copied().collect::<Vec<f32>>()
+                    let values = steps
+                        .iter()
+                        .flat_map(|step| {
+                            let row = tape.value(step.gates).index_axis(Axis(0), 0);
+                            row.slice(ndarray::s![g * units..(g + 1) * units]).to_vec()
                         })
                         .collect();
                     (name, values)
@@ -277,4 +278,35 @@ pub fn logits(model: &Model, batch: Tensor) -> Result<Vec<f32>> {
     let x = tape.input(batch);
     let scores = model.forward(&mut tape, x, Mode::Eval)?;
     Ok(tape.value(scores).iter().copied().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ModelSpec;
+
+    /// The LSTM's gate series are its own: rebuilding its state from them, `c = f c + i g`
+    /// and `h = o tanh c` from zero, gives the hidden series the view shows.
+    #[test]
+    fn the_lstm_gates_rebuild_its_hidden_state() {
+        let model = Model::new(ModelSpec::preset("lstm").unwrap(), 7).unwrap();
+        let sample: Vec<f32> = (0..784).map(|i| (i % 29) as f32 / 29.0).collect();
+        let trace = &inspect(&model, &sample).unwrap().recurrent[0];
+        let names: Vec<&str> = trace.gates.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["input", "forget", "cell", "output"]);
+        let [i, f, g, o] = [0, 1, 2, 3].map(|k| &trace.gates[k].1);
+        let mut c = vec![0.0; trace.units];
+        for t in 0..trace.steps {
+            for (j, c) in c.iter_mut().enumerate() {
+                let at = t * trace.units + j;
+                *c = f[at] * *c + i[at] * g[at];
+                let h = o[at] * c.tanh();
+                assert!(
+                    (h - trace.hidden[at]).abs() < 1e-5,
+                    "step {t}, unit {j}: {h} against {}",
+                    trace.hidden[at]
+                );
+            }
+        }
+    }
 }

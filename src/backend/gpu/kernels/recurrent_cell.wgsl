@@ -19,12 +19,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     if (i >= p[1] * units) {
         return;
     }
-    let b = i / units;
-    let j = i % units;
-    let width = cell_gates(p[0]) * units;
-    // Gate k of this unit: x at (b, step, k units + j), hu and gates at (b, k units + j).
-    let at_x = (b * p[3] + p[4]) * width + j;
-    let at = b * width + j;
+    let cell = cell_at(i);
+    let at_x = cell.x;
+    let at = cell.gate;
     switch p[0] {
         case 0u: {
             let h = squash(x[at_x] + hu[at]);
@@ -36,7 +33,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
             let f = sigmoid(x[at_x + units] + hu[at + units]);
             let g = squash(x[at_x + 2u * units] + hu[at + 2u * units]);
             let o = sigmoid(x[at_x + 3u * units] + hu[at + 3u * units]);
-            let s = b * 2u * units + j;
+            let s = i + cell.b * units;
             let c = f * state[s + units] + ig * g;
             out[s] = o * squash(c);
             out[s + units] = c;

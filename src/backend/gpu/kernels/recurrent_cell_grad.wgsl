@@ -31,11 +31,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     if (i >= p[1] * units) {
         return;
     }
-    let b = i / units;
-    let j = i % units;
-    let width = cell_gates(p[0]) * units;
-    let at_x = (b * p[3] + p[4]) * width + j;
-    let at = b * width + j;
+    let cell = cell_at(i);
+    let at_x = cell.x;
+    let at = cell.gate;
     let state_grad = (p[5] & 4u) != 0u;
     switch p[0] {
         case 0u: {
@@ -48,7 +46,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
             let f = gates[at + units];
             let gg = gates[at + 2u * units];
             let o = gates[at + 3u * units];
-            let s = b * 2u * units + j;
+            let s = i + cell.b * units;
             let c_prev = state[s + units];
             let tc = squash(f * c_prev + ig * gg);
             let gh = g[s];
