@@ -92,9 +92,10 @@ const KEEP_EVERY_MS = 15_000;
 // most this much training.
 const SYNC_EVERY_MS = 5_000;
 const SHOWCASE = 48;
-// Auto measures the CPU on the run's own first steps, at least this long, then the GPU on a
-// throwaway copy: a warm-up step, then at least 3 steps and GPU_MEASURE_MS, or whatever
-// finished by GPU_MEASURE_MAX_MS (a step on a software adapter can take seconds).
+// Auto measures the CPU on the run's own first steps, at least this long (or the whole run, if
+// it is shorter), then the GPU on a throwaway copy: a warm-up step, then at least 3 steps and
+// GPU_MEASURE_MS, or whatever finished by GPU_MEASURE_MAX_MS (a step on a software adapter can
+// take seconds).
 const CPU_MEASURE_MS = 300;
 const GPU_MEASURE_MS = 300;
 const GPU_MEASURE_MAX_MS = 4_000;
@@ -279,7 +280,10 @@ async function trainLoop() {
       evaluation = evaluate();
     }
     throughput.ms += performance.now() - start;
-    if (measuring && gpu && throughput.ms >= CPU_MEASURE_MS && state === 'training') await measureGpu();
+    // A run that ends sooner (a small model on a fast CPU trains an epoch of the bundled
+    // sample in about that time) is measured on all it did, so that the verdict is there.
+    const measured = throughput.ms >= CPU_MEASURE_MS || outcome === 'done';
+    if (measuring && gpu && measured && throughput.samples > 0 && state === 'training') await measureGpu();
     const status = session.status();
     if (batches.length) post({ type: 'progress', batches, status, ...speed(status) });
     if (evaluation || performance.now() - lastKept > KEEP_EVERY_MS) keepTraining();
