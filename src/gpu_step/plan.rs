@@ -297,7 +297,8 @@ impl Plan {
             Op::Conv2d { x, w, window, .. } => {
                 let conv = Conv::new(shape(*x), shape(*w), window);
                 let cols = gpu.zeros(conv.rows * conv.width);
-                self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], cols.len()));
+                let invocations = conv.rows.div_ceil(IM2COL_RUN) * conv.width;
+                self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], invocations));
                 let product =
                     matmul(gpu, conv.product(), value(*w), &cols, out, &epilogue, &mut self.partials);
                 self.dispatches.extend(product);
@@ -945,6 +946,9 @@ fn copy_params(
         &pad(to),
     ]))
 }
+
+/// Rows of the im2col matrix that one invocation of im2col.wgsl fills (its RUN).
+const IM2COL_RUN: usize = 8;
 
 /// The sizes of a convolution as im2col.wgsl and the matrix products see them.
 struct Conv {

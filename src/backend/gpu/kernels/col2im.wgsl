@@ -1,5 +1,8 @@
 // The adjoint of im2col.wgsl: grad_x += every entry of grad_cols that was read from that
 // input position. Gathered per input element, so no two invocations write the same place.
+// The loops run over the output positions whose windows hold the element (oy with
+// oy * sy <= y + pad < oy * sy + kh, and likewise along x), so that the kernel offset follows
+// without a division per tap.
 //
 // p: as im2col.wgsl.
 
@@ -23,22 +26,21 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
     }
     let b = i / (c * h * w);
     let ch = (i / (h * w)) % c;
-    let y = i32((i / w) % h) + i32(p[8]);
-    let x = i32(i % w) + i32(p[9]);
+    // The element's place in the padded input.
+    let y = (i / w) % h + p[8];
+    let x = i % w + p[9];
     let width = c * kh * kw;
+    let oy_first = select(0u, (y - kh) / sy + 1u, y >= kh);
+    let ox_first = select(0u, (x - kw) / sx + 1u, x >= kw);
+    let oy_end = min(y / sy + 1u, oh);
+    let ox_end = min(x / sx + 1u, ow);
     var sum = 0.0;
-    for (var ky = 0u; ky < kh; ky++) {
-        let ty = y - i32(ky);
-        if (ty < 0 || ty % i32(sy) != 0 || ty / i32(sy) >= i32(oh)) {
-            continue;
-        }
-        for (var kx = 0u; kx < kw; kx++) {
-            let tx = x - i32(kx);
-            if (tx < 0 || tx % i32(sx) != 0 || tx / i32(sx) >= i32(ow)) {
-                continue;
-            }
-            let row = (b * oh + u32(ty) / sy) * ow + u32(tx) / sx;
-            sum += grad_cols[row * width + (ch * kh + ky) * kw + kx];
+    for (var oy = oy_first; oy < oy_end; oy++) {
+        let ky = y - oy * sy;
+        let row0 = (b * oh + oy) * ow;
+        for (var ox = ox_first; ox < ox_end; ox++) {
+            let kx = x - ox * sx;
+            sum += grad_cols[(row0 + ox) * width + (ch * kh + ky) * kw + kx];
         }
     }
     grad_x[i] += sum;
