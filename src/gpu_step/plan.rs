@@ -828,7 +828,7 @@ async fn next_task() {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-/// About as many invocations as fill a large GPU: a product whose 4 x 4 tiles are fewer gets
+/// About as many invocations as fill a large GPU: a product whose 8 x 8 blocks are fewer gets
 /// its k split (see matmul.wgsl), into pieces of at least `MIN_CHUNK`, so that only long sums
 /// (a convolution's weight gradient, over every position of every image) are split and the
 /// products of a small dense layer stay one dispatch, with their epilogue.
@@ -838,7 +838,7 @@ const MIN_CHUNK: usize = 1024;
 /// How many pieces `product`'s k is split into, and the length of each.
 fn split_k(product: &Product) -> (usize, usize) {
     let Product { m, n, k, batch, .. } = *product;
-    let tiles = m.div_ceil(4) * n.div_ceil(4) * batch;
+    let tiles = m.div_ceil(8) * n.div_ceil(8) * batch;
     let chunk = k.div_ceil((INVOCATIONS / tiles).min(k / MIN_CHUNK).max(1)).max(1);
     (k.div_ceil(chunk).max(1), chunk)
 }

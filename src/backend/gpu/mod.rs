@@ -205,8 +205,8 @@ pub fn activation_code(act: Activation) -> (u32, f32) {
 
 /// Products with at least this many rows and columns run on matmul_tiled.wgsl where the
 /// adapter takes it (see [`Gpu::with_tiled_products`]), its workgroups covering 64 x 64 of the
-/// output through workgroup memory; smaller ones on matmul.wgsl's 32 x 32, which wastes less
-/// of a workgroup on a thin product.
+/// output through workgroup memory; smaller ones on matmul.wgsl, whose invocations past a thin
+/// product's edge stop at once.
 const TILED_FROM: usize = 64;
 
 /// One dispatch of matmul.wgsl over k in `splits` chunks of `chunk` (one chunk: the whole
@@ -237,7 +237,7 @@ pub fn product_dispatch(
     let bias = epilogue.bias.map_or(&spare_bias, |(bias, _)| bias);
     let pre = epilogue.pre.unwrap_or(&spare_pre);
     let tiled = gpu.tiled_products && m.min(n) >= TILED_FROM;
-    let (kernel, tile) = if tiled { (Kernel::MatMulTiled, 64) } else { (Kernel::MatMul, 32) };
+    let (kernel, tile) = if tiled { (Kernel::MatMulTiled, 64) } else { (Kernel::MatMul, 64) };
     let groups = (n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, (batch * splits) as u32);
     gpu.dispatch_groups(kernel, &params, &[a, b, c, bias, pre], groups)
 }

@@ -2,7 +2,7 @@
 // product.wgsl), for products that fill whole tiles: each workgroup of 16 x 16 invocations
 // computes a 64 x 64 tile of c, staging 64 x 16 of a and 16 x 64 of b in workgroup memory
 // for each step of 16 along k, so that each value read from global memory serves 64
-// multiply-adds rather than matmul.wgsl's 4. Each invocation keeps a 4 x 4 block of the tile
+// multiply-adds rather than matmul.wgsl's 8. Each invocation keeps a 4 x 4 block of the tile
 // in registers: rows lid.y + 16 i and columns lid.x + 16 j, so that neighbouring invocations
 // read neighbouring words of the staged tiles. Hardware adapters only, by default: on a
 // software one the two barriers of each step cost more than the reads they save (see
