@@ -282,8 +282,8 @@ async function trainLoop() {
     throughput.ms += performance.now() - start;
     // A run that ends sooner (a small model on a fast CPU trains an epoch of the bundled
     // sample in about that time) is measured on all it did, so that the verdict is there.
-    const measured = throughput.ms >= CPU_MEASURE_MS || outcome === 'done';
-    if (measuring && gpu && measured && throughput.samples > 0 && state === 'training') await measureGpu();
+    const cpuMeasured = throughput.ms >= CPU_MEASURE_MS || outcome === 'done';
+    if (measuring && gpu && cpuMeasured && throughput.samples > 0 && state === 'training') await measureGpu();
     const status = session.status();
     if (batches.length) post({ type: 'progress', batches, status, ...speed(status) });
     if (evaluation || performance.now() - lastKept > KEEP_EVERY_MS) keepTraining();

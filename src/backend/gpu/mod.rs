@@ -237,8 +237,9 @@ pub fn product_dispatch(
     let bias = epilogue.bias.map_or(&spare_bias, |(bias, _)| bias);
     let pre = epilogue.pre.unwrap_or(&spare_pre);
     let tiled = gpu.tiled_products && m.min(n) >= TILED_FROM;
-    let (kernel, tile) = if tiled { (Kernel::MatMulTiled, 64) } else { (Kernel::MatMul, 64) };
-    let groups = (n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, (batch * splits) as u32);
+    let kernel = if tiled { Kernel::MatMulTiled } else { Kernel::MatMul };
+    // Either kernel's workgroup covers 64 x 64 of the output.
+    let groups = (n.div_ceil(64) as u32, m.div_ceil(64) as u32, (batch * splits) as u32);
     gpu.dispatch_groups(kernel, &params, &[a, b, c, bias, pre], groups)
 }
 
