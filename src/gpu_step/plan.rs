@@ -17,7 +17,7 @@ use crate::backend::cpu::recurrent::Cell;
 use crate::backend::cpu::Activation;
 use crate::backend::gpu::{
     activation_code, product_dispatch, BiasAlong, Buffer, Dispatch, Epilogue, Gpu, Kernel, Product, Readback,
-    NO_ACTIVATION,
+    NO_ACTIVATION, POW,
 };
 use crate::{Error, Result};
 
@@ -254,12 +254,18 @@ impl Plan {
             }
             Op::Activation { x, act } => {
                 let (code, k) = activation_code(*act);
-                self.push(gpu.dispatch(Kernel::Unary, &[code, n as u32, k.to_bits()], &[value(*x), out], n));
+                let code = [("ACTIVATION", code)];
+                self.push(gpu.dispatch(
+                    Kernel::Unary.with(&code),
+                    &[n as u32, k.to_bits()],
+                    &[value(*x), out],
+                    n,
+                ));
             }
             Op::Pow { x, exponent } => {
                 self.push(gpu.dispatch(
-                    Kernel::Unary,
-                    &[4, n as u32, exponent.to_bits()],
+                    Kernel::Unary.with(&[("ACTIVATION", POW)]),
+                    &[n as u32, exponent.to_bits()],
                     &[value(*x), out],
                     n,
                 ));
@@ -305,10 +311,11 @@ impl Plan {
                 self.scratch[i] = vec![Rc::new(cols)];
             }
             Op::MaxPool2d { x, window, .. } | Op::AvgPool2d { x, window } => {
-                let mode = u32::from(matches!(op, Op::AvgPool2d { .. }));
-                let params = pool_params(mode, shape(*x), out_shape, window);
-                let argmax = gpu.zeros(if mode == 0 { n } else { 1 });
-                self.push(gpu.dispatch(Kernel::Pool, &params, &[value(*x), out, &argmax], n));
+                let average = u32::from(matches!(op, Op::AvgPool2d { .. }));
+                let params = pool_params(shape(*x), out_shape, window);
+                let argmax = gpu.zeros(if average == 0 { n } else { 1 });
+                let average = [("AVERAGE", average)];
+                self.push(gpu.dispatch(Kernel::Pool.with(&average), &params, &[value(*x), out, &argmax], n));
                 self.scratch[i].push(Rc::new(argmax));
             }
             Op::SoftmaxCrossEntropy { logits, labels, .. } => {
@@ -479,16 +486,18 @@ impl Plan {
             Op::Activation { x, act } => {
                 if let Some(gx) = grad(*x) {
                     let (code, k) = activation_code(*act);
-                    let params = [code, gx.len() as u32, k.to_bits()];
+                    let code = [("ACTIVATION", code)];
                     let buffers = [value(*x), &*slots.values[i], g, gx];
-                    self.push(gpu.dispatch(Kernel::UnaryGrad, &params, &buffers, gx.len()));
+                    let params = [gx.len() as u32, k.to_bits()];
+                    self.push(gpu.dispatch(Kernel::UnaryGrad.with(&code), &params, &buffers, gx.len()));
                 }
             }
             Op::Pow { x, exponent } => {
                 if let Some(gx) = grad(*x) {
-                    let params = [4, gx.len() as u32, exponent.to_bits()];
+                    let params = [gx.len() as u32, exponent.to_bits()];
                     let buffers = [value(*x), &*slots.values[i], g, gx];
-                    self.push(gpu.dispatch(Kernel::UnaryGrad, &params, &buffers, gx.len()));
+                    let pow = Kernel::UnaryGrad.with(&[("ACTIVATION", POW)]);
+                    self.push(gpu.dispatch(pow, &params, &buffers, gx.len()));
                 }
             }
             Op::Dropout { x, .. } => {
@@ -573,10 +582,11 @@ impl Plan {
             }
             Op::MaxPool2d { x, window, .. } | Op::AvgPool2d { x, window } => {
                 if let Some(gx) = grad(*x) {
-                    let mode = u32::from(matches!(op, Op::AvgPool2d { .. }));
-                    let params = pool_params(mode, shape(*x), out_shape, window);
+                    let average = u32::from(matches!(op, Op::AvgPool2d { .. }));
+                    let params = pool_params(shape(*x), out_shape, window);
                     let buffers = [g, &self.scratch[i][0], gx];
-                    let dispatch = gpu.dispatch(Kernel::PoolGrad, &params, &buffers, gx.len());
+                    let average = [("AVERAGE", average)];
+                    let dispatch = gpu.dispatch(Kernel::PoolGrad.with(&average), &params, &buffers, gx.len());
                     self.push(dispatch);
                 }
             }
@@ -664,21 +674,19 @@ impl Plan {
         };
         let spare = gpu.zeros(1);
         let bias_grad = l.bias.and_then(|(_, b)| slots.grads[b.index()].as_deref());
-        let mut params = [outer, channels, inner, strides[0], strides[1], strides[2]]
+        let mut params: Vec<u32> = [outer, channels, inner, strides[0], strides[1], strides[2]]
             .map(|v| v as u32)
             .into_iter()
-            .chain([code, k.to_bits(), u32::from(bias_grad.is_some())])
-            .collect::<Vec<u32>>();
+            .chain([k.to_bits()])
+            .collect();
         let spare_argmax = gpu.zeros(1);
-        let (pooled, argmax) = match l.pool.map(|at| (at, tape.node(at).0)) {
+        let (pooled, average, argmax) = match l.pool.map(|at| (at, tape.node(at).0)) {
             Some((at, op @ (Op::MaxPool2d { window, .. } | Op::AvgPool2d { window, .. }))) => {
-                let mode = u32::from(matches!(op, Op::AvgPool2d { .. }));
-                let pooled = pool_params(mode, shape, tape.value(Var::at(at)).shape(), window);
-                (Some(pooled), &*self.scratch[at][0])
+                let pooled = pool_params(shape, tape.value(Var::at(at)).shape(), window);
+                (Some(pooled), matches!(op, Op::AvgPool2d { .. }), &*self.scratch[at][0])
             }
-            _ => (None, &spare_argmax),
+            _ => (None, false, &spare_argmax),
         };
-        params.push(u32::from(pooled.is_some()));
         params.extend(pooled.unwrap_or_default());
         // Invocations per channel: one per 256 elements, a power of two up to the workgroup's
         // 64.
@@ -686,7 +694,14 @@ impl Plan {
         params.push(lanes as u32);
         let groups = channels.div_ceil(64 / lanes) as u32;
         let buffers = [g, pre, out, &gz, bias_grad.unwrap_or(&spare), argmax];
-        self.push(gpu.dispatch_groups(Kernel::EpilogueGrad, &params, &buffers, (groups, 1, 1)));
+        let constants = [
+            ("ACTIVATION", code),
+            ("BIAS", u32::from(bias_grad.is_some())),
+            ("POOLED", u32::from(pooled.is_some())),
+            ("AVERAGE", u32::from(average)),
+        ];
+        let kernel = Kernel::EpilogueGrad.with(&constants);
+        self.push(gpu.dispatch_groups(kernel, &params, &buffers, (groups, 1, 1)));
         Ok(Some(gz))
     }
 
@@ -1040,9 +1055,8 @@ fn cell_params(cell: Cell, x: &[usize], state: &[usize], step: usize) -> [u32; 5
 }
 
 /// pool.wgsl's parameters.
-fn pool_params(mode: u32, x: &[usize], out: &[usize], window: &Window) -> [u32; 10] {
+fn pool_params(x: &[usize], out: &[usize], window: &Window) -> [u32; 9] {
     [
-        mode as usize,
         x[0] * x[1],
         x[2],
         x[3],

@@ -5,9 +5,12 @@
 //! floats as their bits) at binding 0 and its operands at bindings 1 and up. A [`Dispatch`]
 //! is one kernel bound to its buffers with its sizes, built once and run as often as wanted,
 //! so that a training step (compiled from the tape in [`crate::gpu_step`], which sits above
-//! autograd) allocates nothing.
+//! autograd) allocates nothing. What a dispatch computes, as against how much (which
+//! activation, whether it adds to its output), is a WGSL `override` constant instead, fixed
+//! when its pipeline is compiled (a [`Variant`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +20,7 @@ use crate::backend::cpu::Activation;
 use crate::{Error, Result};
 
 /// The kernels, one per WGSL file, each with one entry point `main`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     MatMul,
     MatMulTiled,
@@ -130,6 +133,30 @@ impl Kernel {
     }
 }
 
+/// A kernel compiled for given values of its `override` constants (by name): the choices a
+/// dispatch makes once, such as which activation it applies or whether it adds to its output.
+/// Read from `p` instead, they would cost a software adapter (SwiftShader) on every element,
+/// as it runs every branch of a kernel under masks. Constants left out keep their WGSL
+/// defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant<'a> {
+    pub kernel: Kernel,
+    pub constants: &'a [(&'static str, u32)],
+}
+
+impl Kernel {
+    /// This kernel compiled with `constants`.
+    pub fn with<'a>(self, constants: &'a [(&'static str, u32)]) -> Variant<'a> {
+        Variant { kernel: self, constants }
+    }
+}
+
+impl From<Kernel> for Variant<'static> {
+    fn from(kernel: Kernel) -> Self {
+        Variant { kernel, constants: &[] }
+    }
+}
+
 /// Invocations per workgroup of the one-dimensional kernels (their `@workgroup_size`).
 const GROUP: u32 = 64;
 /// The most workgroups along one dimension of a dispatch.
@@ -192,6 +219,9 @@ impl Epilogue<'_> {
 /// activation.wgsl's code for "no activation".
 pub const NO_ACTIVATION: u32 = 255;
 
+/// activation.wgsl's code for x^k (an op of its own, not a layer's activation).
+pub const POW: u32 = 4;
+
 /// activation.wgsl's function code and parameter for an activation.
 pub fn activation_code(act: Activation) -> (u32, f32) {
     match act {
@@ -226,12 +256,14 @@ pub fn product_dispatch(
         Some((_, BiasAlong::Rows)) => 2,
     };
     let (code, param) = epilogue.activation.map_or((NO_ACTIVATION, 0.0), activation_code);
-    let sizes = [m, n, k, sa[0], sa[1], sb[0], sb[1], usize::from(accumulate), chunk, splits, sa[2], sb[2]];
-    let params: Vec<u32> = sizes
-        .map(|v| v as u32)
-        .into_iter()
-        .chain([bias_along, code, param.to_bits(), u32::from(epilogue.pre.is_some())])
-        .collect();
+    let sizes = [m, n, k, sa[0], sa[1], sb[0], sb[1], chunk, splits, sa[2], sb[2]];
+    let params: Vec<u32> = sizes.map(|v| v as u32).into_iter().chain([param.to_bits()]).collect();
+    let constants = [
+        ("BIAS", bias_along),
+        ("ACTIVATION", code),
+        ("KEEP_PRE", u32::from(epilogue.pre.is_some())),
+        ("ACCUMULATE", u32::from(accumulate)),
+    ];
     // Bindings cannot be left out: what the epilogue does not use is bound to a spare element.
     let (spare_bias, spare_pre) = (gpu.zeros(1), gpu.zeros(1));
     let bias = epilogue.bias.map_or(&spare_bias, |(bias, _)| bias);
@@ -240,7 +272,7 @@ pub fn product_dispatch(
     let kernel = if tiled { Kernel::MatMulTiled } else { Kernel::MatMul };
     // Either kernel's workgroup covers 64 x 64 of the output.
     let groups = (n.div_ceil(64) as u32, m.div_ceil(64) as u32, (batch * splits) as u32);
-    gpu.dispatch_groups(kernel, &params, &[a, b, c, bias, pre], groups)
+    gpu.dispatch_groups(kernel.with(&constants), &params, &[a, b, c, bias, pre], groups)
 }
 
 /// A device, its queue and every kernel compiled for it. Clones share them.
@@ -248,7 +280,10 @@ pub fn product_dispatch(
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
-    pipelines: Vec<wgpu::ComputePipeline>,
+    /// Every kernel's compiled WGSL, in [`Kernel::ALL`]'s order.
+    modules: Arc<Vec<wgpu::ShaderModule>>,
+    /// The pipelines compiled so far, each kernel's defaults (constants `[]`) from the start.
+    pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     adapter: String,
     software: bool,
     /// Whether wide products run on matmul_tiled.wgsl (see [`Gpu::with_tiled_products`]).
@@ -260,9 +295,12 @@ pub struct Gpu {
     failure: Arc<Mutex<Option<String>>>,
 }
 
+/// What a pipeline is compiled for: a kernel and the values of its override constants.
+type PipelineKey = (Kernel, Vec<(&'static str, u32)>);
+
 /// One kernel bound to its buffers and sizes, ready to run any number of times.
 pub struct Dispatch {
-    kernel: Kernel,
+    pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: (u32, u32, u32),
 }
@@ -352,21 +390,13 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| {
             record(&on_loss, format!("the device was lost ({reason:?}): {message}"));
         });
-        let pipelines = Kernel::ALL
+        let modules = Kernel::ALL
             .iter()
             .map(|kernel| {
                 let (file, source) = kernel.source();
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(file),
                     source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
-                });
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(file),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: Default::default(),
-                    cache: None,
                 })
             })
             .collect();
@@ -376,13 +406,18 @@ impl Gpu {
         let gpu = Gpu {
             device,
             queue,
-            pipelines,
+            modules: Arc::new(modules),
+            pipelines: Arc::default(),
             adapter: adapter_name,
             software,
             tiled_products,
             created,
             failure,
         };
+        // Every kernel compiled now, so that an adapter that rejects one fails here.
+        for &kernel in &Kernel::ALL {
+            gpu.pipeline(kernel.into());
+        }
         gpu.check()?;
         Ok(gpu)
     }
@@ -499,9 +534,9 @@ impl Gpu {
     }
 
     /// `kernel` over `invocations` one-dimensional invocations, as many workgroups as needed.
-    pub fn dispatch(
+    pub fn dispatch<'a>(
         &self,
-        kernel: Kernel,
+        kernel: impl Into<Variant<'a>>,
         params: &[u32],
         buffers: &[&Buffer],
         invocations: usize,
@@ -518,21 +553,44 @@ impl Gpu {
         product_dispatch(self, product, (1, n), [a, b, c], &Epilogue::default())
     }
 
-    /// `kernel` over a grid of workgroups.
-    pub fn dispatch_groups(
+    /// `variant`'s pipeline, compiled on its first use.
+    fn pipeline(&self, Variant { kernel, constants }: Variant) -> wgpu::ComputePipeline {
+        let mut pipelines = self.pipelines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let compile = || {
+            let constants: Vec<(&str, f64)> =
+                constants.iter().map(|&(name, v)| (name, f64::from(v))).collect();
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.source().0),
+                layout: None,
+                module: &self.modules[kernel as usize],
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    ..Default::default()
+                },
+                cache: None,
+            })
+        };
+        pipelines.entry((kernel, constants.to_vec())).or_insert_with(compile).clone()
+    }
+
+    /// `kernel` (or a [`Variant`] of it) over a grid of workgroups.
+    pub fn dispatch_groups<'a>(
         &self,
-        kernel: Kernel,
+        kernel: impl Into<Variant<'a>>,
         params: &[u32],
         buffers: &[&Buffer],
         groups: (u32, u32, u32),
     ) -> Dispatch {
+        let variant = kernel.into();
+        let kernel = variant.kernel;
         self.created.fetch_add(1, Ordering::Relaxed);
         let params = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(kernel.source().0),
             contents: bytemuck::cast_slice(if params.is_empty() { &[0u32] } else { params }),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let pipeline = &self.pipelines[kernel as usize];
+        let pipeline = self.pipeline(variant);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
         entries.extend(
             buffers
@@ -545,7 +603,7 @@ impl Gpu {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Dispatch { kernel, bind_group, groups }
+        Dispatch { pipeline, bind_group, groups }
     }
 
     /// Zeroes `buffers` and then runs `dispatches` in order, in one submission.
@@ -557,7 +615,7 @@ impl Gpu {
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for d in dispatches {
-                pass.set_pipeline(&self.pipelines[d.kernel as usize]);
+                pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
             }

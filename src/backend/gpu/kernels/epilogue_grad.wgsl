@@ -11,9 +11,9 @@
 // many positions. Where the layer's output is only pooled, g is gathered from the pooled
 // gradient (pool_gather.wgsl, appended), and the pooling needs no dispatch of its own.
 //
-// p: outer, channels, inner, gz strides (outer, channel, inner), activation (activation.wgsl's
-//    code; NONE for none), its parameter (f32 bits), bias (1: accumulate bias_grad), pooled
-//    (1: g is the pooled gradient), then pool.wgsl's parameters (10), then lanes.
+// p: outer, channels, inner, gz strides (outer, channel, inner), the activation's parameter
+//    (f32 bits), then pool.wgsl's parameters (9), then lanes. What the kernel computes is
+//    chosen by override constants (see product.wgsl for why).
 // pre: the pre-activation z, out: f(z) (activation.wgsl, appended, says which it reads; where
 //    it reads only out, pre may be out).
 
@@ -25,6 +25,12 @@
 @group(0) @binding(6) var<storage, read> argmax: array<u32>;
 
 const NONE: u32 = 255u;
+// activation.wgsl's code, or NONE.
+override ACTIVATION: u32 = NONE;
+// Whether to accumulate bias_grad.
+override BIAS: bool = false;
+// Whether g is the pooled gradient (and AVERAGE, in pool_gather.wgsl, which pooling).
+override POOLED: bool = false;
 const THREADS: u32 = 64u;
 var<workgroup> partial: array<f32, 64>;
 
@@ -33,9 +39,8 @@ fn main(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) grou
     let outer = p[0];
     let channels = p[1];
     let inner = p[2];
-    let code = p[6];
-    let k = bitcast<f32>(p[7]);
-    let lanes = p[20];
+    let k = bitcast<f32>(p[6]);
+    let lanes = p[16];
     let c = group.x * (THREADS / lanes) + local / lanes;
     let lane = local % lanes;
     var sum = 0.0;
@@ -45,13 +50,13 @@ fn main(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) grou
             let i = t % inner;
             let at = (o * channels + c) * inner + i;
             var v: f32;
-            if (p[9] == 1u) {
-                v = pool_gather(at, 10u);
+            if (POOLED) {
+                v = pool_gather(at, 7u);
             } else {
                 v = g[at];
             }
-            if (code != NONE) {
-                v *= activation_slope(code, k, pre[at], out[at]);
+            if (ACTIVATION != NONE) {
+                v *= activation_slope(ACTIVATION, k, pre[at], out[at]);
             }
             gz[o * p[3] + c * p[4] + i * p[5]] = v;
             sum += v;
@@ -65,7 +70,7 @@ fn main(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) grou
             partial[local] += partial[local + half];
         }
     }
-    if (lane == 0u && c < channels && p[8] == 1u) {
+    if (BIAS && lane == 0u && c < channels) {
         bias_grad[c] += partial[local];
     }
 }

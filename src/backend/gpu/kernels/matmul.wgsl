@@ -15,16 +15,16 @@
 // z covering every (matrix, chunk) pair; matrix i reads a and b from i times their matrix
 // strides and writes the [m, n] slices of c from i * splits on.
 //
-// Epilogue (product.wgsl, shared with matmul_tiled.wgsl): a layer's bias (one per column, or one per row: a convolution computed as
-// [filters, positions] per image) and activation (activation.wgsl, appended) applied to the
-// product as it is written, so that a dense or convolution layer's forward pass is one
-// dispatch. `pre` keeps the value before the activation, for the activations whose
-// derivative needs it. Products in one piece only.
+// Epilogue (product.wgsl, shared with matmul_tiled.wgsl): a layer's bias (one per column, or
+// one per row: a convolution computed as [filters, positions] per image) and activation
+// (activation.wgsl, appended) applied to the product as it is written, so that a dense or
+// convolution layer's forward pass is one dispatch. `pre` keeps the value before the
+// activation, for the activations whose derivative needs it. Products in one piece only.
 //
-// p: m, n, k, a row stride, a column stride, b row stride, b column stride, accumulate
-// (1: c += a · b), chunk (k for a product in one piece), splits (chunks per matrix), a matrix
-// stride, b matrix stride, bias (0 none, 1 per column, 2 per row), activation (its code;
-// NONE for none), its parameter (f32 bits), keep pre (1: write pre).
+// p: m, n, k, a row stride, a column stride, b row stride, b column stride, chunk (k for a
+// product in one piece), splits (chunks per matrix), a matrix stride, b matrix stride, the
+// activation's parameter (f32 bits). The epilogue and whether c += a · b are override
+// constants (product.wgsl).
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
@@ -42,14 +42,14 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let rows_hi = min(row0 + 4u + step, vec4<u32>(m - 1u)) * p[3];
     let cols_lo = min(col0 + step, vec4<u32>(n - 1u)) * p[6];
     let cols_hi = min(col0 + 4u + step, vec4<u32>(n - 1u)) * p[6];
-    let matrix = id.z / p[9];
-    let split = id.z % p[9];
-    let a0 = matrix * p[10];
-    let b0 = matrix * p[11];
+    let matrix = id.z / p[8];
+    let split = id.z % p[8];
+    let a0 = matrix * p[9];
+    let b0 = matrix * p[10];
     // sum[2 i] holds row i's columns 0 to 3, sum[2 i + 1] its columns 4 to 7.
     var sum: array<vec4<f32>, 16>;
-    let k_end = min(k, (split + 1u) * p[8]);
-    for (var kk = split * p[8]; kk < k_end; kk++) {
+    let k_end = min(k, (split + 1u) * p[7]);
+    for (var kk = split * p[7]; kk < k_end; kk++) {
         let ka = a0 + kk * p[4];
         let kb = b0 + kk * p[5];
         let lo = vec4<f32>(a[ka + rows_lo.x], a[ka + rows_lo.y], a[ka + rows_lo.z], a[ka + rows_lo.w]);

@@ -26,14 +26,14 @@ fn main(
     let k = p[2];
     let row0 = group.y * TILE;
     let col0 = group.x * TILE;
-    let matrix = group.z / p[9];
-    let split = group.z % p[9];
-    let a0 = matrix * p[10];
-    let b0 = matrix * p[11];
-    let k_end = min(k, (split + 1u) * p[8]);
+    let matrix = group.z / p[8];
+    let split = group.z % p[8];
+    let a0 = matrix * p[9];
+    let b0 = matrix * p[10];
+    let k_end = min(k, (split + 1u) * p[7]);
     var sum: array<vec4<f32>, 4>;
     // Every invocation reaches every barrier: the loop's bounds are the workgroup's.
-    for (var k0 = split * p[8]; k0 < k_end; k0 += DEPTH) {
+    for (var k0 = split * p[7]; k0 < k_end; k0 += DEPTH) {
         // 256 invocations stage 1,024 values of each operand, 4 each; past an edge, zeros.
         for (var l = 0u; l < 4u; l++) {
             let e = index + l * 256u;

@@ -5,15 +5,19 @@
 // gradient to the input its maximum came from, average pooling spreads it evenly.
 //
 // q: where pool.wgsl's parameters start in p.
+
+// Average pooling rather than max pooling.
+override AVERAGE: bool = false;
+
 fn pool_gather(i: u32, q: u32) -> f32 {
-    let h = p[q + 2u];
-    let w = p[q + 3u];
-    let kh = p[q + 4u];
-    let kw = p[q + 5u];
-    let sy = p[q + 6u];
-    let sx = p[q + 7u];
-    let oh = p[q + 8u];
-    let ow = p[q + 9u];
+    let h = p[q + 1u];
+    let w = p[q + 2u];
+    let kh = p[q + 3u];
+    let kw = p[q + 4u];
+    let sy = p[q + 5u];
+    let sx = p[q + 6u];
+    let oh = p[q + 7u];
+    let ow = p[q + 8u];
     let plane = i / (h * w);
     let y = (i / w) % h;
     let x = i % w;
@@ -24,7 +28,7 @@ fn pool_gather(i: u32, q: u32) -> f32 {
     for (var oy = oy_first; oy <= y / sy && oy < oh; oy++) {
         for (var ox = ox_first; ox <= x / sx && ox < ow; ox++) {
             let o = (plane * oh + oy) * ow + ox;
-            if (p[q] == 1u) {
+            if (AVERAGE) {
                 sum += g[o] / f32(kh * kw);
             } else if (argmax[o] == i) {
                 sum += g[o];

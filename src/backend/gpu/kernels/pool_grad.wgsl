@@ -9,7 +9,7 @@
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
-    if (i >= p[1] * p[2] * p[3]) {
+    if (i >= p[0] * p[1] * p[2]) {
         return;
     }
     grad_x[i] += pool_gather(i, 0u);
