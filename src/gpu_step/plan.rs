@@ -304,7 +304,13 @@ impl Plan {
                 let conv = Conv::new(shape(*x), shape(*w), window);
                 let cols = gpu.zeros(conv.rows * conv.width);
                 let invocations = conv.rows.div_ceil(IM2COL_RUN) * conv.width;
-                self.push(gpu.dispatch(Kernel::Im2col, &conv.params, &[value(*x), &cols], invocations));
+                let run = [("RUN", IM2COL_RUN as u32)];
+                self.push(gpu.dispatch(
+                    Kernel::Im2col.with(&run),
+                    &conv.params,
+                    &[value(*x), &cols],
+                    invocations,
+                ));
                 let product =
                     matmul(gpu, conv.product(), value(*w), &cols, out, &epilogue, &mut self.partials);
                 self.dispatches.extend(product);

@@ -12,8 +12,8 @@
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cols: array<f32>;
 
-// Rows per invocation (plan.rs's IM2COL_RUN).
-const RUN: u32 = 8u;
+// Rows per invocation, set by the dispatch (plan.rs's IM2COL_RUN), which sizes the grid by it.
+override RUN: u32 = 8u;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
