@@ -230,8 +230,9 @@ impl Plan {
                 };
                 let out4 = pad4("binary op", out_shape)?;
                 let params =
-                    words(&[&[code, n as u32], &out4, &bcast(shape(*a), &out4)?, &bcast(shape(*b), &out4)?]);
-                self.push(gpu.dispatch(Kernel::Binary, &params, &[value(*a), value(*b), out], n));
+                    words(&[&[n as u32], &out4, &bcast(shape(*a), &out4)?, &bcast(shape(*b), &out4)?]);
+                let code = [("OP", code)];
+                self.push(gpu.dispatch(Kernel::Binary.with(&code), &params, &[value(*a), value(*b), out], n));
             }
             Op::MatMul(a, b) => {
                 let ProductDims { batch, m, k, n } = product_dims(shape(*a), shape(*b))?;
@@ -274,8 +275,9 @@ impl Plan {
                 let mask = gpu.upload_tensor(mask);
                 let out4 = pad4("dropout", out_shape)?;
                 let strides = bcast(out_shape, &out4)?;
-                let params = words(&[&[2, n as u32], &out4, &strides, &strides]);
-                self.push(gpu.dispatch(Kernel::Binary, &params, &[value(*x), &mask, out], n));
+                let params = words(&[&[n as u32], &out4, &strides, &strides]);
+                let mul = Kernel::Binary.with(&[("OP", 2)]);
+                self.push(gpu.dispatch(mul, &params, &[value(*x), &mask, out], n));
                 self.dropouts.push((i, *rate));
                 self.scratch[i].push(Rc::new(mask));
             }
@@ -377,15 +379,12 @@ impl Plan {
                 self.push(gpu.dispatch(Kernel::RunningAverage, &params, &[value(*old), &stats, out], n));
             }
             Op::RecurrentCell { cell, x, step, hu, state, .. } => {
-                let params = cell_params(*cell, shape(*x), shape(*state), *step);
+                let params = cell_params(shape(*x), shape(*state), *cell, *step);
                 let gates = gpu.zeros(shape(*hu).iter().product());
                 let buffers = [value(*x), value(*hu), value(*state), out, &gates];
-                self.push(gpu.dispatch(
-                    Kernel::RecurrentCell,
-                    &params,
-                    &buffers,
-                    params[1] as usize * params[2] as usize,
-                ));
+                let kernel = [("CELL", cell_code(*cell))];
+                let invocations = params[0] as usize * params[1] as usize;
+                self.push(gpu.dispatch(Kernel::RecurrentCell.with(&kernel), &params, &buffers, invocations));
                 self.scratch[i].push(Rc::new(gates));
             }
             Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
@@ -436,9 +435,15 @@ impl Plan {
                 for (operand, term) in [(*a, ta), (*b, tb)] {
                     if let Some(target) = grad(operand) {
                         let target4 = pad4("binary op", shape(operand))?;
-                        let params = words(&[&[term, target.len() as u32], &out4, &target4, &sa, &sb]);
+                        let params = words(&[&[target.len() as u32], &out4, &target4, &sa, &sb]);
                         let buffers = [g, value(*a), value(*b), target];
-                        self.push(gpu.dispatch(Kernel::BinaryGrad, &params, &buffers, target.len()));
+                        let term = [("TERM", term)];
+                        self.push(gpu.dispatch(
+                            Kernel::BinaryGrad.with(&term),
+                            &params,
+                            &buffers,
+                            target.len(),
+                        ));
                     }
                 }
             }
@@ -510,10 +515,11 @@ impl Plan {
                 if let Some(gx) = grad(*x) {
                     let out4 = pad4("dropout", out_shape)?;
                     let strides = bcast(out_shape, &out4)?;
-                    let params = words(&[&[2, gx.len() as u32], &out4, &out4, &strides, &strides]);
+                    let params = words(&[&[gx.len() as u32], &out4, &out4, &strides, &strides]);
                     let mask = &self.scratch[i][0];
-                    let dispatch =
-                        gpu.dispatch(Kernel::BinaryGrad, &params, &[g, value(*x), mask, gx], gx.len());
+                    // g times b, the mask.
+                    let times_mask = Kernel::BinaryGrad.with(&[("TERM", 2)]);
+                    let dispatch = gpu.dispatch(times_mask, &params, &[g, value(*x), mask, gx], gx.len());
                     self.push(dispatch);
                 }
             }
@@ -635,13 +641,22 @@ impl Plan {
             Op::RecurrentCell { cell, x, step, hu, state, .. } => {
                 let spare = gpu.zeros(1);
                 let targets = [grad(*x), grad(*hu), grad(*state)];
-                let flags = (0..3).map(|k| u32::from(targets[k].is_some()) << k).sum::<u32>();
-                let mut params = cell_params(*cell, shape(*x), shape(*state), *step).to_vec();
-                params.push(flags);
+                let params = cell_params(shape(*x), shape(*state), *cell, *step);
+                let kernel = [
+                    ("CELL", cell_code(*cell)),
+                    ("DX", u32::from(targets[0].is_some())),
+                    ("DHU", u32::from(targets[1].is_some())),
+                    ("DSTATE", u32::from(targets[2].is_some())),
+                ];
                 let [dx, dhu, dstate] = targets.map(|t| t.unwrap_or(&spare));
                 let buffers = [g, value(*hu), value(*state), &self.scratch[i][0], dx, dhu, dstate];
-                let invocations = params[1] as usize * params[2] as usize;
-                self.push(gpu.dispatch(Kernel::RecurrentCellGrad, &params, &buffers, invocations));
+                let invocations = params[0] as usize * params[1] as usize;
+                self.push(gpu.dispatch(
+                    Kernel::RecurrentCellGrad.with(&kernel),
+                    &params,
+                    &buffers,
+                    invocations,
+                ));
             }
             Op::LogSoftmax(_) | Op::MeanSquaredError(..) => {
                 return Err(Error::Gpu(format!("{} has no GPU kernel", op_name(op))));
@@ -1050,14 +1065,18 @@ fn batch_norm_params(x: &[usize], eps: f32) -> Result<(Vec<u32>, usize)> {
     Ok((vec![x[0] as u32, channels as u32, positions as u32, eps.to_bits()], channels))
 }
 
-/// recurrent_cell.wgsl's parameters: cell, batch, units, time, step.
-fn cell_params(cell: Cell, x: &[usize], state: &[usize], step: usize) -> [u32; 5] {
-    let code = match cell {
+/// recurrent_cell.wgsl's parameters: batch, units, time, step (`cell` for its units).
+fn cell_params(x: &[usize], state: &[usize], cell: Cell, step: usize) -> [u32; 4] {
+    [x[0], state[1] / cell.state_blocks(), x[1], step].map(|v| v as u32)
+}
+
+/// cell.wgsl's CELL for `cell`.
+fn cell_code(cell: Cell) -> u32 {
+    match cell {
         Cell::Simple => 0,
         Cell::Lstm => 1,
         Cell::Gru => 2,
-    };
-    [code, x[0], state[1] / cell.state_blocks(), x[1], step].map(|v| v as u32)
+    }
 }
 
 /// pool.wgsl's parameters.

@@ -4,7 +4,7 @@
 // the previous state, which for the LSTM is h then c. The gates' activations are kept for the
 // backward pass (recurrent_cell_grad.wgsl).
 //
-// p: cell (0 simple, 1 LSTM, 2 GRU), batch, units, time, step.
+// p: batch, units, time, step; the cell is CELL (cell.wgsl).
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> hu: array<f32>;
@@ -15,14 +15,14 @@
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
-    let units = p[2];
-    if (i >= p[1] * units) {
+    let units = p[1];
+    if (i >= p[0] * units) {
         return;
     }
     let cell = cell_at(i);
     let at_x = cell.x;
     let at = cell.gate;
-    switch p[0] {
+    switch CELL {
         case 0u: {
             let h = squash(x[at_x] + hu[at]);
             gates[at] = h;

@@ -3,8 +3,8 @@
 // gradients of the step's input projections (into step `step` of dx), of hu and of the
 // previous state (for the LSTM its c part only: h reaches a step through hu alone).
 //
-// p: cell, batch, units, time, step (as the forward kernel), then which gradients to add:
-// bit 0 dx, bit 1 dhu, bit 2 dstate.
+// p: batch, units, time, step (as the forward kernel). The cell (CELL, cell.wgsl) and which
+// gradients to add are override constants.
 
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read> hu: array<f32>;
@@ -14,12 +14,17 @@
 @group(0) @binding(6) var<storage, read_write> dhu: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dstate: array<f32>;
 
+// Which gradients to add.
+override DX: bool = false;
+override DHU: bool = false;
+override DSTATE: bool = false;
+
 // Adds gate k's gradients: dz to x's, dh to hu's.
 fn add_gate(at_x: u32, at: u32, dz: f32, dh: f32) {
-    if ((p[5] & 1u) != 0u) {
+    if (DX) {
         dx[at_x] += dz;
     }
-    if ((p[5] & 2u) != 0u) {
+    if (DHU) {
         dhu[at] += dh;
     }
 }
@@ -27,15 +32,14 @@ fn add_gate(at_x: u32, at: u32, dz: f32, dh: f32) {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
-    let units = p[2];
-    if (i >= p[1] * units) {
+    let units = p[1];
+    if (i >= p[0] * units) {
         return;
     }
     let cell = cell_at(i);
     let at_x = cell.x;
     let at = cell.gate;
-    let state_grad = (p[5] & 4u) != 0u;
-    switch p[0] {
+    switch CELL {
         case 0u: {
             let h = gates[at];
             let dz = g[i] * (1.0 - h * h);
@@ -59,7 +63,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
             add_gate(at_x + units, at + units, dzf, dzf);
             add_gate(at_x + 2u * units, at + 2u * units, dzg, dzg);
             add_gate(at_x + 3u * units, at + 3u * units, dzo, dzo);
-            if (state_grad) {
+            if (DSTATE) {
                 dstate[s + units] += dc * f;
             }
         }
@@ -73,7 +77,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
             add_gate(at_x, at, dr, dr);
             add_gate(at_x + units, at + units, du, du);
             add_gate(at_x + 2u * units, at + 2u * units, dn, dn * r);
-            if (state_grad) {
+            if (DSTATE) {
                 dstate[i] += g[i] * u;
             }
         }
