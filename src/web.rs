@@ -440,7 +440,7 @@ impl GpuMatmulBench {
         let probe = gpu.zeros(1);
         // copy.wgsl: one element, from offset 0 of c to offset 0 of the probe.
         let take =
-            gpu.dispatch(Kernel::Copy, &[1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[&c, &probe], 1);
+            gpu.dispatch(Kernel::Copy, &[1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[&c, &probe], 1);
         let readback = gpu.readback(1);
         GpuMatmulBench { gpu, product, take, probe, readback }
     }

@@ -185,7 +185,7 @@ impl Plan {
         for &(id, value) in tape.buffer_updates() {
             let (from, to) = (&slots.values[value.index()], &params[id.index()]);
             let shape = tape.value(value).shape();
-            let params = copy_params(shape, (0, &contiguous(shape)), (0, &contiguous(shape)), false)?;
+            let params = copy_params(shape, (0, &contiguous(shape)), (0, &contiguous(shape)))?;
             plan.push(gpu.dispatch(Kernel::Copy, &params, &[from, to], to.len()));
         }
         plan.slots = slots;
@@ -244,13 +244,13 @@ impl Plan {
             }
             Op::Sum { x, axis } | Op::Mean { x, axis } => {
                 let [before, len, after, scale] = reduction(shape(*x), *axis, matches!(op, Op::Mean { .. }));
-                let params = [before, len, after, scale, 0];
+                let params = [before, len, after, scale];
                 self.push(gpu.dispatch(Kernel::Reduce, &params, &[value(*x), out], n));
             }
             Op::Permute { x, axes } => {
                 let input = contiguous(shape(*x));
                 let from: Vec<usize> = axes.iter().map(|&a| input[a]).collect();
-                let params = copy_params(out_shape, (0, &from), (0, &contiguous(out_shape)), false)?;
+                let params = copy_params(out_shape, (0, &from), (0, &contiguous(out_shape)))?;
                 self.push(gpu.dispatch(Kernel::Copy, &params, &[value(*x), out], n));
             }
             Op::Activation { x, act } => {
@@ -283,12 +283,8 @@ impl Plan {
             }
             Op::Slice { x, axis, start } => {
                 let input = contiguous(shape(*x));
-                let params = copy_params(
-                    out_shape,
-                    (start * input[*axis], &input),
-                    (0, &contiguous(out_shape)),
-                    false,
-                )?;
+                let params =
+                    copy_params(out_shape, (start * input[*axis], &input), (0, &contiguous(out_shape)))?;
                 self.push(gpu.dispatch(Kernel::Copy, &params, &[value(*x), out], n));
             }
             Op::Concat { inputs, axis } => {
@@ -296,8 +292,7 @@ impl Plan {
                 let mut start = 0;
                 for &input in inputs {
                     let part = shape(input);
-                    let params =
-                        copy_params(part, (0, &contiguous(part)), (start * whole[*axis], &whole), false)?;
+                    let params = copy_params(part, (0, &contiguous(part)), (start * whole[*axis], &whole))?;
                     self.push(gpu.dispatch(Kernel::Copy, &params, &[value(input), out], value(input).len()));
                     start += part[*axis];
                 }
@@ -349,12 +344,12 @@ impl Plan {
                 ));
             }
             Op::Softmax(x) => {
-                let params = softmax_params(0, out_shape);
+                let params = softmax_params(out_shape);
                 self.push(gpu.dispatch(
                     Kernel::Softmax,
                     &params,
                     &[value(*x), value(*x), out],
-                    n / params[2] as usize,
+                    params[0] as usize,
                 ));
             }
             Op::LayerNorm { x, gamma, beta, eps, stats } => {
@@ -490,8 +485,8 @@ impl Plan {
                 if let Some(gx) = grad(*x) {
                     let input = contiguous(shape(*x));
                     let to: Vec<usize> = axes.iter().map(|&a| input[a]).collect();
-                    let params = copy_params(out_shape, (0, &contiguous(out_shape)), (0, &to), true)?;
-                    self.push(gpu.dispatch(Kernel::Copy, &params, &[g, gx], g.len()));
+                    let params = copy_params(out_shape, (0, &contiguous(out_shape)), (0, &to))?;
+                    self.push(gpu.dispatch(Kernel::Copy.with(&ACCUMULATE), &params, &[g, gx], g.len()));
                 }
             }
             Op::Activation { x, act } => {
@@ -526,13 +521,9 @@ impl Plan {
             Op::Slice { x, axis, start } => {
                 if let Some(gx) = grad(*x) {
                     let input = contiguous(shape(*x));
-                    let params = copy_params(
-                        out_shape,
-                        (0, &contiguous(out_shape)),
-                        (start * input[*axis], &input),
-                        true,
-                    )?;
-                    self.push(gpu.dispatch(Kernel::Copy, &params, &[g, gx], g.len()));
+                    let params =
+                        copy_params(out_shape, (0, &contiguous(out_shape)), (start * input[*axis], &input))?;
+                    self.push(gpu.dispatch(Kernel::Copy.with(&ACCUMULATE), &params, &[g, gx], g.len()));
                 }
             }
             Op::Concat { inputs, axis } => {
@@ -542,8 +533,8 @@ impl Plan {
                     let part = shape(input);
                     if let Some(gi) = grad(input) {
                         let params =
-                            copy_params(part, (start * whole[*axis], &whole), (0, &contiguous(part)), true)?;
-                        self.push(gpu.dispatch(Kernel::Copy, &params, &[g, gi], gi.len()));
+                            copy_params(part, (start * whole[*axis], &whole), (0, &contiguous(part)))?;
+                        self.push(gpu.dispatch(Kernel::Copy.with(&ACCUMULATE), &params, &[g, gi], gi.len()));
                     }
                     start += part[*axis];
                 }
@@ -557,8 +548,7 @@ impl Plan {
                     Some(g_mat) => g_mat.clone(),
                     None => {
                         let g_mat = Rc::new(gpu.zeros(g.len()));
-                        let params =
-                            copy_params(&[b, f, s], (0, &[f * s, s, 1]), (0, &[s * f, 1, f]), false)?;
+                        let params = copy_params(&[b, f, s], (0, &[f * s, s, 1]), (0, &[s * f, 1, f]))?;
                         self.push(gpu.dispatch(Kernel::Copy, &params, &[g, &g_mat], g.len()));
                         g_mat
                     }
@@ -604,37 +594,45 @@ impl Plan {
             }
             Op::Softmax(x) => {
                 if let Some(gx) = grad(*x) {
-                    let params = softmax_params(1, out_shape);
-                    let rows = gx.len() / params[2] as usize;
-                    self.push(gpu.dispatch(Kernel::Softmax, &params, &[&*slots.values[i], g, gx], rows));
+                    let params = softmax_params(out_shape);
+                    let backward = Kernel::Softmax.with(&[("BACKWARD", 1)]);
+                    let buffers = [&*slots.values[i], g, gx];
+                    self.push(gpu.dispatch(backward, &params, &buffers, params[0] as usize));
                 }
             }
             Op::LayerNorm { x, gamma, beta, stats, .. } => {
                 let (rows, d) = (stats.shape()[0], shape(*gamma)[0]);
                 let spare = gpu.zeros(1);
                 let targets = [grad(*x), grad(*gamma), grad(*beta)];
-                let flags = (0..3).map(|k| u32::from(targets[k].is_some()) << k).sum::<u32>();
+                let wanted = targets.map(|t| u32::from(t.is_some()));
                 let [dx, dgamma, dbeta] = targets.map(|t| t.unwrap_or(&spare));
                 let saved = self.scratch[i][0].clone();
                 let buffers = [g, value(*x), value(*gamma), &*saved, dx, dgamma, dbeta];
-                for (mode, invocations) in [(0, rows), (1, d)] {
-                    let wanted = if mode == 0 { flags & 1 } else { flags & 6 };
-                    if wanted != 0 {
-                        let params = [mode, rows as u32, d as u32, flags];
-                        self.push(gpu.dispatch(Kernel::LayerNormGrad, &params, &buffers, invocations));
-                    }
+                let params = [rows as u32, d as u32];
+                if wanted[0] == 1 {
+                    self.push(gpu.dispatch(Kernel::LayerNormGrad, &params, &buffers, rows));
+                }
+                if wanted[1] + wanted[2] > 0 {
+                    let kernel = [("PARAMETERS", 1), ("DGAMMA", wanted[1]), ("DBETA", wanted[2])];
+                    self.push(gpu.dispatch(Kernel::LayerNormGrad.with(&kernel), &params, &buffers, d));
                 }
             }
             Op::BatchNorm { x, gamma, beta, eps, .. } => {
-                let (mut params, channels) = batch_norm_params(shape(*x), *eps)?;
+                let (params, channels) = batch_norm_params(shape(*x), *eps)?;
                 let spare = gpu.zeros(1);
                 let targets = [grad(*x), grad(*gamma), grad(*beta)];
-                params.push((0..3).map(|k| u32::from(targets[k].is_some()) << k).sum::<u32>());
+                let [wants_dx, wants_dgamma, wants_dbeta] = targets.map(|t| u32::from(t.is_some()));
+                let kernel = [("DX", wants_dx), ("DGAMMA", wants_dgamma), ("DBETA", wants_dbeta)];
                 let [dx, dgamma, dbeta] = targets.map(|t| t.unwrap_or(&spare));
                 let saved = self.scratch[i][0].clone();
                 let buffers = [g, value(*x), value(*gamma), &*saved, dx, dgamma, dbeta];
                 let groups = (channels as u32, 1, 1);
-                self.push(gpu.dispatch_groups(Kernel::BatchNormGrad, &params, &buffers, groups));
+                self.push(gpu.dispatch_groups(
+                    Kernel::BatchNormGrad.with(&kernel),
+                    &params,
+                    &buffers,
+                    groups,
+                ));
             }
             // Never reached: its node needs no gradient.
             Op::RunningAverage { .. } => {}
@@ -906,8 +904,9 @@ fn matmul(
         &Epilogue::default(),
     );
     // reduce.wgsl over [batch, splits, m n]
-    let sum = [batch as u32, splits as u32, (m * n) as u32, 1f32.to_bits(), u32::from(accumulate)];
-    let sum = gpu.dispatch(Kernel::Reduce, &sum, &[&parts, c], batch * m * n);
+    let sum = [batch as u32, splits as u32, (m * n) as u32, 1f32.to_bits()];
+    let reduce = if accumulate { Kernel::Reduce.with(&ACCUMULATE) } else { Kernel::Reduce.into() };
+    let sum = gpu.dispatch(reduce, &sum, &[&parts, c], batch * m * n);
     partials.push(parts);
     vec![partial, sum]
 }
@@ -956,13 +955,15 @@ fn reduction(shape: &[usize], axis: usize, mean: bool) -> [u32; 4] {
     [before as u32, shape[axis] as u32, after as u32, scale.to_bits()]
 }
 
+/// The variant of copy.wgsl and reduce.wgsl that adds to its output.
+const ACCUMULATE: [(&str, u32); 1] = [("ACCUMULATE", 1)];
+
 /// copy.wgsl's parameters for a view of `shape` read at (offset, strides) and written at
 /// (offset, strides).
 fn copy_params(
     shape: &[usize],
     (from_offset, from): (usize, &[usize]),
     (to_offset, to): (usize, &[usize]),
-    accumulate: bool,
 ) -> Result<Vec<u32>> {
     let shape4 = pad4("copy", shape)?;
     let pad = |strides: &[usize]| {
@@ -973,14 +974,7 @@ fn copy_params(
         out
     };
     let count: usize = shape.iter().product();
-    Ok(words(&[
-        &[count as u32, u32::from(accumulate)],
-        &shape4,
-        &[from_offset as u32],
-        &pad(from),
-        &[to_offset as u32],
-        &pad(to),
-    ]))
+    Ok(words(&[&[count as u32], &shape4, &[from_offset as u32], &pad(from), &[to_offset as u32], &pad(to)]))
 }
 
 /// Rows of the im2col matrix that one invocation of im2col.wgsl fills (its RUN).
@@ -1046,10 +1040,10 @@ impl Conv {
     }
 }
 
-/// softmax.wgsl's parameters: `mode` (0 forward, 1 backward), rows, row length.
-fn softmax_params(mode: u32, shape: &[usize]) -> [u32; 3] {
+/// softmax.wgsl's parameters: rows, row length.
+fn softmax_params(shape: &[usize]) -> [u32; 2] {
     let len = shape.last().copied().unwrap_or(1);
-    [mode, (shape.iter().product::<usize>() / len) as u32, len as u32]
+    [(shape.iter().product::<usize>() / len) as u32, len as u32]
 }
 
 /// batch_norm.wgsl's parameters (batch, channels, positions, eps) and its workgroups, one

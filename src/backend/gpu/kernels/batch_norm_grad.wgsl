@@ -2,8 +2,7 @@
 // adds the parameters' gradients (sum g x̂ and sum g over the channel) and the input's,
 // dx = gamma inv_std (g - mean(g) - x̂ mean(g x̂)).
 //
-// p: batch, channels, positions, eps (f32 bits), then which gradients to add: bit 0 dx,
-// bit 1 dgamma, bit 2 dbeta.
+// p: batch, channels, positions, eps (f32 bits). Which gradients to add are override constants.
 
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -12,6 +11,10 @@
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dbeta: array<f32>;
+
+override DX: bool = false;
+override DGAMMA: bool = false;
+override DBETA: bool = false;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
@@ -28,13 +31,13 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     }
     sum = workgroup_sum(lane, sum);
     dot = workgroup_sum(lane, dot);
-    if (lane == 0u && (p[4] & 2u) != 0u) {
+    if (DGAMMA && lane == 0u) {
         dgamma[c] += dot;
     }
-    if (lane == 0u && (p[4] & 4u) != 0u) {
+    if (DBETA && lane == 0u) {
         dbeta[c] += sum;
     }
-    if ((p[4] & 1u) == 0u) {
+    if (!DX) {
         return;
     }
     let scale = gamma[c] * inv_std;

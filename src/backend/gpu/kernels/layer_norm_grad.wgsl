@@ -1,9 +1,9 @@
-// The backward pass of layer_norm.wgsl, as backend/cpu/norm.rs's: mode 0, one invocation per
-// row, adds the input's gradient dx = inv_std (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)), ĝ = g gamma;
-// mode 1, one invocation per feature, adds the parameters' (sum g x̂ and sum g over the
-// rows).
+// The backward pass of layer_norm.wgsl, as backend/cpu/norm.rs's: one invocation per row adds
+// the input's gradient dx = inv_std (ĝ - mean(ĝ) - x̂ mean(ĝ x̂)), ĝ = g gamma; or, with
+// PARAMETERS, one invocation per feature adds the parameters' (sum g x̂ and sum g over the
+// rows), those of DGAMMA and DBETA.
 //
-// p: mode, rows, d, then which gradients to add: bit 0 dx, bit 1 dgamma, bit 2 dbeta.
+// p: rows, d.
 
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -13,12 +13,17 @@
 @group(0) @binding(6) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dbeta: array<f32>;
 
+// Which gradients (see product.wgsl for why choices are override constants).
+override PARAMETERS: bool = false;
+override DGAMMA: bool = false;
+override DBETA: bool = false;
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(id, groups);
-    let rows = p[1];
-    let d = p[2];
-    if (p[0] == 0u) {
+    let rows = p[0];
+    let d = p[1];
+    if (!PARAMETERS) {
         if (i >= rows) {
             return;
         }
@@ -50,10 +55,10 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
         dg += v * (x[r * d + i] - stats[2u * r]) * stats[2u * r + 1u];
         db += v;
     }
-    if ((p[3] & 2u) != 0u) {
+    if (DGAMMA) {
         dgamma[i] += dg;
     }
-    if ((p[3] & 4u) != 0u) {
+    if (DBETA) {
         dbeta[i] += db;
     }
 }

@@ -1,10 +1,13 @@
 // out[i, j] = scale * sum over k of x[i, k, j]: a sum or mean over one axis of x seen as
 // [before, axis, after].
 //
-// p: before, axis length, after, scale (f32 bits), accumulate (1: out += the sum).
+// p: before, axis length, after, scale (f32 bits).
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+// Whether out += the sum rather than out = the sum.
+override ACCUMULATE: bool = false;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -41,7 +44,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) g
         depth -= 1u;
         sum += partials[depth];
     }
-    if (p[4] == 1u) {
+    if (ACCUMULATE) {
         out[o] += sum * bitcast<f32>(p[3]);
     } else {
         out[o] = sum * bitcast<f32>(p[3]);

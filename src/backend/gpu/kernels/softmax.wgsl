@@ -1,24 +1,28 @@
 // Softmax over the last axis, one row per invocation (attention's rows are short: one per
 // token, as long as the sequence), shifted by the row maximum as the CPU backend does.
 //
-// Forward (mode 0): y = softmax(x). Backward (mode 1): grad_x += y * (g - sum(g * y)), from
-// the forward's output y and its gradient g.
+// Forward: y = softmax(x). Backward: grad_x += y * (g - sum(g * y)), from the forward's
+// output y and its gradient g.
 //
-// p: mode, rows, row length.
+// p: rows, row length.
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// The backward pass rather than the forward (see product.wgsl for why choices are override
+// constants).
+override BACKWARD: bool = false;
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let row = flat_index(id, groups);
-    if (row >= p[1]) {
+    if (row >= p[0]) {
         return;
     }
-    let len = p[2];
+    let len = p[1];
     let start = row * len;
-    if (p[0] == 0u) {
+    if (!BACKWARD) {
         var top = x[start];
         for (var j = 1u; j < len; j++) {
             top = max(top, x[start + j]);
