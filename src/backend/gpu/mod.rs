@@ -275,14 +275,17 @@ pub fn product_dispatch(
     gpu.dispatch_groups(kernel.with(&constants), &params, &[a, b, c, bias, pre], groups)
 }
 
-/// A device, its queue and every kernel compiled for it. Clones share them.
+/// A device, its queue, every kernel's WGSL and the pipelines compiled from it so far. Clones
+/// share them.
 #[derive(Clone)]
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     /// Every kernel's compiled WGSL, in [`Kernel::ALL`]'s order.
     modules: Arc<Vec<wgpu::ShaderModule>>,
-    /// The pipelines compiled so far, each kernel's defaults (constants `[]`) from the start.
+    /// The pipelines compiled so far: each on its first use, as a model needs only a few of
+    /// them, and a software adapter takes about 45 ms to compile one (SwiftShader: 1.1 s for
+    /// every kernel's defaults, which the first step would wait for).
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     adapter: String,
     software: bool,
@@ -341,11 +344,13 @@ impl Buffer {
 }
 
 impl Gpu {
-    /// The first adapter wgpu finds (a hardware GPU before a software one) with every kernel
-    /// compiled.
+    /// The first adapter wgpu finds (a hardware GPU before a software one), with every kernel's
+    /// WGSL checked and compiled into a shader module; each pipeline is compiled on its first
+    /// use.
     ///
     /// # Errors
-    /// [`Error::Gpu`] when there is no adapter or device, saying which.
+    /// [`Error::Gpu`] when there is no adapter or device, saying which, or when the device
+    /// rejects a kernel.
     pub async fn new() -> Result<Gpu> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::VULKAN | wgpu::Backends::BROWSER_WEBGPU,
@@ -414,10 +419,6 @@ impl Gpu {
             created,
             failure,
         };
-        // Every kernel compiled now, so that an adapter that rejects one fails here.
-        for &kernel in &Kernel::ALL {
-            gpu.pipeline(kernel.into());
-        }
         gpu.check()?;
         Ok(gpu)
     }
