@@ -604,16 +604,20 @@ impl Plan {
                 let (rows, d) = (stats.shape()[0], shape(*gamma)[0]);
                 let spare = gpu.zeros(1);
                 let targets = [grad(*x), grad(*gamma), grad(*beta)];
-                let wanted = targets.map(|t| u32::from(t.is_some()));
+                let wanted = targets.map(|t| t.is_some());
                 let [dx, dgamma, dbeta] = targets.map(|t| t.unwrap_or(&spare));
                 let saved = self.scratch[i][0].clone();
                 let buffers = [g, value(*x), value(*gamma), &*saved, dx, dgamma, dbeta];
                 let params = [rows as u32, d as u32];
-                if wanted[0] == 1 {
+                if wanted[0] {
                     self.push(gpu.dispatch(Kernel::LayerNormGrad, &params, &buffers, rows));
                 }
-                if wanted[1] + wanted[2] > 0 {
-                    let kernel = [("PARAMETERS", 1), ("DGAMMA", wanted[1]), ("DBETA", wanted[2])];
+                if wanted[1] || wanted[2] {
+                    let kernel = [
+                        ("PARAMETERS", 1),
+                        ("DGAMMA", u32::from(wanted[1])),
+                        ("DBETA", u32::from(wanted[2])),
+                    ];
                     self.push(gpu.dispatch(Kernel::LayerNormGrad.with(&kernel), &params, &buffers, d));
                 }
             }
@@ -715,7 +719,7 @@ impl Plan {
         let buffers = [g, pre, out, &gz, bias_grad.unwrap_or(&spare), argmax];
         let constants = [
             ("ACTIVATION", code),
-            ("BIAS", u32::from(bias_grad.is_some())),
+            ("BIAS_GRAD", u32::from(bias_grad.is_some())),
             ("POOLED", u32::from(pooled.is_some())),
             ("AVERAGE", u32::from(average)),
         ];

@@ -1,7 +1,10 @@
 
 // Appended to the kernels that apply an activation or its derivative (WGSL has no includes).
 // code: 0 relu, 1 leaky relu (k: its slope below 0), 2 sigmoid, 3 tanh, 4 x^k, 5 GELU (the
-// tanh approximation), as the CPU's Activation.
+// tanh approximation), as the CPU's Activation; NONE (the Rust side's NO_ACTIVATION) for a
+// kernel's "no activation".
+
+const NONE: u32 = 255u;
 
 fn activate(code: u32, k: f32, v: f32) -> f32 {
     switch code {

@@ -24,11 +24,10 @@
 @group(0) @binding(5) var<storage, read_write> bias_grad: array<f32>;
 @group(0) @binding(6) var<storage, read> argmax: array<u32>;
 
-const NONE: u32 = 255u;
 // activation.wgsl's code, or NONE.
 override ACTIVATION: u32 = NONE;
 // Whether to accumulate bias_grad.
-override BIAS: bool = false;
+override BIAS_GRAD: bool = false;
 // Whether g is the pooled gradient (and AVERAGE, in pool_gather.wgsl, which pooling).
 override POOLED: bool = false;
 const THREADS: u32 = 64u;
@@ -70,7 +69,7 @@ fn main(@builtin(local_invocation_index) local: u32, @builtin(workgroup_id) grou
             partial[local] += partial[local + half];
         }
     }
-    if (BIAS && lane == 0u && c < channels) {
+    if (BIAS_GRAD && lane == 0u && c < channels) {
         bias_grad[c] += partial[local];
     }
 }

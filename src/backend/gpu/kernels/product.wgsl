@@ -12,7 +12,6 @@
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> pre: array<f32>;
 
-const NONE: u32 = 255u;
 // 0: no bias, 1: one per column, 2: one per row.
 override BIAS: u32 = 0u;
 // activation.wgsl's code, or NONE.
