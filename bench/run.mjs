@@ -296,6 +296,13 @@ function tables(results) {
     const peer = matmul.find((p) => p.lib === 'tfjs' && p.backend === r.backend.replace('-relaxed', '') && p.gflops1024);
     if (peer && r.gflops1024) r.ratio1024 = r.gflops1024 / peer.gflops1024;
   }
+  // The peak the build's kernel can reach: fused multiply-adds in the relaxed-SIMD build, a
+  // multiply and an add in the others (whose "fused" runs unfused too).
+  const peak = (r) => (r.peakFused ? `${fmt(r.peakFused, 1)} / ${fmt(r.peakUnfused, 1)} (${fmt(r.peakFused / r.peakUnfused, 2)}x)` : '');
+  const share = (r) => {
+    const ceiling = r.backend.endsWith('-relaxed') ? r.peakFused : r.peakUnfused;
+    return ceiling && r.gflops1024 && r.threads === 1 ? `${fmt((100 * r.gflops1024) / ceiling)}%` : '';
+  };
   const firstStep = (r) => {
     if (r.firstStepMs == null) return '';
     if (!r.firstStepRangeMs || r.firstStepLoads === 1) return `${fmt(r.firstStepMs)} (one load)`;
@@ -307,9 +314,9 @@ function tables(results) {
     '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
     ...train.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${r.model} | ${fmt(r.samplesPerSecond, r.samplesPerSecond < 10 ? 1 : 0)} | ${fmt(r.gflops, 2)} | ${r.ratio ? `${fmt(r.ratio, 2)}x vs ${r.versus}` : ''} | ${r.accuracy == null ? '' : `${fmt(r.accuracy * 100, 1)}%`} | ${firstStep(r)} | ${fmt(r.codeBytes)} | ${r.gpuStep ? `${r.gpuStep.dispatches} (${fmt(r.gpuStep.uploaded)} / ${r.gpuStep.downloaded})` : ''} | ${r.error ?? r.note ?? ''} |`),
     '',
-    '| library/backend | threads | matmul 256 GFLOP/s | matmul 1024 GFLOP/s | 1024 ratio to tfjs wasm, same threads | matmul 2048 GFLOP/s | JS+wasm bytes | error or note |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
-    ...matmul.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${fmt(r.gflops256, 1)} | ${fmt(r.gflops1024, 1)} | ${r.ratio1024 ? `${fmt(r.ratio1024, 2)}x` : ''} | ${fmt(r.gflops2048, 1)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
+    '| library/backend | threads | matmul 256 GFLOP/s | matmul 1024 GFLOP/s | 1024 ratio to tfjs wasm, same threads | matmul 2048 GFLOP/s | one thread\'s multiply-add peak GFLOP/s: fused / unfused (ratio) | 1024 share of the build\'s peak | JS+wasm bytes | error or note |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    ...matmul.map((r) => `| ${r.lib}/${r.backend} | ${r.threads ?? ''} | ${fmt(r.gflops256, 1)} | ${fmt(r.gflops1024, 1)} | ${r.ratio1024 ? `${fmt(r.ratio1024, 2)}x` : ''} | ${fmt(r.gflops2048, 1)} | ${peak(r)} | ${share(r)} | ${fmt(r.codeBytes)} | ${r.error ?? r.note ?? ''} |`),
   ];
 }
 

@@ -429,9 +429,15 @@ pub struct GpuMatmulBench {
 #[cfg(feature = "webgpu")]
 #[wasm_bindgen]
 impl GpuMatmulBench {
+    /// Two `size x size` matrices on the GPU; errors past 4096, as `MatmulBench`.
     #[wasm_bindgen(constructor)]
-    pub fn new(gpu: &GpuDevice, size: u32) -> GpuMatmulBench {
+    pub fn new(gpu: &GpuDevice, size: u32) -> Result<GpuMatmulBench, JsError> {
         use crate::backend::gpu::Kernel;
+        if size > 4096 {
+            return Err(JsError::new(&format!(
+                "a {size} x {size} product is more than the benchmark's 4096 x 4096"
+            )));
+        }
         let gpu = gpu.0.clone();
         let n = size as usize;
         let values: Vec<f32> = (0..n * n).map(|i| (i % 11) as f32 / 11.0).collect();
@@ -442,7 +448,7 @@ impl GpuMatmulBench {
         let take =
             gpu.dispatch(Kernel::Copy, &[1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[&c, &probe], 1);
         let readback = gpu.readback(1);
-        GpuMatmulBench { gpu, product, take, probe, readback }
+        Ok(GpuMatmulBench { gpu, product, take, probe, readback })
     }
 
     /// Queues one product; false while the previous one has not come back.
@@ -560,6 +566,15 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
         .map_err(|e| JsError::new(&e.to_string()))
 }
 
+/// `steps` rounds of a multiply-add on 12 independent 4-lane chains (96 FLOPs a round), which
+/// the benchmark times for this processor's peak GFLOP/s beside the product's: fused in the
+/// relaxed-SIMD build where `fused`, a multiply then an add otherwise (see
+/// `backend::cpu::multiply_add_chains`).
+#[wasm_bindgen(js_name = multiplyAddChains)]
+pub fn multiply_add_chains(steps: u32, fused: bool) -> f32 {
+    crate::backend::cpu::multiply_add_chains(steps as usize, fused)
+}
+
 /// Two square matrices whose product JavaScript times, for the benchmark's GFLOP/s.
 #[wasm_bindgen]
 pub struct MatmulBench {
@@ -569,11 +584,17 @@ pub struct MatmulBench {
 
 #[wasm_bindgen]
 impl MatmulBench {
+    /// Two `size x size` matrices; errors past 4096 (two 64 MiB matrices, and the product's).
     #[wasm_bindgen(constructor)]
-    pub fn new(size: usize) -> MatmulBench {
+    pub fn new(size: usize) -> Result<MatmulBench, JsError> {
+        if size > 4096 {
+            return Err(JsError::new(&format!(
+                "a {size} x {size} product is more than the benchmark's 4096 x 4096"
+            )));
+        }
         let a = ndarray::Array2::from_shape_fn((size, size), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0);
         let b = a.t().to_owned();
-        MatmulBench { a, b }
+        Ok(MatmulBench { a, b })
     }
 
     /// One product; returns an element of it so that the work cannot be skipped.

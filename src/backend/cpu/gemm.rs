@@ -5,8 +5,10 @@
 //! micro-kernel multiplies one panel of each into an `MR x NR` tile of `c` held in registers.
 //! The kernel is 4 x 8: eight 4-lane accumulators, two lanes of `b` and one broadcast of `a`
 //! fit the 16 vector registers V8 has on x64, where matrixmultiply's 8 x 8 kernel (16
-//! accumulators) spills. (A 6 x 8 kernel, 15 registers, measured slower.) The packing buffers belong to the thread and are kept, so a product
-//! allocates nothing after the first on each thread.
+//! accumulators) spills. (6 x 8 and 5 x 8 kernels, as LLVM emits them, measured no faster in
+//! Chromium 156, or slower where V8 spilled; see the README's benchmark section.) The packing
+//! buffers belong to the thread and are kept, so a product allocates nothing after the first
+//! on each thread.
 //!
 //! The same code runs natively on plain 4-float arrays (LLVM turns them into SSE), which is how
 //! the native tests check the blocking and the packing; native builds multiply with
@@ -131,6 +133,35 @@ fn kernel(kc: usize, a: &[f32], b: &[f32]) -> [[F32x4; 2]; MR] {
     [[c00, c01], [c10, c11], [c20, c21], [c30, c31]]
 }
 
+/// `steps` rounds of `c = c * x + y` on 12 independent 4-lane chains, for the benchmark to
+/// measure the rate at which this processor multiplies and adds (8 FLOPs a chain a round),
+/// the ceiling of the micro-kernel above. `fused` runs each as the micro-kernel's
+/// multiply-add, one fused instruction in the relaxed-SIMD build; otherwise, and in the other
+/// builds, it is a multiply then an add. Returns a lane of the chains' sum, so that the work
+/// cannot be skipped.
+pub fn multiply_add_chains(steps: usize, fused: bool) -> f32 {
+    fn run(steps: usize, round: impl Fn(F32x4) -> F32x4) -> f32 {
+        // Twelve chains: a multiply-add's latency (4 cycles) times the two a processor issues
+        // each cycle, with room to spare, and few enough to stay in V8's 16 vector registers.
+        // Starts the optimiser cannot see, lest it fold a chain that sits at its fixed point.
+        let mut chains: [F32x4; 12] = std::array::from_fn(|i| F32x4::splat((steps + i) as f32));
+        for _ in 0..steps {
+            for c in &mut chains {
+                *c = round(*c);
+            }
+        }
+        let mut lanes = [0.0; 4];
+        chains.iter().fold(F32x4::zero(), |sum, &c| sum.add(c)).store(&mut lanes);
+        lanes[0]
+    }
+    let (x, y) = (F32x4::splat(0.5), F32x4::splat(1.0));
+    if fused {
+        run(steps, |c| y.mul_add(c, x))
+    } else {
+        run(steps, |c| c.mul(x).add(y))
+    }
+}
+
 /// Writes the top-left `rows x cols` of `tile` into `c` at `(i, j)`, plus `beta` times what
 /// was there.
 #[inline(always)]
@@ -213,6 +244,16 @@ mod lanes {
             unsafe { v128_store(to.as_mut_ptr().cast(), self.0) }
         }
 
+        #[inline(always)]
+        pub fn add(self, other: Self) -> Self {
+            F32x4(f32x4_add(self.0, other.0))
+        }
+
+        #[inline(always)]
+        pub fn mul(self, other: Self) -> Self {
+            F32x4(f32x4_mul(self.0, other.0))
+        }
+
         /// `self + a * b`: a multiply and an add, rounded twice; in the relaxed-SIMD build
         /// one instruction, fused (rounded once) where the processor has a fused multiply-add,
         /// which every x64 and Arm processor a browser runs on today has.
@@ -249,6 +290,16 @@ mod lanes {
         #[inline(always)]
         pub fn store(self, to: &mut [f32]) {
             to[..4].copy_from_slice(&self.0);
+        }
+
+        #[inline(always)]
+        pub fn add(self, other: Self) -> Self {
+            F32x4(std::array::from_fn(|i| self.0[i] + other.0[i]))
+        }
+
+        #[inline(always)]
+        pub fn mul(self, other: Self) -> Self {
+            F32x4(std::array::from_fn(|i| self.0[i] * other.0[i]))
         }
 
         #[inline(always)]
@@ -293,6 +344,18 @@ mod tests {
             let mut c = Array2::from_elem((m, n), f32::NAN);
             gemm(at.t(), bt.t(), c.view_mut(), 0.0);
             assert!(close(&c, &want), "strided {m}x{k} @ {k}x{n}");
+        }
+    }
+
+    #[test]
+    fn multiply_add_chains_compute_their_recurrence() {
+        // Chain i starts at steps + i; c = c / 2 + 1 halves its distance to 2 each round.
+        for steps in [0, 1, 5] {
+            let want: f32 = (0..12).map(|i| 2.0 + ((steps + i) as f32 - 2.0) / 2f32.powi(steps)).sum();
+            for fused in [false, true] {
+                let got = multiply_add_chains(steps as usize, fused);
+                assert!((got - want).abs() < 1e-4, "{steps} steps, fused {fused}: {got}, not {want}");
+            }
         }
     }
 }

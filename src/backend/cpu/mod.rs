@@ -8,6 +8,7 @@ pub mod recurrent;
 // kernels being faster there.
 #[cfg_attr(not(all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
 mod gemm;
+pub use gemm::multiply_add_chains;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2, Zip};
 use serde::{Deserialize, Serialize};
