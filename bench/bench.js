@@ -53,10 +53,14 @@ async function loadData() {
   };
 }
 
-/** Bytes of JavaScript and wasm the page fetched, the benchmark's own files excepted. */
+/**
+ * Bytes of JavaScript and wasm the page fetched, the benchmark's own files excepted (and, for
+ * ferrograd, the TensorFlow.js it loads for the product duel).
+ */
 function codeBytes() {
   return performance.getEntriesByType('resource')
     .filter((e) => /\.(m?js|wasm)(\?|$)/.test(e.name) && !e.name.includes('/bench/bench.js'))
+    .filter((e) => lib !== 'ferrograd' || !e.name.includes('/@tensorflow/'))
     .reduce((sum, e) => sum + (e.encodedBodySize || e.transferSize || 0), 0);
 }
 
@@ -131,29 +135,47 @@ async function matmulGflops(run) {
   return result;
 }
 
+const DUEL_SIZE = 1024;
+
 /**
- * The processor's multiply-add rate in GFLOP/s, fused and not, on 12 independent 4-lane chains
- * (96 FLOPs a round): the ceiling a product kernel can reach in this build. The two are timed
- * in alternation, 7 rounds of about 20 ms each, and each keeps its best, so that a busy
- * machine slows both alike and their ratio (the most fusing can give here) holds.
+ * GFLOP/s of `ours` (a ferrograd MatmulBench of DUEL_SIZE) and of TensorFlow.js wasm's product
+ * on one thread, loaded into this worker beside it: 7 products each in alternation, each
+ * keeping its best. Both see the same moments of a busy machine, where figures measured a
+ * minute apart move by a third, so their ratio holds. With `chains` (the relaxed build's
+ * multiplyAddChains: fused multiply-adds on more independent chains than their latency
+ * needs), the core's peak is timed in the same rounds, for as long as a product takes: what
+ * no product kernel can pass.
  */
-function multiplyAddPeak(chains) {
-  let steps = 1e4;
-  for (let ms = 0; ms < 5; steps *= 4) {
-    const start = performance.now();
-    chains(steps, false);
-    ms = performance.now() - start;
+async function productDuel(ours, chains) {
+  const tf = await loadTfjs('wasm', 1);
+  const [a, b] = [tf.randomUniform([DUEL_SIZE, DUEL_SIZE]), tf.randomUniform([DUEL_SIZE, DUEL_SIZE])];
+  const flops = 2 * DUEL_SIZE ** 3;
+  const contenders = {
+    ours: [() => ours.run(), flops],
+    tfjs: [() => {
+      const c = tf.matMul(a, b);
+      c.dataSync();
+      c.dispose();
+    }, flops],
+  };
+  if (chains) {
+    // As many rounds of 12 chains (96 FLOPs each) as a product has FLOPs.
+    const steps = Math.round(flops / 96);
+    contenders.peak = [() => chains(steps), 96 * steps];
   }
-  const best = { fused: Infinity, unfused: Infinity };
-  for (let round = 0; round < 7; round++) {
-    for (const kind of ['fused', 'unfused']) {
+  const best = {};
+  for (let round = 0; round < 8; round++) {
+    for (const [name, [run, work]] of Object.entries(contenders)) {
       const start = performance.now();
-      chains(steps, kind === 'fused');
-      best[kind] = Math.min(best[kind], performance.now() - start);
+      run();
+      const gflops = work / (performance.now() - start) / 1e6;
+      // The first round warms them up.
+      if (round > 0) best[name] = Math.max(best[name] ?? 0, gflops);
     }
   }
-  const gflops = (ms) => (96 * steps) / ms / 1e6;
-  return { peakFused: gflops(best.fused), peakUnfused: gflops(best.unfused) };
+  tf.dispose([a, b]);
+  ours.free();
+  return { duelOurs: best.ours, duelTfjs: best.tfjs, ...(chains ? { duelPeak: best.peak } : {}) };
 }
 
 // ---------------------------------------------------------------- ferrograd
@@ -186,12 +208,14 @@ async function ferrograd() {
     });
   }
   if (task === 'matmul') {
-    const peak = multiplyAddPeak(module.multiplyAddChains);
+    // The relaxed build's multiply-add chains run at the core's peak (see productDuel).
+    const chains = backend === 'wasm-relaxed' ? module.multiplyAddChains : null;
+    const duel = threads === 1 ? await productDuel(new MatmulBench(DUEL_SIZE), chains) : {};
     const result = await matmulGflops(async (size) => {
       const bench = new MatmulBench(size);
       return () => bench.run();
     });
-    return { ...peak, ...result };
+    return { ...duel, ...result };
   }
   // Time to the first step as the playground gets there: the data streamed in, the first
   // step taken as soon as one batch has arrived.
@@ -286,30 +310,37 @@ async function firstStreamedStep(Session, gpu, streams) {
 /** Loads one of TensorFlow.js's UMD bundles, which put their API on `globalThis.tf`. */
 const script = (src) => import(src);
 
+const TFJS = './node_modules/@tensorflow/';
+
+/** TensorFlow.js on `tfBackend`, ready; `wasmThreads` for its wasm backend. */
+async function loadTfjs(tfBackend, wasmThreads) {
+  await script(`${TFJS}tfjs/dist/tf.min.js`);
+  const tf = globalThis.tf;
+  if (tfBackend === 'wasm') {
+    await script(`${TFJS}tfjs-backend-wasm/dist/tf-backend-wasm.min.js`);
+    tf.wasm.setWasmPaths(`${TFJS}tfjs-backend-wasm/dist/`);
+    tf.wasm.setThreadsCount(wasmThreads);
+  }
+  if (tfBackend === 'webgpu') await script(`${TFJS}tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js`);
+  if (!(await tf.setBackend(tfBackend))) throw new Error(`backend ${tfBackend} is not available`);
+  await tf.ready();
+  return tf;
+}
+
 async function tfjs() {
-  const base = './node_modules/@tensorflow/';
   // The data loads while the library starts, as ferrograd's streams while its module compiles.
   const loading = task === 'train' ? loadData() : null;
   loading?.catch(() => {}); // reported where it is awaited, or moot if the library failed first
-  await script(`${base}tfjs/dist/tf.min.js`);
-  const tf = globalThis.tf;
   const tfBackend = backend === 'wasm-threads' ? 'wasm' : backend;
-  if (tfBackend === 'wasm') {
+  if (backend === 'wasm-threads') {
     // Its threaded build starts a pool of half as many workers as the page reports cores, and
     // uses no more threads than that: on two cores, one. Reporting twice the cores gives it
-    // the thread per core that ferrograd's threaded build runs on.
-    if (backend === 'wasm-threads') {
-      Object.defineProperty(navigator, 'hardwareConcurrency', { value: 2 * navigator.hardwareConcurrency });
-    }
-    await script(`${base}tfjs-backend-wasm/dist/tf-backend-wasm.min.js`);
-    tf.wasm.setWasmPaths(`${base}tfjs-backend-wasm/dist/`);
-    // Its threaded build runs on a cross-origin-isolated page; one thread per real core.
-    if (!crossOriginIsolated && backend === 'wasm-threads') throw new Error('threads need a cross-origin-isolated page');
-    tf.wasm.setThreadsCount(backend === 'wasm' ? 1 : navigator.hardwareConcurrency / 2);
+    // the thread per core that ferrograd's threaded build runs on. It runs on a
+    // cross-origin-isolated page.
+    Object.defineProperty(navigator, 'hardwareConcurrency', { value: 2 * navigator.hardwareConcurrency });
+    if (!crossOriginIsolated) throw new Error('threads need a cross-origin-isolated page');
   }
-  if (tfBackend === 'webgpu') await script(`${base}tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js`);
-  if (!(await tf.setBackend(tfBackend))) throw new Error(`backend ${tfBackend} is not available`);
-  await tf.ready();
+  const tf = await loadTfjs(tfBackend, backend === 'wasm' ? 1 : navigator.hardwareConcurrency / 2);
   threads = { wasm: tf.wasm?.getThreadsCount(), cpu: 1 }[tfBackend] ?? null;
 
   if (task === 'matmul') {

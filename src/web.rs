@@ -566,13 +566,12 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
         .map_err(|e| JsError::new(&e.to_string()))
 }
 
-/// `steps` rounds of a multiply-add on 12 independent 4-lane chains (96 FLOPs a round), which
-/// the benchmark times for this processor's peak GFLOP/s beside the product's: fused in the
-/// relaxed-SIMD build where `fused`, a multiply then an add otherwise (see
-/// `backend::cpu::multiply_add_chains`).
+/// `steps` rounds of the product's multiply-add on 12 independent 4-lane chains (96 FLOPs a
+/// round), which the benchmark times for this core's peak GFLOP/s beside the product's: fused
+/// in the relaxed-SIMD build (see `backend::cpu::multiply_add_chains`).
 #[wasm_bindgen(js_name = multiplyAddChains)]
-pub fn multiply_add_chains(steps: u32, fused: bool) -> f32 {
-    crate::backend::cpu::multiply_add_chains(steps as usize, fused)
+pub fn multiply_add_chains(steps: u32) -> f32 {
+    crate::backend::cpu::multiply_add_chains(steps as usize)
 }
 
 /// Two square matrices whose product JavaScript times, for the benchmark's GFLOP/s.
