@@ -3,12 +3,11 @@
 //! The blocking is the one of BLIS and matrixmultiply: `k` is cut into blocks of `KC`, `b`'s
 //! block is packed into panels `NR` columns wide and `a`'s into panels `MR` rows high, and a
 //! micro-kernel multiplies one panel of each into an `MR x NR` tile of `c` held in registers.
-//! The kernel is 4 x 8: eight 4-lane accumulators, two lanes of `b` and one broadcast of `a`
-//! fit the 16 vector registers V8 has on x64, where matrixmultiply's 8 x 8 kernel (16
-//! accumulators) spills. (6 x 8 and 5 x 8 kernels, as LLVM emits them, measured no faster in
-//! Chromium 156, or slower where V8 spilled; see the README's benchmark section.) The packing
-//! buffers belong to the thread and are kept, so a product allocates nothing after the first
-//! on each thread.
+//! The kernel is 4 x 8 (6 x 8 in the relaxed-SIMD build, see `MR`): eight 4-lane
+//! accumulators, two lanes of `b` and one broadcast of `a` fit the 16 vector registers V8 has
+//! on x64, where matrixmultiply's 8 x 8 kernel (16 accumulators) spills. The packing buffers
+//! belong to the thread and are kept, so a product allocates nothing after the first on each
+//! thread.
 //!
 //! The same code runs natively on plain 4-float arrays (LLVM turns them into SSE), which is how
 //! the native tests check the blocking and the packing; native builds multiply with
@@ -20,13 +19,22 @@ use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 
 use lanes::F32x4;
 
-/// Rows and columns of the tile the micro-kernel computes.
-const MR: usize = 4;
+/// Rows and columns of the tile the micro-kernel computes. A fused multiply-add takes 4
+/// cycles and a core issues two a cycle, so the relaxed-SIMD build's kernel needs more than 8
+/// independent accumulators to keep it busy: 6 x 8 has 12 (with two lanes of `b` and one
+/// broadcast, 15 of V8's 16 vector registers), and ran 8 to 13% faster than 4 x 8 there. The
+/// plain build's separate multiply and add gained nothing from it.
+const MR: usize = if cfg!(target_feature = "relaxed-simd") { 6 } else { 4 };
 const NR: usize = 8;
-/// The block of `k` packed at once: an `a` panel (4 KiB) and a `b` panel (8 KiB) stay in L1.
+/// How far apart the packed `a` panel's steps lie, a power of two (rows past `MR` are never
+/// read), so that one shifted index addresses both panels: with a stride of 6, LLVM's
+/// multiplication made the 6 x 8 kernel no faster than the 4 x 8 one.
+const A_STRIDE: usize = MR.next_power_of_two();
+/// The block of `k` packed at once: an `a` panel (4 KiB, 8 padded in the relaxed-SIMD build)
+/// and a `b` panel (8 KiB) stay in L1.
 const KC: usize = 256;
-/// Rows of `a` packed at once (64 KiB, in L2).
-const MC: usize = 64;
+/// Rows of `a` packed at once (64 KiB, 128 in the relaxed-SIMD build, in L2).
+const MC: usize = 16 * MR;
 /// Columns of `b` packed at once (256 KiB, in L2).
 const NC: usize = 256;
 
@@ -51,18 +59,18 @@ pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, b
         col_stride: c.strides()[1],
     };
     PACKED.with_borrow_mut(|(a_packed, b_packed)| {
-        a_packed.resize(MC * KC, 0.0);
+        a_packed.resize(MC / MR * A_STRIDE * KC, 0.0);
         b_packed.resize(KC * NC, 0.0);
         for (j0, nc) in blocks(n, NC, NR) {
             for (p0, kc) in blocks(k, KC, 1) {
-                pack(b_packed, b.slice(s![p0..p0 + kc, j0..j0 + nc]), NR);
+                pack(b_packed, b.slice(s![p0..p0 + kc, j0..j0 + nc]), NR, NR);
                 // Later blocks of k add onto what the first wrote.
                 let beta = if p0 == 0 { beta } else { 1.0 };
                 for (i0, mc) in blocks(m, MC, MR) {
-                    pack(a_packed, a.slice(s![i0..i0 + mc, p0..p0 + kc]).reversed_axes(), MR);
+                    pack(a_packed, a.slice(s![i0..i0 + mc, p0..p0 + kc]).reversed_axes(), MR, A_STRIDE);
                     for jr in (0..nc).step_by(NR) {
                         for ir in (0..mc).step_by(MR) {
-                            let tile = kernel(kc, &a_packed[ir * kc..], &b_packed[jr * kc..]);
+                            let tile = kernel(kc, &a_packed[ir / MR * A_STRIDE * kc..], &b_packed[jr * kc..]);
                             let size = (MR.min(mc - ir), NR.min(nc - jr));
                             store(&tile, (i0 + ir, j0 + jr), size, &mut out, beta);
                         }
@@ -81,56 +89,45 @@ fn blocks(len: usize, max: usize, unit: usize) -> impl Iterator<Item = (usize, u
 }
 
 /// Packs `block` (`kc x len`) into panels `width` columns wide: panel after panel, each its
-/// `kc` rows of `width` values, the last panel padded with zeros. Reads go along whichever
-/// axis is contiguous.
-fn pack(out: &mut [f32], block: ArrayView2<f32>, width: usize) {
+/// `kc` rows of `width` values, `stride` apart (what lies between is never read), the last
+/// panel padded with zeros. Reads go along whichever axis is contiguous.
+fn pack(out: &mut [f32], block: ArrayView2<f32>, width: usize, stride: usize) {
     let (kc, len) = block.dim();
     for (panel, i0) in (0..len).step_by(width).enumerate() {
-        let out = &mut out[panel * width * kc..][..width * kc];
+        let out = &mut out[panel * stride * kc..][..stride * kc];
         let valid = width.min(len - i0);
         let part = block.slice(s![.., i0..i0 + valid]);
         if part.strides()[1] == 1 {
-            for (row, out) in part.outer_iter().zip(out.chunks_exact_mut(width)) {
+            for (row, out) in part.outer_iter().zip(out.chunks_exact_mut(stride)) {
                 out[..valid].copy_from_slice(row.as_slice().expect("contiguous rows"));
             }
         } else {
             for (i, column) in part.axis_iter(Axis(1)).enumerate() {
-                for (&v, out) in column.iter().zip(out.chunks_exact_mut(width)) {
+                for (&v, out) in column.iter().zip(out.chunks_exact_mut(stride)) {
                     out[i] = v;
                 }
             }
         }
         if valid < width {
-            out.chunks_exact_mut(width).for_each(|row| row[valid..].fill(0.0));
+            out.chunks_exact_mut(stride).for_each(|row| row[valid..].fill(0.0));
         }
     }
 }
 
-/// The `MR x NR` tile `a_panel @ b_panel` over `kc` steps, as rows of two 4-lane halves. The
-/// accumulators are spelled out, so that they live in registers whatever the optimiser's
-/// appetite for unrolling.
+/// The `MR x NR` tile `a_panel @ b_panel` over `kc` steps, as rows of two 4-lane halves.
 #[inline(always)]
 fn kernel(kc: usize, a: &[f32], b: &[f32]) -> [[F32x4; 2]; MR] {
-    let (a, b) = (&a[..kc * MR], &b[..kc * NR]);
-    let zero = F32x4::zero();
-    let (mut c00, mut c01, mut c10, mut c11) = (zero, zero, zero, zero);
-    let (mut c20, mut c21, mut c30, mut c31) = (zero, zero, zero, zero);
-    for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+    let (a, b) = (&a[..kc * A_STRIDE], &b[..kc * NR]);
+    let mut c = [[F32x4::zero(); 2]; MR];
+    for (a, b) in a.chunks_exact(A_STRIDE).zip(b.chunks_exact(NR)) {
         let (b0, b1) = (F32x4::load(&b[..4]), F32x4::load(&b[4..]));
-        let a0 = F32x4::splat(a[0]);
-        c00 = c00.mul_add(a0, b0);
-        c01 = c01.mul_add(a0, b1);
-        let a1 = F32x4::splat(a[1]);
-        c10 = c10.mul_add(a1, b0);
-        c11 = c11.mul_add(a1, b1);
-        let a2 = F32x4::splat(a[2]);
-        c20 = c20.mul_add(a2, b0);
-        c21 = c21.mul_add(a2, b1);
-        let a3 = F32x4::splat(a[3]);
-        c30 = c30.mul_add(a3, b0);
-        c31 = c31.mul_add(a3, b1);
+        for (row, &a) in c.iter_mut().zip(&a[..MR]) {
+            let a = F32x4::splat(a);
+            row[0] = row[0].mul_add(a, b0);
+            row[1] = row[1].mul_add(a, b1);
+        }
     }
-    [[c00, c01], [c10, c11], [c20, c21], [c30, c31]]
+    c
 }
 
 /// `steps` rounds of `c = c * x + y` on 12 independent 4-lane chains, each the micro-kernel's
