@@ -350,7 +350,12 @@ function keepBetter(first, again) {
   }
   // The duel's figures go together: the round where TensorFlow.js ran fastest, the quietest.
   if (again.duelTfjs > (first.duelTfjs ?? 0)) Object.assign(first, pick(again, ['duelOurs', 'duelTfjs', 'duelPeak']));
-  if (first.gflops2048 != null) delete first.note; // a size the first round left out, measured now
+  // A size the first round left out, measured now.
+  if (first.gflops2048 != null && first.note) {
+    const notes = first.note.split('; ').filter((note) => !note.startsWith('matmul '));
+    if (notes.length) first.note = notes.join('; ');
+    else delete first.note;
+  }
   first.rounds = (first.rounds ?? 1) + 1;
 }
 
