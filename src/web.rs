@@ -429,15 +429,11 @@ pub struct GpuMatmulBench {
 #[cfg(feature = "webgpu")]
 #[wasm_bindgen]
 impl GpuMatmulBench {
-    /// Two `size x size` matrices on the GPU; errors past 4096, as `MatmulBench`.
+    /// Two `size x size` matrices on the GPU; errors past 4096 (see `bench_size`).
     #[wasm_bindgen(constructor)]
     pub fn new(gpu: &GpuDevice, size: u32) -> Result<GpuMatmulBench, JsError> {
         use crate::backend::gpu::Kernel;
-        if size > 4096 {
-            return Err(JsError::new(&format!(
-                "a {size} x {size} product is more than the benchmark's 4096 x 4096"
-            )));
-        }
+        bench_size(size as usize)?;
         let gpu = gpu.0.clone();
         let n = size as usize;
         let values: Vec<f32> = (0..n * n).map(|i| (i % 11) as f32 / 11.0).collect();
@@ -574,6 +570,17 @@ pub fn multiply_add_chains(steps: u32) -> f32 {
     crate::backend::cpu::multiply_add_chains(steps as usize)
 }
 
+/// The benchmark products' size bound, checked before their matrices are allocated.
+fn bench_size(size: usize) -> Result<(), JsError> {
+    const MAX: usize = 4096;
+    if size > MAX {
+        return Err(JsError::new(&format!(
+            "a {size} x {size} product is more than the benchmark's {MAX} x {MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// Two square matrices whose product JavaScript times, for the benchmark's GFLOP/s.
 #[wasm_bindgen]
 pub struct MatmulBench {
@@ -586,11 +593,7 @@ impl MatmulBench {
     /// Two `size x size` matrices; errors past 4096 (two 64 MiB matrices, and the product's).
     #[wasm_bindgen(constructor)]
     pub fn new(size: usize) -> Result<MatmulBench, JsError> {
-        if size > 4096 {
-            return Err(JsError::new(&format!(
-                "a {size} x {size} product is more than the benchmark's 4096 x 4096"
-            )));
-        }
+        bench_size(size)?;
         let a = ndarray::Array2::from_shape_fn((size, size), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 11.0);
         let b = a.t().to_owned();
         Ok(MatmulBench { a, b })
