@@ -188,9 +188,17 @@ fn after_its_first_steps_training_allocates_no_tensor_memory() {
 fn products_on_the_simd128_kernel_match_the_definition() {
     // Sizes around the kernel's 4 x 8 tile (6 x 8 in the relaxed-SIMD build) and its blocks,
     // and transposed operands.
-    for (m, k, n) in
-        [(1, 1, 1), (3, 5, 7), (4, 8, 8), (5, 9, 9), (6, 8, 8), (7, 9, 9), (65, 257, 257), (130, 600, 33)]
-    {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (3, 5, 7),
+        (4, 8, 8),
+        (5, 9, 9),
+        (6, 8, 8),
+        (7, 9, 9),
+        (65, 257, 257),
+        (130, 600, 33),
+        (9, 20, 1030),
+    ] {
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 31 + j * 17) % 13) as f32 / 7.0 - 0.9);
         let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 11) % 17) as f32 / 9.0 - 0.8);
         let want = Array2::from_shape_fn((m, n), |(i, j)| (0..k).map(|p| a[[i, p]] * b[[p, j]]).sum::<f32>());
