@@ -30,15 +30,18 @@ const NR: usize = 8;
 /// read), so that one shifted index addresses both panels: with a stride of 6, LLVM's
 /// multiplication made the 6 x 8 kernel no faster than the 4 x 8 one.
 const A_STRIDE: usize = MR.next_power_of_two();
-/// The block of `k` packed at once: an `a` panel (4 KiB, 8 padded in the relaxed-SIMD build)
-/// and a `b` panel (8 KiB) stay in L1.
-const KC: usize = 256;
-/// Rows of `a` packed at once (64 KiB, 128 in the relaxed-SIMD build, in L2).
-const MC: usize = 16 * MR;
-/// Columns of `b` packed at once (1 MiB, in L2 or L3: the kernel reads one 8 KiB panel of it
-/// at a time). Each block of columns packs all of `a` again, so a narrower block costs a
-/// transposing copy of `a` per 256 columns: at 256, the relaxed-SIMD 1024 product ran at 82%
-/// of the core's peak, at 1024 at 93%.
+/// The block of `k` packed at once. A `b` panel (16 KiB, as BLIS's on a 32 KiB L1) stays in
+/// L1 while the kernel streams `a` panels (8 KiB, 16 padded in the relaxed-SIMD build) from
+/// L2. Each block of `k` reads and writes every tile of `c` again, whose rows lie a page apart
+/// in a 1024-wide product, so each tile misses the cache and the TLB: with blocks of 256 the
+/// relaxed-SIMD 1024 product ran at 86% of the core's peak, with 512 at 99% (timed in turns).
+const KC: usize = 512;
+/// Rows of `a` packed at once (64 KiB, 128 in the relaxed-SIMD build, in L2 on any laptop).
+const MC: usize = 8 * MR;
+/// Columns of `b` packed at once (2 MiB, in L2 or L3: the kernel reads one panel of it at a
+/// time). Each block of columns packs all of `a` again, so a narrower block costs a
+/// transposing copy of `a` per block: with 256 columns, the relaxed-SIMD 1024 product ran at
+/// 82% of the core's peak, with 1024 at 93%.
 const NC: usize = 1024;
 
 thread_local! {
