@@ -45,7 +45,9 @@ const MC: usize = 8 * MR;
 const NC: usize = 1024;
 
 thread_local! {
-    /// This thread's packing buffers for `a` and `b`, grown once and kept.
+    /// This thread's packing buffers for `a` and `b`: grown to the largest blocks its products
+    /// have needed (at most 128 KiB and 2 MiB), never shrunk, so that training's products
+    /// allocate nothing after its first step, and a small model never holds the full 2 MiB.
     static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -65,8 +67,11 @@ pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, b
         col_stride: c.strides()[1],
     };
     PACKED.with_borrow_mut(|(a_packed, b_packed)| {
-        a_packed.resize(MC / MR * A_STRIDE * KC, 0.0);
-        b_packed.resize(KC * NC, 0.0);
+        // Blocks are at most MC x KC and KC x NC, and no larger than the operands rounded up to
+        // whole panels (see `blocks`).
+        let kc = k.min(KC);
+        grow(a_packed, m.next_multiple_of(MR).min(MC) / MR * A_STRIDE * kc);
+        grow(b_packed, kc * n.next_multiple_of(NR).min(NC));
         for (j0, nc) in blocks(n, NC, NR) {
             for (p0, kc) in blocks(k, KC, 1) {
                 pack(b_packed, b.slice(s![p0..p0 + kc, j0..j0 + nc]), NR, NR);
@@ -85,6 +90,12 @@ pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, b
             }
         }
     });
+}
+
+fn grow(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
 }
 
 /// Cuts `0..len` into blocks of at most `max`, as even as multiples of `unit` allow, so that
