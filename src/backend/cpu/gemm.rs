@@ -6,8 +6,8 @@
 //! The kernel is 4 x 8 (6 x 8 in the relaxed-SIMD build, see `MR`): eight 4-lane
 //! accumulators, two lanes of `b` and one broadcast of `a` fit the 16 vector registers V8 has
 //! on x64, where matrixmultiply's 8 x 8 kernel (16 accumulators) spills. The packing buffers
-//! belong to the thread and are kept, so a product allocates nothing after the first on each
-//! thread.
+//! belong to the thread and are kept, so a product allocates nothing once one as large has
+//! run on its thread.
 //!
 //! The same code runs natively on plain 4-float arrays (LLVM turns them into SSE), which is how
 //! the native tests check the blocking and the packing; native builds multiply with
@@ -67,11 +67,6 @@ pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, b
         col_stride: c.strides()[1],
     };
     PACKED.with_borrow_mut(|(a_packed, b_packed)| {
-        // Blocks are at most MC x KC and KC x NC, and no larger than the operands rounded up to
-        // whole panels (see `blocks`).
-        let kc = k.min(KC);
-        grow(a_packed, m.next_multiple_of(MR).min(MC) / MR * A_STRIDE * kc);
-        grow(b_packed, kc * n.next_multiple_of(NR).min(NC));
         for (j0, nc) in blocks(n, NC, NR) {
             for (p0, kc) in blocks(k, KC, 1) {
                 pack(b_packed, b.slice(s![p0..p0 + kc, j0..j0 + nc]), NR, NR);
@@ -92,12 +87,6 @@ pub fn gemm(a: ArrayView2<f32>, b: ArrayView2<f32>, mut c: ArrayViewMut2<f32>, b
     });
 }
 
-fn grow(buffer: &mut Vec<f32>, len: usize) {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
-    }
-}
-
 /// Cuts `0..len` into blocks of at most `max`, as even as multiples of `unit` allow, so that
 /// no thin block is left at the end (288 columns are 144 + 144, not 256 + 32).
 fn blocks(len: usize, max: usize, unit: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -107,9 +96,14 @@ fn blocks(len: usize, max: usize, unit: usize) -> impl Iterator<Item = (usize, u
 
 /// Packs `block` (`kc x len`) into panels `width` columns wide: panel after panel, each its
 /// `kc` rows of `width` values, `stride` apart (what lies between is never read), the last
-/// panel padded with zeros. Reads go along whichever axis is contiguous.
-fn pack(out: &mut [f32], block: ArrayView2<f32>, width: usize, stride: usize) {
+/// panel padded with zeros. Reads go along whichever axis is contiguous. `out` grows to fit
+/// and never shrinks.
+fn pack(out: &mut Vec<f32>, block: ArrayView2<f32>, width: usize, stride: usize) {
     let (kc, len) = block.dim();
+    let size = len.div_ceil(width) * stride * kc;
+    if out.len() < size {
+        out.resize(size, 0.0);
+    }
     for (panel, i0) in (0..len).step_by(width).enumerate() {
         let out = &mut out[panel * stride * kc..][..stride * kc];
         let valid = width.min(len - i0);
